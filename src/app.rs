@@ -1,0 +1,278 @@
+//! Wiring: turns a validated configuration into running listeners, the engine and the shutdown path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::certs::{self, CertBundle};
+use crate::clock::{Clock, ScaledClock, SystemClock};
+use crate::config::{CertsArgs, DemoArgs, ServeArgs, ServerArgs};
+use crate::demo::{DemoCluster, DemoSource};
+use crate::engine::Engine;
+use crate::http::{self, AppState, Limits};
+use crate::telemetry::Telemetry;
+
+/// Runs `certs`: writes a CA and serving certificate and prints the caBundle.
+pub fn run_certs(args: &CertsArgs) -> Result<()> {
+    let mut names = certs::service_names(&args.service, &args.namespace);
+    names.extend(args.extra_sans.iter().cloned());
+    let bundle = certs::generate(
+        &names,
+        certs::today_utc(SystemClock.now_millis()),
+        args.days,
+    )?;
+    bundle.write(&args.out_dir)?;
+    println!(
+        "wrote {}/{{ca.crt,ca.key,tls.crt,tls.key}} for {}",
+        args.out_dir.display(),
+        names.join(", ")
+    );
+    println!("create the serving Secret with:");
+    println!(
+        "  kubectl -n {} create secret tls {}-tls --cert={}/tls.crt --key={}/tls.key",
+        args.namespace,
+        args.service,
+        args.out_dir.display(),
+        args.out_dir.display()
+    );
+    println!("caBundle (for the APIService and the MutatingWebhookConfiguration):");
+    println!("{}", bundle.ca_bundle());
+    Ok(())
+}
+
+/// Builds the handler state shared by both listeners.
+fn app_state(
+    server: &ServerArgs,
+    snapshots: watch::Receiver<Option<Arc<crate::domain::model::Snapshot>>>,
+    clock: Arc<dyn Clock>,
+    telemetry: Arc<Telemetry>,
+) -> AppState {
+    AppState {
+        webhook: Arc::new(http::webhook::WebhookState::from_args(
+            &server.webhook,
+            &telemetry,
+        )),
+        extender: Arc::new(http::extender::ExtenderState::from_args(
+            &server.extender,
+            &telemetry,
+        )),
+        snapshots,
+        clock,
+        telemetry,
+        limits: limits(server),
+    }
+}
+
+fn limits(server: &ServerArgs) -> Limits {
+    Limits {
+        max_body_bytes: server.max_body_bytes,
+        max_header_bytes: server.max_header_bytes,
+        request_timeout: server.request_timeout,
+    }
+}
+
+/// The bound listeners, so callers can learn the ports chosen for port 0.
+struct Listeners {
+    secure: TcpListener,
+    metrics: TcpListener,
+}
+
+async fn bind(server: &ServerArgs) -> Result<Listeners> {
+    let secure_addr = SocketAddr::new(server.bind_address, server.secure_port);
+    let metrics_addr = SocketAddr::new(server.bind_address, server.metrics_port);
+    let secure = TcpListener::bind(secure_addr)
+        .await
+        .with_context(|| format!("binding secure port {secure_addr}"))?;
+    let metrics = TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("binding metrics port {metrics_addr}"))?;
+    Ok(Listeners { secure, metrics })
+}
+
+fn shutdown_on_signal(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        cancel.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+}
+
+async fn serve_both(
+    listeners: Listeners,
+    tls: Arc<rustls::ServerConfig>,
+    state: AppState,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let limits = state.limits;
+    let secure = http::server::serve_tls(
+        listeners.secure,
+        tls,
+        http::secure_router(state.clone()),
+        limits,
+        cancel.clone().cancelled_owned(),
+    );
+    let metrics = http::server::serve_plain(
+        listeners.metrics,
+        http::metrics_router(state),
+        limits,
+        cancel.clone().cancelled_owned(),
+    );
+    let (a, b) = tokio::join!(secure, metrics);
+    a.context("secure listener")?;
+    b.context("metrics listener")?;
+    Ok(())
+}
+
+/// Runs `serve`.
+pub async fn run_serve(args: ServeArgs) -> Result<()> {
+    let tls = certs::server_config(
+        &args.tls_cert_file,
+        &args.tls_key_file,
+        args.server.requestheader_client_ca_file.as_deref(),
+    )?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
+    let listeners = bind(&args.server).await?;
+    let (_publish, snapshots) = watch::channel(None);
+    let state = app_state(
+        &args.server,
+        snapshots,
+        Arc::new(SystemClock),
+        Arc::new(Telemetry::new()),
+    );
+    tracing::warn!(
+        "serve: the Kubernetes and Prometheus data plane is not part of this build yet; the API answers 503 until \
+         a data source publishes a snapshot (use `demo` to see values)"
+    );
+    tracing::info!(
+        secure = %listeners.secure.local_addr()?,
+        metrics = %listeners.metrics.local_addr()?,
+        "listening"
+    );
+    let cancel = CancellationToken::new();
+    shutdown_on_signal(cancel.clone());
+    serve_both(listeners, tls, state, cancel).await
+}
+
+/// Loads the demo certificates from `dir`, generating them on first start.
+fn demo_certs(dir: &Path, now: i64) -> Result<CertBundle> {
+    if dir.join(certs::TLS_CERT).is_file() {
+        return Ok(CertBundle::read(dir)?);
+    }
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    names.extend(certs::service_names("smart-autoscaler", "smart-autoscaler"));
+    let bundle = certs::generate(&names, certs::today_utc(now), 365)?;
+    bundle.write(dir)?;
+    Ok(bundle)
+}
+
+/// A kubeconfig that reaches the demo server with TLS verified against the demo CA.
+pub fn demo_kubeconfig(server_url: &str, ca_file: &Path) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: smart-autoscaler-demo\n  cluster:\n    server: {server_url}\n    \
+         certificate-authority: {}\ncontexts:\n- name: smart-autoscaler-demo\n  context:\n    cluster: \
+         smart-autoscaler-demo\n    user: demo\ncurrent-context: smart-autoscaler-demo\nusers:\n- name: demo\n  \
+         user:\n    token: demo-token-not-checked\n",
+        ca_file.display()
+    )
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// Runs `demo`.
+pub async fn run_demo(args: DemoArgs) -> Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::starting_now(args.speed));
+    let data_dir = absolute(&args.data_dir)?;
+    let cert_dir = data_dir.join("certs");
+    std::fs::create_dir_all(&cert_dir)
+        .with_context(|| format!("creating --data-dir {}", data_dir.display()))?;
+    demo_certs(&cert_dir, clock.now_millis())?;
+    let tls = certs::server_config(
+        &cert_dir.join(certs::TLS_CERT),
+        &cert_dir.join(certs::TLS_KEY),
+        args.server.requestheader_client_ca_file.as_deref(),
+    )?;
+    let listeners = bind(&args.server).await?;
+    let secure_port = listeners.secure.local_addr()?.port();
+    let metrics_port = listeners.metrics.local_addr()?.port();
+    let kubeconfig = match &args.kubeconfig_out {
+        Some(p) => absolute(p)?,
+        None => data_dir.join("kubeconfig"),
+    };
+    let server_url = format!("https://127.0.0.1:{secure_port}");
+    std::fs::write(
+        &kubeconfig,
+        demo_kubeconfig(&server_url, &cert_dir.join(certs::CA_CERT)),
+    )
+    .with_context(|| format!("writing kubeconfig {}", kubeconfig.display()))?;
+
+    let telemetry = Arc::new(Telemetry::new());
+    let (publish, snapshots) = watch::channel(None);
+    let engine = Engine {
+        source: DemoSource(DemoCluster::new(args.seed, clock.now_millis())),
+        clock: clock.clone(),
+        interval: args.interval,
+        publish,
+        telemetry: telemetry.clone(),
+    };
+    let state = app_state(&args.server, snapshots, clock, telemetry);
+    let cancel = CancellationToken::new();
+    shutdown_on_signal(cancel.clone());
+    tokio::spawn(engine.run(cancel.clone()));
+
+    let k = format!("kubectl --kubeconfig {}", kubeconfig.display());
+    println!(
+        "smart-autoscaler demo: simulated cluster at {}x speed",
+        args.speed
+    );
+    println!(
+        "listening secure=127.0.0.1:{secure_port} metrics=127.0.0.1:{metrics_port} kubeconfig={}",
+        kubeconfig.display()
+    );
+    println!();
+    println!("Try:");
+    println!("  {k} get --raw /apis/external.metrics.k8s.io/v1beta1");
+    for name in [
+        "api-service",
+        "batch-processor",
+        "web-frontend",
+        "java-orders",
+    ] {
+        println!(
+            "  {k} get --raw '/apis/external.metrics.k8s.io/v1beta1/namespaces/demo/smart_cpu_utilization?labelSelector=deployment%3D{name}'"
+        );
+    }
+    println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/deployments/demo/api-service");
+    println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
+    serve_both(listeners, tls, state, cancel).await
+}

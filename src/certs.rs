@@ -1,0 +1,305 @@
+//! Serving certificates: a private CA and a serving certificate signed by it (rcgen, aws-lc-rs), written as
+//! PEM files with the names a Kubernetes TLS Secret uses, plus loading them into a rustls server config.
+
+use std::fs;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// File names inside a certificate directory.
+pub const CA_CERT: &str = "ca.crt";
+/// The CA's private key.
+pub const CA_KEY: &str = "ca.key";
+/// The serving certificate.
+pub const TLS_CERT: &str = "tls.crt";
+/// The serving certificate's private key.
+pub const TLS_KEY: &str = "tls.key";
+
+/// Errors making or loading certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// rcgen failed to build or sign a certificate.
+    #[error("generating certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A file could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A PEM file held nothing usable.
+    #[error("{path}: {reason}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// rustls rejected the certificate/key pair.
+    #[error("building TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The client CA could not be used to verify client certificates.
+    #[error("building client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// A CA and a serving certificate, as PEM.
+#[derive(Debug, Clone)]
+pub struct CertBundle {
+    /// CA certificate.
+    pub ca_cert_pem: String,
+    /// CA private key.
+    pub ca_key_pem: String,
+    /// Serving certificate.
+    pub cert_pem: String,
+    /// Serving key.
+    pub key_pem: String,
+}
+
+/// The DNS names a Service is reached by from inside the cluster.
+pub fn service_names(service: &str, namespace: &str) -> Vec<String> {
+    vec![
+        service.to_string(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ]
+}
+
+/// Generates a CA valid for `days × 10` and a serving certificate valid for `days`, both from `today`
+/// (year, month, day), for the given DNS names and IP addresses.
+pub fn generate(
+    names: &[String],
+    today: (i32, u8, u8),
+    days: u32,
+) -> Result<CertBundle, CertError> {
+    let (y, m, d) = today;
+    let start = rcgen::date_time_ymd(y, m, d);
+    let day = rcgen::date_time_ymd(1970, 1, 2) - rcgen::date_time_ymd(1970, 1, 1);
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "smart-autoscaler CA");
+    dn.push(DnType::OrganizationName, "smart-autoscaler");
+    ca_params.distinguished_name = dn;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params.not_before = start - day;
+    ca_params.not_after = start + day * (days as i32) * 10;
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, &ca_key);
+
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "smart-autoscaler".into()),
+    );
+    params.distinguished_name = dn;
+    params.subject_alt_names = names
+        .iter()
+        .map(|n| match n.parse::<IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => n.clone().try_into().map(SanType::DnsName),
+        })
+        .collect::<Result<_, _>>()?;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = start - day;
+    params.not_after = start + day * (days as i32);
+    let cert = params.signed_by(&key, &issuer)?;
+
+    Ok(CertBundle {
+        ca_cert_pem: ca_cert.pem(),
+        ca_key_pem: ca_key.serialize_pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Today's date in UTC as (year, month, day).
+pub fn today_utc(now_millis: i64) -> (i32, u8, u8) {
+    let date = jiff::Timestamp::from_millisecond(now_millis)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    (date.year() as i32, date.month() as u8, date.day() as u8)
+}
+
+fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), CertError> {
+    let io_err = |source| CertError::Io {
+        action: "writing",
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::write(path, contents).map_err(io_err)?;
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io_err)?;
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    Ok(())
+}
+
+impl CertBundle {
+    /// Writes the four PEM files into `dir`, creating it; private keys get mode 0600.
+    pub fn write(&self, dir: &Path) -> Result<(), CertError> {
+        fs::create_dir_all(dir).map_err(|source| CertError::Io {
+            action: "creating",
+            path: dir.into(),
+            source,
+        })?;
+        write_file(&dir.join(CA_CERT), &self.ca_cert_pem, false)?;
+        write_file(&dir.join(CA_KEY), &self.ca_key_pem, true)?;
+        write_file(&dir.join(TLS_CERT), &self.cert_pem, false)?;
+        write_file(&dir.join(TLS_KEY), &self.key_pem, true)?;
+        Ok(())
+    }
+
+    /// Reads a bundle written by [`CertBundle::write`].
+    pub fn read(dir: &Path) -> Result<Self, CertError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            fs::read_to_string(&path).map_err(|source| CertError::Io {
+                action: "reading",
+                path,
+                source,
+            })
+        };
+        Ok(CertBundle {
+            ca_cert_pem: read(CA_CERT)?,
+            ca_key_pem: read(CA_KEY)?,
+            cert_pem: read(TLS_CERT)?,
+            key_pem: read(TLS_KEY)?,
+        })
+    }
+
+    /// The `caBundle` field value for APIService and webhook configurations: base64 of the CA PEM.
+    pub fn ca_bundle(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(self.ca_cert_pem.as_bytes())
+    }
+}
+
+/// Reads PEM certificates from a file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let pem = |reason: String| CertError::Pem {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem(format!("cannot read certificates: {e}")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem(format!("bad certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(pem("no CERTIFICATE block found".into()));
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1) from a file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| CertError::Pem {
+        path: path.to_path_buf(),
+        reason: format!("no usable private key: {e}"),
+    })
+}
+
+/// Builds the rustls server configuration for the secure port: HTTP/2 and HTTP/1.1 by ALPN, and, when a client
+/// CA is given, client certificates requested (not required) and verified against it, as the aggregator expects.
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, CertError> {
+    let certs = load_certs(cert_file)?;
+    let key = load_key(key_file)?;
+    let builder = rustls::ServerConfig::builder();
+    let mut config = match client_ca_file {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in load_certs(ca)? {
+                roots.add(cert)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .allow_unauthenticated()
+                .build()?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)?
+        }
+        None => builder.with_no_client_auth().with_single_cert(certs, key)?,
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_a_chain_rustls_accepts() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut names = service_names("smart-autoscaler", "smart-autoscaler");
+        names.push("127.0.0.1".into());
+        let bundle = generate(&names, (2026, 11, 23), 30).unwrap();
+        bundle.write(dir.path()).unwrap();
+        let again = CertBundle::read(dir.path()).unwrap();
+        assert_eq!(again.cert_pem, bundle.cert_pem);
+        server_config(
+            &dir.path().join(TLS_CERT),
+            &dir.path().join(TLS_KEY),
+            Some(&dir.path().join(CA_CERT)),
+        )
+        .unwrap();
+        assert!(bundle.ca_bundle().len() > 100);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(TLS_KEY))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn missing_key_file_names_the_path() {
+        let err = load_key(Path::new("/nonexistent/tls.key")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/tls.key"), "{err}");
+    }
+
+    #[test]
+    fn today_from_millis() {
+        assert_eq!(today_utc(1_740_830_405_000), (2025, 3, 1));
+    }
+}

@@ -1,0 +1,356 @@
+//! Command-line and environment configuration. Every flag has a `SMART_AUTOSCALER_*` environment fallback and
+//! is validated once, before anything starts, so a bad setting fails fast with a message naming the flag.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Predictive, node-aware and cost-aware external metrics for the native Kubernetes HPA.
+#[derive(Debug, Parser)]
+#[command(name = "smart-autoscaler", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, env = "SMART_AUTOSCALER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` EnvFilter syntax, e.g. `info,smart_autoscaler=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "SMART_AUTOSCALER_LOG",
+        default_value = "info"
+    )]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run in a cluster: serve the external metrics API from Kubernetes and Prometheus data.
+    Serve(ServeArgs),
+    /// Run the whole server on an embedded simulated cluster: no Kubernetes or Prometheus needed.
+    Demo(DemoArgs),
+    /// Generate a CA and a serving certificate for the in-cluster Service and print the caBundle.
+    Certs(CertsArgs),
+}
+
+/// Listener, limit and timing settings shared by `serve` and `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Address both listeners bind to.
+    #[arg(long, env = "SMART_AUTOSCALER_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+
+    /// HTTPS port for the external metrics API (and the webhook and extender). 0 picks a free port.
+    #[arg(long, env = "SMART_AUTOSCALER_SECURE_PORT", default_value_t = 6443)]
+    pub secure_port: u16,
+
+    /// Plain-HTTP port for /metrics, health probes and the JSON API. 0 picks a free port.
+    #[arg(long, env = "SMART_AUTOSCALER_METRICS_PORT", default_value_t = 8080)]
+    pub metrics_port: u16,
+
+    /// Largest request body accepted, in bytes; larger requests get a 413 Status.
+    #[arg(long, env = "SMART_AUTOSCALER_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest request head (request line plus headers) accepted, in bytes.
+    #[arg(long, env = "SMART_AUTOSCALER_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Time limit for handling one request, e.g. `10s`; slower requests get a 504 Status.
+    #[arg(long, env = "SMART_AUTOSCALER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// PEM CA that signs the aggregator's front-proxy client certificate (the `requestheader-client-ca-file`).
+    /// When set, client certificates are requested (not required) and verified against it.
+    #[arg(long, env = "SMART_AUTOSCALER_REQUESTHEADER_CLIENT_CA_FILE")]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub webhook: crate::http::webhook::WebhookArgs,
+
+    #[command(flatten)]
+    pub extender: crate::http::extender::ExtenderArgs,
+}
+
+/// Settings for `serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// PEM serving certificate (chain) for the secure port.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_TLS_CERT_FILE",
+        default_value = "/etc/smart-autoscaler/tls/tls.crt"
+    )]
+    pub tls_cert_file: PathBuf,
+
+    /// PEM private key of the serving certificate.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_TLS_KEY_FILE",
+        default_value = "/etc/smart-autoscaler/tls/tls.key"
+    )]
+    pub tls_key_file: PathBuf,
+
+    /// How often inputs are collected and the snapshot recomputed, e.g. `60s`.
+    #[arg(long, env = "SMART_AUTOSCALER_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Directory for persistent state.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_DATA_DIR",
+        default_value = "/var/lib/smart-autoscaler"
+    )]
+    pub data_dir: PathBuf,
+}
+
+/// Settings for `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// How often the simulated cluster is observed, in simulated time, e.g. `60s`.
+    #[arg(long, env = "SMART_AUTOSCALER_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Simulated time runs this many times faster than real time.
+    #[arg(long, env = "SMART_AUTOSCALER_SPEED", default_value_t = 10.0)]
+    pub speed: f64,
+
+    /// Directory for the generated CA, serving certificate, kubeconfig and state.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_DATA_DIR",
+        default_value = ".smart-autoscaler-demo"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Where to write the kubeconfig that trusts the generated CA. Defaults to `<data-dir>/kubeconfig`.
+    #[arg(long, env = "SMART_AUTOSCALER_KUBECONFIG_OUT")]
+    pub kubeconfig_out: Option<PathBuf>,
+
+    /// Seed of the simulated cluster's noise, so a demo run can be repeated exactly.
+    #[arg(long, env = "SMART_AUTOSCALER_SEED", default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Settings for `certs`.
+#[derive(Debug, Clone, Args)]
+pub struct CertsArgs {
+    /// Service name the certificate is for.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_SERVICE",
+        default_value = "smart-autoscaler"
+    )]
+    pub service: String,
+
+    /// Namespace of the Service.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_NAMESPACE",
+        default_value = "smart-autoscaler"
+    )]
+    pub namespace: String,
+
+    /// Extra DNS names or IP addresses to put in the serving certificate.
+    #[arg(
+        long = "san",
+        env = "SMART_AUTOSCALER_EXTRA_SANS",
+        value_delimiter = ','
+    )]
+    pub extra_sans: Vec<String>,
+
+    /// Directory the PEM files are written to (ca.crt, ca.key, tls.crt, tls.key).
+    #[arg(long, env = "SMART_AUTOSCALER_CERTS_DIR", default_value = "certs/out")]
+    pub out_dir: PathBuf,
+
+    /// Validity of the serving certificate in days (the CA gets ten times as long).
+    #[arg(long, env = "SMART_AUTOSCALER_CERT_DAYS", default_value_t = 365)]
+    pub days: u32,
+}
+
+/// A configuration that cannot work, with the flag to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid --{flag}: {reason}")]
+pub struct ConfigError {
+    /// The flag at fault, without dashes.
+    pub flag: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        reason: reason.into(),
+    }
+}
+
+impl ServerArgs {
+    /// Checks limits that would make the server unusable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes < 1024 {
+            return Err(bad("max-body-bytes", "must be at least 1024"));
+        }
+        if self.max_header_bytes < 8192 {
+            return Err(bad(
+                "max-header-bytes",
+                "must be at least 8192 (hyper's minimum buffer)",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(bad("request-timeout", "must be greater than zero"));
+        }
+        if self.secure_port != 0 && self.secure_port == self.metrics_port {
+            return Err(bad("metrics-port", "must differ from --secure-port"));
+        }
+        if let Some(path) = &self.requestheader_client_ca_file
+            && !path.is_file()
+        {
+            return Err(bad(
+                "requestheader-client-ca-file",
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ServeArgs {
+    /// Validates the whole `serve` configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        validate_interval(self.interval)?;
+        for (flag, path) in [
+            ("tls-cert-file", &self.tls_cert_file),
+            ("tls-key-file", &self.tls_key_file),
+        ] {
+            if !path.is_file() {
+                return Err(bad(
+                    flag,
+                    format!(
+                        "{} is not a readable file (generate one with `smart-autoscaler certs`)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DemoArgs {
+    /// Validates the whole `demo` configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        validate_interval(self.interval)?;
+        if !(self.speed.is_finite() && (0.1..=10_000.0).contains(&self.speed)) {
+            return Err(bad("speed", "must be between 0.1 and 10000"));
+        }
+        Ok(())
+    }
+}
+
+impl CertsArgs {
+    /// Validates the `certs` configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.service.is_empty() || self.namespace.is_empty() {
+            return Err(bad("service", "service and namespace must not be empty"));
+        }
+        if self.days == 0 || self.days > 3650 {
+            return Err(bad("cert-days", "must be between 1 and 3650"));
+        }
+        Ok(())
+    }
+}
+
+fn validate_interval(interval: Duration) -> Result<(), ConfigError> {
+    if interval < Duration::from_secs(1) || interval > Duration::from_secs(3600) {
+        return Err(bad("interval", "must be between 1s and 1h"));
+    }
+    Ok(())
+}
+
+/// Parses durations such as `500ms`, `15s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration such as 500ms, 15s, 5m or 1h"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        "d" => number * 86400.0,
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{text}' (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("'{text}': {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn rejects_equal_ports() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "demo",
+            "--secure-port",
+            "9000",
+            "--metrics-port",
+            "9000",
+        ])
+        .unwrap();
+        let Command::Demo(args) = cli.command else {
+            panic!("demo expected")
+        };
+        let err = args.validate().unwrap_err();
+        assert_eq!(err.flag, "metrics-port");
+    }
+}

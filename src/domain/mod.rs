@@ -1,0 +1,7 @@
+//! The pure, synchronous core: no IO, no clocks, no async. Everything here is a function of its inputs and is
+//! unit-tested with plain `#[test]`s.
+
+pub mod decision;
+pub mod model;
+pub mod quantity;
+pub mod selector;

@@ -1,0 +1,165 @@
+//! The data that flows through the core: what the engine observes about each deployment and node pool on a
+//! tick, and the snapshot of served values that the HTTP layer reads.
+
+use std::collections::BTreeMap;
+
+/// Milliseconds since the Unix epoch. The core never reads a clock; callers pass the time in.
+pub type UnixMillis = i64;
+
+/// Identifies a deployment.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct DeploymentKey {
+    /// Namespace of the deployment.
+    pub namespace: String,
+    /// Name of the deployment.
+    pub name: String,
+}
+
+impl DeploymentKey {
+    /// Builds a key from namespace and name.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        DeploymentKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for DeploymentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Measured and requested load on the nodes a deployment can be scheduled on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PoolInputs {
+    /// Name of the pool (the node-selector it was derived from, or `all`).
+    pub name: String,
+    /// Measured CPU utilization of the pool's Ready, schedulable nodes, percent of allocatable.
+    pub measured_cpu_percent: f64,
+    /// Sum of pod CPU requests over allocatable CPU, percent.
+    pub requested_cpu_percent: f64,
+    /// Number of nodes in the pool.
+    pub nodes: u32,
+}
+
+/// One deployment's inputs on one tick.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeploymentInputs {
+    /// Which deployment.
+    pub key: DeploymentKey,
+    /// The HPA's target value for our metric, percent: the base the effective target is compared with.
+    pub base_target_percent: f64,
+    /// CPU utilization of pods past their startup filter, percent of requests (70% 10-minute + 30% 5-minute).
+    pub cpu_utilization_percent: f64,
+    /// Memory working set over requests, percent, when known.
+    pub memory_utilization_percent: Option<f64>,
+    /// Total CPU request of one pod in milli-cores (all containers, including restartable init containers).
+    pub pod_cpu_request_milli: i64,
+    /// Current replica count (spec).
+    pub replicas: u32,
+    /// Ready pods.
+    pub ready_pods: u32,
+    /// Pods not yet ready or still inside their startup filter.
+    pub starting_pods: u32,
+    /// Pods started in the last 3 minutes.
+    pub recent_pod_starts: u32,
+    /// Seconds a new pod's CPU is ignored.
+    pub startup_filter_seconds: u32,
+    /// The deployment's node pool.
+    pub pool: PoolInputs,
+    /// Annotations of the Deployment that steer policy (`smart-autoscaler.io/*`).
+    pub annotations: BTreeMap<String, String>,
+    /// The averaging window behind `cpu_utilization_percent`, seconds.
+    pub window_seconds: i64,
+    /// When these inputs were measured.
+    pub observed_at: UnixMillis,
+}
+
+/// A node as the scheduler extender and the pool computation see it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeInputs {
+    /// Node name.
+    pub name: String,
+    /// Node labels.
+    pub labels: BTreeMap<String, String>,
+    /// Ready condition is True.
+    pub ready: bool,
+    /// Not cordoned.
+    pub schedulable: bool,
+    /// Allocatable CPU in milli-cores.
+    pub allocatable_cpu_milli: i64,
+    /// Sum of CPU requests of pods on the node, milli-cores.
+    pub requested_cpu_milli: i64,
+    /// Measured CPU utilization, percent of allocatable, when known.
+    pub measured_cpu_percent: Option<f64>,
+}
+
+/// Everything observed on one tick.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Observation {
+    /// When the observation was taken.
+    pub at: UnixMillis,
+    /// Managed deployments.
+    pub deployments: Vec<DeploymentInputs>,
+    /// Nodes of the cluster.
+    pub nodes: Vec<NodeInputs>,
+}
+
+/// What is served for one deployment, with the reason.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServedDeployment {
+    /// The inputs the values were computed from.
+    pub inputs: DeploymentInputs,
+    /// `smart_cpu_utilization_raw`: the measured utilization, unadjusted.
+    pub raw_percent: f64,
+    /// `smart_cpu_utilization`: the adjusted value the HPA scales on.
+    pub smart_percent: f64,
+    /// Why `smart_percent` has the value it has.
+    pub explanation: crate::domain::decision::Explanation,
+}
+
+/// The values the HTTP layer serves, published once per tick.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Snapshot {
+    /// When the observation behind it was taken.
+    pub collected_at: UnixMillis,
+    /// The collection interval, so readers can judge staleness.
+    pub interval_millis: i64,
+    /// Per-deployment values.
+    pub deployments: BTreeMap<DeploymentKey, ServedDeployment>,
+    /// Nodes as last observed.
+    pub nodes: Vec<NodeInputs>,
+}
+
+impl Snapshot {
+    /// Age of the snapshot at `now`.
+    pub fn age_millis(&self, now: UnixMillis) -> i64 {
+        (now - self.collected_at).max(0)
+    }
+
+    /// Whether the snapshot is too old to serve: older than `intervals` collection intervals.
+    pub fn is_stale(&self, now: UnixMillis, intervals: i64) -> bool {
+        self.age_millis(now) > self.interval_millis * intervals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staleness_is_measured_in_intervals() {
+        let s = Snapshot {
+            collected_at: 1_000,
+            interval_millis: 60_000,
+            ..Default::default()
+        };
+        assert!(!s.is_stale(1_000 + 180_000, 3));
+        assert!(s.is_stale(1_000 + 180_001, 3));
+        assert_eq!(s.age_millis(0), 0);
+    }
+}

@@ -1,0 +1,113 @@
+//! The engine: on every tick it asks its [`Source`] for an observation, runs the pure core over it and publishes
+//! the resulting [`Snapshot`] on a `watch` channel. Handlers only ever read the latest snapshot.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::domain::decision;
+use crate::domain::model::{Observation, ServedDeployment, Snapshot, UnixMillis};
+use crate::telemetry::{OutcomeLabels, Telemetry};
+
+/// Why a source could not produce an observation this tick.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct SourceError {
+    /// Which source failed.
+    pub source_name: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Where observations come from: the simulated cluster in `demo`, Kubernetes and Prometheus in `serve`.
+pub trait Source: Send + 'static {
+    /// Observes the cluster at `now`.
+    fn observe(
+        &mut self,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<Observation, SourceError>> + Send;
+
+    /// Sees what was served, for sources that simulate a consumer (the demo's HPA).
+    fn served(&mut self, _snapshot: &Snapshot) {}
+}
+
+/// Computes a snapshot from an observation: the pure step of a tick.
+pub fn compute(observation: Observation, interval: Duration) -> Snapshot {
+    let deployments = observation
+        .deployments
+        .into_iter()
+        .map(|inputs| {
+            let explanation = decision::decide(&inputs);
+            let served = ServedDeployment {
+                raw_percent: inputs.cpu_utilization_percent,
+                smart_percent: explanation.served_percent,
+                explanation,
+                inputs,
+            };
+            (served.inputs.key.clone(), served)
+        })
+        .collect();
+    Snapshot {
+        collected_at: observation.at,
+        interval_millis: interval.as_millis() as i64,
+        deployments,
+        nodes: observation.nodes,
+    }
+}
+
+/// Runs ticks until cancelled.
+pub struct Engine<S: Source> {
+    /// The observation source.
+    pub source: S,
+    /// The injected clock.
+    pub clock: Arc<dyn Clock>,
+    /// Time between ticks, in the clock's time.
+    pub interval: Duration,
+    /// Where snapshots are published.
+    pub publish: watch::Sender<Option<Arc<Snapshot>>>,
+    /// Our own metrics.
+    pub telemetry: Arc<Telemetry>,
+}
+
+impl<S: Source> Engine<S> {
+    /// Ticks immediately, then every interval, until `cancel` fires. A failed tick keeps the last snapshot.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let period = self.clock.real_duration(self.interval);
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = cancel.cancelled() => return,
+            }
+            self.tick().await;
+        }
+    }
+
+    /// One tick: observe, compute, publish.
+    pub async fn tick(&mut self) {
+        let now = self.clock.now_millis();
+        match self.source.observe(now).await {
+            Ok(observation) => {
+                let snapshot = compute(observation, self.interval);
+                self.source.served(&snapshot);
+                self.telemetry
+                    .ticks
+                    .get_or_create(&OutcomeLabels { outcome: "ok" })
+                    .inc();
+                self.publish.send_replace(Some(Arc::new(snapshot)));
+            }
+            Err(error) => {
+                self.telemetry
+                    .ticks
+                    .get_or_create(&OutcomeLabels { outcome: "error" })
+                    .inc();
+                tracing::warn!(%error, "observation failed; keeping the last snapshot");
+            }
+        }
+    }
+}

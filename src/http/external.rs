@@ -1,0 +1,226 @@
+//! `external.metrics.k8s.io/v1beta1`: discovery documents and the metric read the HPA makes.
+//!
+//! Values come only from the published snapshot. A read never waits on a data source; a missing or stale
+//! snapshot is a 503 Status, a selector matching several deployments a 400 (the HPA would sum percentages).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::routing::get;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::clock::rfc3339;
+use crate::domain::model::{ServedDeployment, Snapshot, UnixMillis};
+use crate::domain::quantity;
+use crate::domain::selector::Selector;
+
+/// API group served.
+pub const GROUP: &str = "external.metrics.k8s.io";
+/// API version served.
+pub const VERSION: &str = "v1beta1";
+/// The adjusted metric the HPA scales on.
+pub const SMART_METRIC: &str = "smart_cpu_utilization";
+/// The unadjusted measured utilization, for comparison.
+pub const RAW_METRIC: &str = "smart_cpu_utilization_raw";
+/// Every metric this server offers.
+pub const METRICS: [&str; 2] = [SMART_METRIC, RAW_METRIC];
+/// The metric label that names the deployment.
+pub const DEPLOYMENT_LABEL: &str = "deployment";
+/// A snapshot older than this many collection intervals is not served.
+pub const STALE_INTERVALS: i64 = 3;
+
+/// Routes of the external metrics API.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/apis", get(api_group_list))
+        .route("/apis/external.metrics.k8s.io", get(api_group))
+        .route(
+            "/apis/external.metrics.k8s.io/v1beta1",
+            get(api_resource_list),
+        )
+        .route(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}",
+            get(metric_values),
+        )
+        .route("/openapi/v2", get(no_openapi))
+        .route("/openapi/v3", get(no_openapi))
+}
+
+fn group_version() -> Value {
+    json!({ "groupVersion": format!("{GROUP}/{VERSION}"), "version": VERSION })
+}
+
+fn group() -> Value {
+    json!({ "name": GROUP, "versions": [group_version()], "preferredVersion": group_version() })
+}
+
+async fn api_group_list() -> Json<Value> {
+    Json(json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [group()] }))
+}
+
+async fn api_group() -> Json<Value> {
+    let mut g = group();
+    g["kind"] = json!("APIGroup");
+    g["apiVersion"] = json!("v1");
+    Json(g)
+}
+
+async fn api_resource_list() -> Json<Value> {
+    let resources: Vec<Value> = METRICS
+        .iter()
+        .map(|name| {
+            json!({
+                "name": name, "singularName": "", "namespaced": true,
+                "kind": "ExternalMetricValueList", "verbs": ["get"]
+            })
+        })
+        .collect();
+    Json(json!({
+        "kind": "APIResourceList", "apiVersion": "v1",
+        "groupVersion": format!("{GROUP}/{VERSION}"), "resources": resources
+    }))
+}
+
+async fn no_openapi() -> ApiError {
+    ApiError::not_found("this server publishes no OpenAPI document")
+}
+
+/// `ExternalMetricValueList`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ValueList {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    metadata: BTreeMap<String, String>,
+    /// The values, one per matched series.
+    pub items: Vec<MetricValue>,
+}
+
+/// `ExternalMetricValue`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct MetricValue {
+    /// Metric name.
+    #[serde(rename = "metricName")]
+    pub metric_name: String,
+    /// Labels of the series (always an object).
+    #[serde(rename = "metricLabels")]
+    pub metric_labels: BTreeMap<String, String>,
+    /// When the value was measured, RFC 3339.
+    pub timestamp: String,
+    /// Averaging window in seconds.
+    pub window: i64,
+    /// Canonical quantity string.
+    pub value: String,
+}
+
+async fn metric_values(
+    State(state): State<AppState>,
+    Path((namespace, metric)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ValueList>, ApiError> {
+    let selector = parse_selector_query(query.as_deref())?;
+    let snapshot = state.snapshot();
+    let now = state.clock.now_millis();
+    lookup(snapshot.as_deref(), now, &namespace, &metric, &selector).map(Json)
+}
+
+/// Extracts and parses `labelSelector` from a raw query string; absent means "everything".
+pub fn parse_selector_query(query: Option<&str>) -> Result<Selector, ApiError> {
+    let pairs: Vec<(String, String)> = match query {
+        Some(q) => serde_urlencoded::from_str(q)
+            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?,
+        None => Vec::new(),
+    };
+    let raw = pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "labelSelector")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    Selector::parse(raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid labelSelector {raw:?}: {e}")))
+}
+
+/// The metric labels a deployment's series carries.
+pub fn series_labels(served: &ServedDeployment) -> BTreeMap<String, String> {
+    BTreeMap::from([(DEPLOYMENT_LABEL.to_string(), served.inputs.key.name.clone())])
+}
+
+/// Answers one metric read from a snapshot: the pure part of the handler.
+pub fn lookup(
+    snapshot: Option<&Snapshot>,
+    now: UnixMillis,
+    namespace: &str,
+    metric: &str,
+    selector: &Selector,
+) -> Result<ValueList, ApiError> {
+    if !METRICS.contains(&metric) {
+        return Err(ApiError::not_found(format!(
+            "external metric {metric:?} is not served here; available: {}",
+            METRICS.join(", ")
+        )));
+    }
+    let Some(snapshot) = snapshot else {
+        return Err(ApiError::unavailable(
+            "no metrics collected yet; the first collection has not completed",
+        ));
+    };
+    if snapshot.is_stale(now, STALE_INTERVALS) {
+        return Err(ApiError::unavailable(format!(
+            "metric snapshot is {}s old, more than {STALE_INTERVALS} collection intervals of {}s; refusing to serve \
+             stale values",
+            snapshot.age_millis(now) / 1000,
+            snapshot.interval_millis / 1000
+        )));
+    }
+    let matched: Vec<&ServedDeployment> = snapshot
+        .deployments
+        .values()
+        .filter(|d| d.inputs.key.namespace == namespace && selector.matches(&series_labels(d)))
+        .collect();
+    match matched.as_slice() {
+        [] => Err(ApiError::not_found(format!(
+            "external metric {metric:?} with selector {:?} not found in namespace {namespace:?}",
+            selector.to_string()
+        ))),
+        [one] => {
+            let value = if metric == SMART_METRIC {
+                one.smart_percent
+            } else {
+                one.raw_percent
+            };
+            let value = quantity::format_value(value).ok_or_else(|| {
+                ApiError::unavailable(format!(
+                    "no finite value for {} at the moment",
+                    one.inputs.key
+                ))
+            })?;
+            Ok(ValueList {
+                kind: "ExternalMetricValueList",
+                api_version: "external.metrics.k8s.io/v1beta1",
+                metadata: BTreeMap::new(),
+                items: vec![MetricValue {
+                    metric_name: metric.to_string(),
+                    metric_labels: series_labels(one),
+                    timestamp: rfc3339(one.inputs.observed_at),
+                    window: one.inputs.window_seconds,
+                    value,
+                }],
+            })
+        }
+        many => Err(ApiError::bad_request(format!(
+            "selector {:?} matches {} deployments ({}); the HPA sums the items it receives and a sum of \
+             percentages is meaningless, so select exactly one with labelSelector={DEPLOYMENT_LABEL}=<name>",
+            selector.to_string(),
+            many.len(),
+            many.iter()
+                .map(|d| d.inputs.key.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}

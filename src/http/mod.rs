@@ -1,0 +1,195 @@
+//! The HTTP adapters: the secure router (external metrics API, and later the webhook and extender), the plain
+//! metrics router (probes, /metrics, JSON API), shared middleware (limits, timeouts, telemetry), and the
+//! listeners. Handlers parse, call the core, encode; they never wait on Kubernetes or Prometheus.
+
+pub mod extender;
+pub mod external;
+pub mod ops;
+pub mod server;
+pub mod status;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Router, body::Bytes};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::domain::model::Snapshot;
+use crate::telemetry::{LatencyLabels, RouteLabels, Telemetry};
+pub use status::ApiError;
+
+/// Request limits applied on every route.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Largest accepted request head.
+    pub max_header_bytes: usize,
+    /// Time limit per request.
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 3 * 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything handlers share. Cheap to clone: channels and `Arc`s only.
+#[derive(Clone)]
+pub struct AppState {
+    /// The latest snapshot the engine published (`None` until the first tick completes).
+    pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    /// The injected clock.
+    pub clock: Arc<dyn Clock>,
+    /// Our own metrics.
+    pub telemetry: Arc<Telemetry>,
+    /// Request limits.
+    pub limits: Limits,
+    /// Admission webhook state.
+    pub webhook: Arc<webhook::WebhookState>,
+    /// Scheduler extender state.
+    pub extender: Arc<extender::ExtenderState>,
+}
+
+impl AppState {
+    /// The current snapshot, if any. The borrow is released before returning, so no lock is held afterwards.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshots.borrow().clone()
+    }
+}
+
+/// The router of the secure (TLS) port.
+pub fn secure_router(state: AppState) -> Router {
+    let api = external::routes()
+        .merge(webhook::routes())
+        .merge(extender::routes())
+        .route("/healthz", get(ops::healthz))
+        .route("/livez", get(ops::healthz))
+        .route("/readyz", get(ops::readyz));
+    finish(api, state, "secure")
+}
+
+/// The router of the plain metrics port.
+pub fn metrics_router(state: AppState) -> Router {
+    finish(ops::routes(), state, "metrics")
+}
+
+fn finish(routes: Router<AppState>, state: AppState, server: &'static str) -> Router {
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn_with_state(
+            (state.telemetry.clone(), server),
+            track,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.limits.max_body_bytes,
+        ))
+        .with_state(state)
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "the server could not find the requested resource ({})",
+        request.uri().path()
+    ))
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::method_not_allowed(format!(
+        "{} is not supported on {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+/// Rejects declared-oversized bodies up front and bounds the time spent on any request.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > state.limits.max_body_bytes as u64
+    {
+        return ApiError::too_large(format!(
+            "request body of {len} bytes exceeds the limit of {} bytes",
+            state.limits.max_body_bytes
+        ))
+        .into_response();
+    }
+    let limit = state.limits.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            ApiError::timeout(format!("request not handled within {limit:?}")).into_response()
+        }
+    }
+}
+
+/// Counts and times requests by route template.
+async fn track(
+    State((telemetry, server)): State<(Arc<Telemetry>, &'static str)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    telemetry
+        .latency
+        .get_or_create(&LatencyLabels {
+            server,
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    telemetry
+        .requests
+        .get_or_create(&RouteLabels {
+            server,
+            route,
+            method,
+            code: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// A request body read under the configured limit; failures become Status errors (413 or 400), never a
+/// plain-text rejection.
+pub struct LimitedBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for LimitedBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(LimitedBody(bytes)),
+            Err(rejection) if rejection.status() == http::StatusCode::PAYLOAD_TOO_LARGE => Err(
+                ApiError::too_large("request body exceeds the configured limit"),
+            ),
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "cannot read request body: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The plain-HTTP operations port: Prometheus exposition, health probes, and the JSON API that explains every
+//! served value.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::external::STALE_INTERVALS;
+use super::{ApiError, AppState};
+use crate::domain::model::DeploymentKey;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Routes of the metrics port.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/livez", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/deployments", get(list_deployments))
+        .route(
+            "/api/v1/deployments/{namespace}/{name}",
+            get(get_deployment),
+        )
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let now = state.clock.now_millis();
+    match state.snapshot() {
+        Some(s) => {
+            state
+                .telemetry
+                .snapshot_age_seconds
+                .set(s.age_millis(now) as f64 / 1000.0);
+            state.telemetry.deployments.set(s.deployments.len() as i64);
+        }
+        None => {
+            state.telemetry.deployments.set(0);
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS)],
+        state.telemetry.encode(),
+    )
+        .into_response()
+}
+
+/// Liveness: the process is serving requests.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: a snapshot exists and is fresh enough to serve.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let now = state.clock.now_millis();
+    match state.snapshot() {
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]snapshot: no metrics collected yet\n",
+        )
+            .into_response(),
+        Some(s) if s.is_stale(now, STALE_INTERVALS) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("[-]snapshot: stale, {}s old\n", s.age_millis(now) / 1000),
+        )
+            .into_response(),
+        Some(s) => format!(
+            "[+]snapshot: {} deployments, {}s old\nok\n",
+            s.deployments.len(),
+            s.age_millis(now) / 1000
+        )
+        .into_response(),
+    }
+}
+
+async fn list_deployments(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let snapshot = state
+        .snapshot()
+        .ok_or_else(|| ApiError::unavailable("no metrics collected yet"))?;
+    let now = state.clock.now_millis();
+    let items: Vec<Value> = snapshot
+        .deployments
+        .values()
+        .map(|d| {
+            json!({
+                "namespace": d.inputs.key.namespace,
+                "name": d.inputs.key.name,
+                "raw_percent": d.raw_percent,
+                "smart_percent": d.smart_percent,
+                "base_target_percent": d.inputs.base_target_percent,
+                "effective_target_percent": d.explanation.effective_target_percent,
+                "replicas": d.inputs.replicas,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "collected_at_ms": snapshot.collected_at, "age_seconds": snapshot.age_millis(now) / 1000, "items": items }),
+    ))
+}
+
+async fn get_deployment(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let snapshot = state
+        .snapshot()
+        .ok_or_else(|| ApiError::unavailable("no metrics collected yet"))?;
+    let key = DeploymentKey::new(namespace, name);
+    let served = snapshot.deployments.get(&key).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "deployment {key} is not managed by smart-autoscaler"
+        ))
+    })?;
+    Ok(Json(json!({
+        "namespace": key.namespace,
+        "name": key.name,
+        "collected_at_ms": snapshot.collected_at,
+        "raw_percent": served.raw_percent,
+        "smart_percent": served.smart_percent,
+        "inputs": served.inputs,
+        "explanation": served.explanation,
+    })))
+}

@@ -1,0 +1,15 @@
+//! smart-autoscaler: an add-on that makes the native HorizontalPodAutoscaler predictive, node-aware and
+//! cost-aware by serving an external metric it can scale on.
+//!
+//! Layout: [`domain`] is the pure core; [`http`] is the HTTP adapter; [`engine`] runs ticks and publishes
+//! snapshots; [`demo`] is the simulated cluster; [`app`] wires it together for `main`.
+
+pub mod app;
+pub mod certs;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod telemetry;

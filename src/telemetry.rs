@@ -1,0 +1,142 @@
+//! The server's own Prometheus metrics (prometheus-client, OpenMetrics exposition): request counts and latency
+//! per route, snapshot age, engine tick outcomes.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Labels of the per-route request metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Which listener: `secure` or `metrics`.
+    pub server: &'static str,
+    /// The route template (e.g. `/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}`).
+    pub route: String,
+    /// HTTP method.
+    pub method: String,
+    /// HTTP status code.
+    pub code: u16,
+}
+
+/// Labels of the per-route latency histogram.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    /// Which listener.
+    pub server: &'static str,
+    /// The route template.
+    pub route: String,
+}
+
+/// Labels for engine tick outcomes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
+/// All metric families, registered once at start. Cheap to share: every field is an `Arc` inside.
+pub struct Telemetry {
+    // A std mutex: registration happens at wiring time and encoding is synchronous, never across `.await`.
+    registry: std::sync::Mutex<Registry>,
+    /// Requests served, by route and code.
+    pub requests: Family<RouteLabels, Counter>,
+    /// Request latency, by route.
+    pub latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    /// Age of the served snapshot when last scraped.
+    pub snapshot_age_seconds: Gauge<f64, AtomicU64>,
+    /// Deployments in the served snapshot.
+    pub deployments: Gauge,
+    /// Engine ticks by outcome.
+    pub ticks: Family<OutcomeLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new([
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    /// Creates and registers every family under the `smart_autoscaler` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("smart_autoscaler");
+        let requests = Family::<RouteLabels, Counter>::default();
+        let latency = Family::<LatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let snapshot_age_seconds = Gauge::<f64, AtomicU64>::default();
+        let deployments = Gauge::default();
+        let ticks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests handled, by route and status code",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "HTTP request latency, by route",
+            prometheus_client::registry::Unit::Seconds,
+            latency.clone(),
+        );
+        registry.register_with_unit(
+            "snapshot_age",
+            "Age of the served metric snapshot",
+            prometheus_client::registry::Unit::Seconds,
+            snapshot_age_seconds.clone(),
+        );
+        registry.register(
+            "managed_deployments",
+            "Deployments in the served snapshot",
+            deployments.clone(),
+        );
+        registry.register(
+            "engine_ticks",
+            "Collection ticks, by outcome",
+            ticks.clone(),
+        );
+        Telemetry {
+            registry: std::sync::Mutex::new(registry),
+            requests,
+            latency,
+            snapshot_age_seconds,
+            deployments,
+            ticks,
+        }
+    }
+
+    /// Renders the OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    /// Registers a family owned by another module (webhook, extender, data plane) under the same prefix.
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        let mut registry = self
+            .registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        registry.register(name, help, metric);
+    }
+}
