@@ -1,7 +1,9 @@
 //! The pure, synchronous core: no IO, no clocks, no async. Everything here is a function of its inputs and is
 //! unit-tested with plain `#[test]`s.
 
+pub mod admission;
 pub mod decision;
+pub mod extender;
 pub mod model;
 pub mod quantity;
 pub mod selector;
