@@ -140,3 +140,73 @@ impl Telemetry {
         registry.register(name, help, metric);
     }
 }
+
+/// Rewrites an OpenMetrics exposition as Prometheus text format 0.0.4, for scrapers and tools that ask for
+/// `text/plain` (older Prometheus servers, `promtool check metrics`): counters are named with their `_total`
+/// suffix in HELP/TYPE, and the OpenMetrics-only `# UNIT`, `# EOF` and `_created` lines are dropped.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match rewritten {
+            Some(l) => out.push_str(&l),
+            None => {
+                let name = line.split(['{', ' ']).next().unwrap_or("");
+                if name
+                    .strip_suffix("_created")
+                    .is_some_and(|base| counters.contains(base))
+                {
+                    continue;
+                }
+                out.push_str(line);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_text_format() {
+        let t = Telemetry::new();
+        t.ticks
+            .get_or_create(&OutcomeLabels { outcome: "ok" })
+            .inc();
+        t.latency
+            .get_or_create(&LatencyLabels {
+                server: "secure",
+                route: "/x".into(),
+            })
+            .observe(0.002);
+        let om = t.encode();
+        assert!(om.trim_end().ends_with("# EOF"));
+        let text = openmetrics_to_text(&om);
+        assert!(
+            text.contains(
+                "# HELP smart_autoscaler_engine_ticks_total Collection ticks, by outcome."
+            )
+        );
+        assert!(text.contains("# TYPE smart_autoscaler_engine_ticks_total counter"));
+        assert!(text.contains("smart_autoscaler_engine_ticks_total{outcome=\"ok\"} 1"));
+        assert!(text.contains("# TYPE smart_autoscaler_http_request_duration_seconds histogram"));
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+    }
+}

@@ -14,6 +14,7 @@ use super::{ApiError, AppState};
 use crate::domain::model::DeploymentKey;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Routes of the metrics port.
 pub fn routes() -> Router<AppState> {
@@ -29,7 +30,8 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// Serves OpenMetrics, or Prometheus text format 0.0.4 to clients that ask for `text/plain` and not OpenMetrics.
+async fn metrics(State(state): State<AppState>, headers: header::HeaderMap) -> Response {
     let now = state.clock.now_millis();
     match state.snapshot() {
         Some(s) => {
@@ -43,11 +45,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
             state.telemetry.deployments.set(0);
         }
     }
-    (
-        [(header::CONTENT_TYPE, OPENMETRICS)],
-        state.telemetry.encode(),
-    )
-        .into_response()
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let exposition = state.telemetry.encode();
+    if accept.contains("text/plain") && !accept.contains("application/openmetrics-text") {
+        let text = crate::telemetry::openmetrics_to_text(&exposition);
+        return ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response();
+    }
+    ([(header::CONTENT_TYPE, OPENMETRICS)], exposition).into_response()
 }
 
 /// Liveness: the process is serving requests.

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the external tools the tests use, if missing: kubectl (real Kubernetes client), prometheus and
+# promtool (Debian package `prometheus`). Idempotent; needs root (or sudo) for apt-get.
+set -euo pipefail
+
+need=()
+command -v kubectl >/dev/null 2>&1 || need+=(kubectl)
+{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need+=(prometheus)
+[ "${#need[@]}" -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "hack/install-tools.sh: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+for tool in kubectl promtool prometheus; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "hack/install-tools.sh: $tool still missing after install" >&2; exit 1; }
+done

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The project's test command (what CI runs): formatting, lints with warnings as errors, then every test.
+# Installs the tools the tests drive (kubectl, prometheus, promtool) first, so a fresh machine works.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+hack/install-tools.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --all-targets --locked
