@@ -244,6 +244,8 @@ pub async fn run_demo(args: DemoArgs) -> Result<()> {
         interval: args.interval,
         publish,
         telemetry: telemetry.clone(),
+        decision: args.decision.to_config(),
+        states: Default::default(),
     };
     let state = app_state(&args.server, snapshots, clock, telemetry);
     let cancel = CancellationToken::new();

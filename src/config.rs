@@ -87,11 +87,143 @@ pub struct ServerArgs {
     pub extender: crate::http::extender::ExtenderArgs,
 }
 
+/// Decision-core settings: node pressure, safety rules, dry run. Shared by `serve`, `demo` and `simulate`.
+#[derive(Debug, Clone, Args)]
+pub struct DecisionArgs {
+    /// Measured node-pool CPU (percent) at or above which pressure is full and the target is lowered most.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_PRESSURE_HIGH_MEASURED",
+        default_value_t = 80.0
+    )]
+    pub pressure_high_measured: f64,
+    /// Measured node-pool CPU (percent) at or below which there is no pressure and the target is raised most.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_PRESSURE_LOW_MEASURED",
+        default_value_t = 40.0
+    )]
+    pub pressure_low_measured: f64,
+    /// Requested/allocatable CPU of the pool (percent) at or above which pressure is full.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_PRESSURE_HIGH_REQUESTED",
+        default_value_t = 90.0
+    )]
+    pub pressure_high_requested: f64,
+    /// Requested/allocatable CPU of the pool (percent) at or below which there is no pressure.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_PRESSURE_LOW_REQUESTED",
+        default_value_t = 50.0
+    )]
+    pub pressure_low_requested: f64,
+    /// Target multiplier with no pressure (1.15 raises a 70% target to about 80%).
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_LOW_PRESSURE_FACTOR",
+        default_value_t = 1.15
+    )]
+    pub low_pressure_factor: f64,
+    /// Target multiplier under full pressure (0.8 lowers a 70% target to 56%).
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_HIGH_PRESSURE_FACTOR",
+        default_value_t = 0.8
+    )]
+    pub high_pressure_factor: f64,
+    /// Below this confidence (0-1) the effective target is held at its previous value.
+    #[arg(long, env = "SMART_AUTOSCALER_MIN_CONFIDENCE", default_value_t = 0.6)]
+    pub min_confidence: f64,
+    /// Minimum time between effective-target changes, e.g. `5m`.
+    #[arg(long, env = "SMART_AUTOSCALER_COOLDOWN", default_value = "5m", value_parser = parse_duration)]
+    pub cooldown: Duration,
+    /// Smallest allowed adjustment factor base/effective target.
+    #[arg(long, env = "SMART_AUTOSCALER_MIN_FACTOR", default_value_t = 0.5)]
+    pub min_factor: f64,
+    /// Largest allowed adjustment factor base/effective target.
+    #[arg(long, env = "SMART_AUTOSCALER_MAX_FACTOR", default_value_t = 2.0)]
+    pub max_factor: f64,
+    /// Raw utilization (percent) at which pods count as saturated; the served value never drops below raw then.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_SATURATION_PERCENT",
+        default_value_t = 95.0
+    )]
+    pub saturation_percent: f64,
+    /// Serve the raw utilization but record what would have been served.
+    #[arg(long, env = "SMART_AUTOSCALER_DRY_RUN")]
+    pub dry_run: bool,
+}
+
+impl DecisionArgs {
+    /// Checks the settings are coherent.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let pct = |v: f64| v.is_finite() && (0.0..=100.0).contains(&v);
+        if !(pct(self.pressure_low_measured) && pct(self.pressure_high_measured))
+            || self.pressure_low_measured >= self.pressure_high_measured
+        {
+            return Err(bad("pressure-high-measured", "need 0 <= low < high <= 100"));
+        }
+        if !(pct(self.pressure_low_requested) && self.pressure_high_requested.is_finite())
+            || self.pressure_low_requested >= self.pressure_high_requested
+        {
+            return Err(bad("pressure-high-requested", "need 0 <= low < high"));
+        }
+        for (flag, v) in [
+            ("low-pressure-factor", self.low_pressure_factor),
+            ("high-pressure-factor", self.high_pressure_factor),
+        ] {
+            if !(v.is_finite() && (0.1..=5.0).contains(&v)) {
+                return Err(bad(flag, "must be between 0.1 and 5"));
+            }
+        }
+        if !(self.min_confidence.is_finite() && (0.0..=1.0).contains(&self.min_confidence)) {
+            return Err(bad("min-confidence", "must be between 0 and 1"));
+        }
+        if !(self.min_factor.is_finite() && self.min_factor > 0.0 && self.min_factor <= 1.0) {
+            return Err(bad("min-factor", "must be in (0, 1]"));
+        }
+        if !(self.max_factor.is_finite() && self.max_factor >= 1.0) {
+            return Err(bad("max-factor", "must be at least 1"));
+        }
+        if !pct(self.saturation_percent) {
+            return Err(bad("saturation-percent", "must be between 0 and 100"));
+        }
+        Ok(())
+    }
+
+    /// The core's configuration.
+    pub fn to_config(&self) -> crate::domain::decision::DecisionConfig {
+        use crate::domain::decision::{DecisionConfig, PressureConfig};
+        DecisionConfig {
+            pressure: PressureConfig {
+                low_measured_percent: self.pressure_low_measured,
+                high_measured_percent: self.pressure_high_measured,
+                low_requested_percent: self.pressure_low_requested,
+                high_requested_percent: self.pressure_high_requested,
+                low_pressure_factor: self.low_pressure_factor,
+                high_pressure_factor: self.high_pressure_factor,
+            },
+            min_confidence: self.min_confidence,
+            cooldown_millis: self.cooldown.as_millis() as i64,
+            min_factor: self.min_factor,
+            max_factor: self.max_factor,
+            saturation_percent: self.saturation_percent,
+            dry_run: self.dry_run,
+            ..DecisionConfig::default()
+        }
+    }
+}
+
 /// Settings for `serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+
+    #[command(flatten)]
+    pub decision: DecisionArgs,
 
     /// PEM serving certificate (chain) for the secure port.
     #[arg(
@@ -127,6 +259,9 @@ pub struct ServeArgs {
 pub struct DemoArgs {
     #[command(flatten)]
     pub server: ServerArgs,
+
+    #[command(flatten)]
+    pub decision: DecisionArgs,
 
     /// How often the simulated cluster is observed, in simulated time, e.g. `60s`.
     #[arg(long, env = "SMART_AUTOSCALER_INTERVAL", default_value = "60s", value_parser = parse_duration)]
@@ -240,6 +375,7 @@ impl ServeArgs {
     /// Validates the whole `serve` configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        self.decision.validate()?;
         validate_interval(self.interval)?;
         for (flag, path) in [
             ("tls-cert-file", &self.tls_cert_file),
@@ -263,6 +399,7 @@ impl DemoArgs {
     /// Validates the whole `demo` configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        self.decision.validate()?;
         validate_interval(self.interval)?;
         if !(self.speed.is_finite() && (0.1..=10_000.0).contains(&self.speed)) {
             return Err(bad("speed", "must be between 0.1 and 10000"));

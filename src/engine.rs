@@ -9,8 +9,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::domain::decision;
-use crate::domain::model::{Observation, ServedDeployment, Snapshot, UnixMillis};
+use std::collections::{BTreeMap, HashMap};
+
+use crate::domain::decision::{self, DecisionConfig, DecisionState, Hooks};
+use crate::domain::model::{DeploymentKey, Observation, ServedDeployment, Snapshot, UnixMillis};
 use crate::telemetry::{OutcomeLabels, Telemetry};
 
 /// Why a source could not produce an observation this tick.
@@ -35,15 +37,32 @@ pub trait Source: Send + 'static {
     fn served(&mut self, _snapshot: &Snapshot) {}
 }
 
-/// Computes a snapshot from an observation: the pure step of a tick.
-pub fn compute(observation: Observation, interval: Duration) -> Snapshot {
-    let deployments = observation
+/// Per-deployment decision memory carried between ticks.
+pub type DecisionStates = HashMap<DeploymentKey, DecisionState>;
+
+/// Computes a snapshot from an observation: the pure step of a tick. `states` is updated in place; deployments
+/// no longer observed are forgotten.
+pub fn compute(
+    observation: Observation,
+    interval: Duration,
+    config: &DecisionConfig,
+    states: &mut DecisionStates,
+) -> Snapshot {
+    let now = observation.at;
+    let deployments: BTreeMap<DeploymentKey, ServedDeployment> = observation
         .deployments
         .into_iter()
         .map(|inputs| {
-            let explanation = decision::decide(&inputs);
+            let (explanation, state) = decision::decide(
+                &inputs,
+                config,
+                states.get(&inputs.key),
+                Hooks::default(),
+                now,
+            );
+            states.insert(inputs.key.clone(), state);
             let served = ServedDeployment {
-                raw_percent: inputs.cpu_utilization_percent,
+                raw_percent: explanation.raw_percent,
                 smart_percent: explanation.served_percent,
                 explanation,
                 inputs,
@@ -51,11 +70,14 @@ pub fn compute(observation: Observation, interval: Duration) -> Snapshot {
             (served.inputs.key.clone(), served)
         })
         .collect();
+    states.retain(|key, _| deployments.contains_key(key));
+    let interval_millis = interval.as_millis() as i64;
     Snapshot {
-        collected_at: observation.at,
-        interval_millis: interval.as_millis() as i64,
+        collected_at: now,
+        interval_millis,
         deployments,
         nodes: observation.nodes,
+        failsafe: config.failsafe(interval_millis),
     }
 }
 
@@ -71,6 +93,10 @@ pub struct Engine<S: Source> {
     pub publish: watch::Sender<Option<Arc<Snapshot>>>,
     /// Our own metrics.
     pub telemetry: Arc<Telemetry>,
+    /// Decision settings.
+    pub decision: DecisionConfig,
+    /// Decision memory between ticks.
+    pub states: DecisionStates,
 }
 
 impl<S: Source> Engine<S> {
@@ -93,7 +119,8 @@ impl<S: Source> Engine<S> {
         let now = self.clock.now_millis();
         match self.source.observe(now).await {
             Ok(observation) => {
-                let snapshot = compute(observation, self.interval);
+                let snapshot =
+                    compute(observation, self.interval, &self.decision, &mut self.states);
                 self.source.served(&snapshot);
                 self.telemetry
                     .ticks

@@ -416,9 +416,16 @@ mod tests {
 
     fn run(cluster: &mut DemoCluster, from: UnixMillis, ticks: i64, step: i64) -> Snapshot {
         let mut last = Snapshot::default();
+        let config = crate::domain::decision::DecisionConfig::default();
+        let mut states = Default::default();
         for i in 0..ticks {
             let obs = cluster.observe_at(from + i * step);
-            last = crate::engine::compute(obs, Duration::from_millis(step as u64));
+            last = crate::engine::compute(
+                obs,
+                Duration::from_millis(step as u64),
+                &config,
+                &mut states,
+            );
             cluster.apply_hpa(&last);
         }
         last

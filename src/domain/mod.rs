@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod decision;
 pub mod extender;
+pub mod hpa;
 pub mod model;
 pub mod quantity;
 pub mod selector;

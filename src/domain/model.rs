@@ -133,6 +133,26 @@ pub struct Snapshot {
     pub deployments: BTreeMap<DeploymentKey, ServedDeployment>,
     /// Nodes as last observed.
     pub nodes: Vec<NodeInputs>,
+    /// Input ages past which reads fall back to raw, then fail.
+    pub failsafe: FailSafe,
+}
+
+/// Read-time staleness limits carried with a snapshot, so readers apply the engine's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct FailSafe {
+    /// Inputs older than this are served raw, milliseconds.
+    pub raw_after_millis: i64,
+    /// Inputs older than this are not served, milliseconds.
+    pub error_after_millis: i64,
+}
+
+impl Default for FailSafe {
+    fn default() -> Self {
+        FailSafe {
+            raw_after_millis: 3 * 60_000,
+            error_after_millis: 10 * 60_000,
+        }
+    }
 }
 
 impl Snapshot {

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::clock::rfc3339;
+use crate::domain::decision::{Freshness, freshness};
 use crate::domain::model::{ServedDeployment, Snapshot, UnixMillis};
 use crate::domain::quantity;
 use crate::domain::selector::Selector;
@@ -169,14 +170,6 @@ pub fn lookup(
             "no metrics collected yet; the first collection has not completed",
         ));
     };
-    if snapshot.is_stale(now, STALE_INTERVALS) {
-        return Err(ApiError::unavailable(format!(
-            "metric snapshot is {}s old, more than {STALE_INTERVALS} collection intervals of {}s; refusing to serve \
-             stale values",
-            snapshot.age_millis(now) / 1000,
-            snapshot.interval_millis / 1000
-        )));
-    }
     let matched: Vec<&ServedDeployment> = snapshot
         .deployments
         .values()
@@ -188,11 +181,22 @@ pub fn lookup(
             selector.to_string()
         ))),
         [one] => {
-            let value = if metric == SMART_METRIC {
-                one.smart_percent
-            } else {
-                one.raw_percent
+            let (value, reason) = match freshness(one.inputs.observed_at, now, &snapshot.failsafe) {
+                Freshness::Fresh if metric == SMART_METRIC => (one.smart_percent, None),
+                Freshness::Fresh => (one.raw_percent, None),
+                Freshness::FallBackToRaw => (one.raw_percent, Some("stale")),
+                Freshness::TooOld => {
+                    return Err(ApiError::unavailable(format!(
+                        "inputs for {} are {}s old, past the {}s fail-safe limit; refusing to serve a stale value",
+                        one.inputs.key,
+                        (now - one.inputs.observed_at) / 1000,
+                        snapshot.failsafe.error_after_millis / 1000
+                    )));
+                }
             };
+            if reason.is_some() {
+                tracing::debug!(deployment = %one.inputs.key, "stale inputs: serving raw utilization");
+            }
             let value = quantity::format_value(value).ok_or_else(|| {
                 ApiError::unavailable(format!(
                     "no finite value for {} at the moment",
