@@ -46,6 +46,92 @@ pub enum Command {
     Demo(DemoArgs),
     /// Generate a CA and a serving certificate for the in-cluster Service and print the caBundle.
     Certs(CertsArgs),
+    /// Backtest: replay a trace or scenario through a model of the native HPA (plain vs smart vs oracle).
+    Simulate(SimulateArgs),
+}
+
+/// Settings for `simulate`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Trace CSV (header row; timestamp column as `YYYY-MM-DD HH:MM:SS`, RFC 3339 or seconds, or none with --step).
+    #[arg(long, env = "SMART_AUTOSCALER_TRACE", conflicts_with = "scenario")]
+    pub trace: Option<PathBuf>,
+    /// Value column of the trace, by name or 0-based index; default the first numeric non-time column.
+    #[arg(long, env = "SMART_AUTOSCALER_COLUMN")]
+    pub column: Option<String>,
+    /// Spacing of rows for traces without a timestamp column, e.g. `5m`.
+    #[arg(long, env = "SMART_AUTOSCALER_STEP", value_parser = parse_duration)]
+    pub step: Option<Duration>,
+    /// A built-in scenario instead of a trace: normal_load, high_load_spike, gradual_load_increase,
+    /// memory_constrained, over_provisioned, daily_peak_pattern, weekend_low_traffic, flash_sale_event,
+    /// jvm_startup, tiny_requests.
+    #[arg(long, env = "SMART_AUTOSCALER_SCENARIO")]
+    pub scenario: Option<String>,
+    /// Load one pod serves at 100% of its CPU request; default: the trace's p95 needs 10 pods.
+    #[arg(long, env = "SMART_AUTOSCALER_POD_CAPACITY")]
+    pub pod_capacity: Option<f64>,
+    /// Seconds from pod start to Ready (default 60).
+    #[arg(long, env = "SMART_AUTOSCALER_STARTUP_SECONDS")]
+    pub startup_seconds: Option<f64>,
+    /// Base target utilization, percent (default 70).
+    #[arg(long, env = "SMART_AUTOSCALER_TARGET")]
+    pub target: Option<f64>,
+    /// HPA minReplicas.
+    #[arg(long, env = "SMART_AUTOSCALER_MIN_REPLICAS")]
+    pub min_replicas: Option<u32>,
+    /// HPA maxReplicas.
+    #[arg(long, env = "SMART_AUTOSCALER_MAX_REPLICAS")]
+    pub max_replicas: Option<u32>,
+    /// Node-pressure scenario: measured CPU of the pool, percent (default 55).
+    #[arg(long, env = "SMART_AUTOSCALER_POOL_MEASURED")]
+    pub pool_measured: Option<f64>,
+    /// Node-pressure scenario: requested/allocatable of the pool, percent (default 65).
+    #[arg(long, env = "SMART_AUTOSCALER_POOL_REQUESTED")]
+    pub pool_requested: Option<f64>,
+    /// CPU request of one pod in milli-cores (drives the low-request policy; default 500).
+    #[arg(long, env = "SMART_AUTOSCALER_POD_REQUEST_MILLI")]
+    pub pod_request_milli: Option<i64>,
+    /// Seed for scenario noise.
+    #[arg(long, env = "SMART_AUTOSCALER_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Print JSON with objects `plain`, `smart` and `oracle`.
+    #[arg(long)]
+    pub json: bool,
+    /// Write replicas and utilization over time for the three runs to this SVG file.
+    #[arg(long, env = "SMART_AUTOSCALER_PLOT")]
+    pub plot: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub decision: DecisionArgs,
+}
+
+impl SimulateArgs {
+    /// Validates the `simulate` configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.decision.validate()?;
+        if self.trace.is_none() == self.scenario.is_none() {
+            return Err(bad(
+                "trace",
+                "give exactly one of --trace FILE or --scenario NAME",
+            ));
+        }
+        if let Some(c) = self.pod_capacity
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(bad("pod-capacity", "must be positive"));
+        }
+        if let Some(t) = self.target
+            && !(t.is_finite() && t > 0.0 && t <= 100.0)
+        {
+            return Err(bad("target", "must be in (0, 100]"));
+        }
+        if let (Some(min), Some(max)) = (self.min_replicas, self.max_replicas)
+            && min > max
+        {
+            return Err(bad("min-replicas", "must not exceed --max-replicas"));
+        }
+        Ok(())
+    }
 }
 
 /// Listener, limit and timing settings shared by `serve` and `demo`.

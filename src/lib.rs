@@ -12,4 +12,5 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod simulate;
 pub mod telemetry;

@@ -35,6 +35,11 @@ fn main() -> Result<()> {
             args.validate()?;
             runtime()?.block_on(app::run_serve(args.clone()))
         }
+        Command::Simulate(args) => {
+            args.validate()?;
+            print!("{}", smart_autoscaler::simulate::run(args)?);
+            Ok(())
+        }
         Command::Demo(args) => {
             args.validate()?;
             runtime()?.block_on(app::run_demo(args.clone()))

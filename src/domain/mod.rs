@@ -7,4 +7,6 @@ pub mod extender;
 pub mod hpa;
 pub mod model;
 pub mod quantity;
+pub mod scenarios;
 pub mod selector;
+pub mod simulate;

@@ -1,0 +1,524 @@
+//! Backtesting: replays a load series through the HPA model three times (HPA on plain CPU utilization, HPA on
+//! `smart_cpu_utilization` computed by the same decision code the server runs, and an oracle with perfect
+//! foresight and the same pod startup delay) and measures saturation, cost and churn.
+//!
+//! The measurement model is that of a real cluster: the plain HPA sees a 1-minute average of the ready pods'
+//! usage (warm-up bursts included once a pod has been ready for a metric window); smart-autoscaler sees the
+//! startup-filtered 70% 10-minute + 30% 5-minute blend of the deployment's CPU usage the data plane computes,
+//! over the current ready pods' requests, once per collection interval. Dividing windowed usage by current
+//! capacity (rather than averaging per-pod utilization over the window) is what keeps a 10-minute window from
+//! compounding scale-ups: the HPA multiplies the value by its ready pods every 15 s.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::Serialize;
+
+use super::decision::{self, DecisionConfig, DecisionState, Hooks};
+use super::hpa::{self, Behavior, HpaSpec, HpaState, PodCounts};
+use super::model::{DeploymentInputs, DeploymentKey, PoolInputs, UnixMillis};
+
+/// HPA sync period.
+pub const SYNC_MILLIS: i64 = 15_000;
+
+/// A load series: `values[i]` is the load at `i × step_millis`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Time between points.
+    pub step_millis: i64,
+    /// Load in any unit, non-negative.
+    pub values: Vec<f64>,
+}
+
+impl Series {
+    /// Load at `t` (linear interpolation, held at the ends).
+    pub fn at(&self, t: UnixMillis) -> f64 {
+        if self.values.is_empty() {
+            return 0.0;
+        }
+        let pos = t.max(0) as f64 / self.step_millis as f64;
+        let i = pos.floor() as usize;
+        if i + 1 >= self.values.len() {
+            return *self.values.last().unwrap_or(&0.0);
+        }
+        let frac = pos - i as f64;
+        self.values[i] * (1.0 - frac) + self.values[i + 1] * frac
+    }
+
+    /// Length of the series.
+    pub fn duration_millis(&self) -> i64 {
+        self.values.len().saturating_sub(1) as i64 * self.step_millis
+    }
+
+    /// The p-th percentile (0-100) of the values.
+    pub fn percentile(&self, p: f64) -> f64 {
+        let mut v: Vec<f64> = self
+            .values
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect();
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(f64::total_cmp);
+        let idx = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+        v[idx.min(v.len() - 1)]
+    }
+}
+
+/// Everything a backtest needs besides the series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// Load one pod serves at 100% of its CPU request.
+    pub pod_capacity: f64,
+    /// Seconds from pod start to Ready.
+    pub startup_seconds: f64,
+    /// Base target utilization, percent.
+    pub target_percent: f64,
+    /// HPA minReplicas.
+    pub min_replicas: u32,
+    /// HPA maxReplicas.
+    pub max_replicas: u32,
+    /// CPU request per pod, milli-cores (drives the low-request policy).
+    pub pod_request_milli: i64,
+    /// Extra load (in load units) a new pod burns during warm-up, after it is Ready.
+    pub warmup_load: f64,
+    /// How long the warm-up burn lasts after pod start, seconds.
+    pub warmup_seconds: f64,
+    /// smart-autoscaler's startup filter, seconds.
+    pub startup_filter_seconds: f64,
+    /// Measured CPU of the node pool, percent (node-pressure scenario).
+    pub pool_measured_percent: f64,
+    /// Requested/allocatable of the node pool, percent (node-pressure scenario).
+    pub pool_requested_percent: f64,
+    /// smart-autoscaler's collection interval.
+    pub interval_millis: i64,
+    /// Decision settings.
+    pub decision: DecisionConfig,
+    /// HPA behavior.
+    pub behavior: Behavior,
+}
+
+impl SimConfig {
+    /// Defaults for a series: pod capacity so the series' p95 needs 10 pods at 100% of request.
+    pub fn for_series(series: &Series) -> Self {
+        let p95 = series.percentile(95.0);
+        SimConfig {
+            pod_capacity: if p95 > 0.0 { p95 / 10.0 } else { 1.0 },
+            startup_seconds: 60.0,
+            target_percent: 70.0,
+            min_replicas: 1,
+            max_replicas: 200,
+            pod_request_milli: 500,
+            warmup_load: 0.0,
+            warmup_seconds: 0.0,
+            startup_filter_seconds: 60.0,
+            pool_measured_percent: 55.0,
+            pool_requested_percent: 65.0,
+            interval_millis: 60_000,
+            decision: DecisionConfig::default(),
+            behavior: Behavior::defaults(),
+        }
+    }
+}
+
+/// Which autoscaler drives the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// HPA on plain CPU utilization (Resource metric).
+    Plain,
+    /// HPA on `smart_cpu_utilization` (External Value).
+    Smart,
+    /// Perfect foresight with the same startup delay.
+    Oracle,
+}
+
+/// Outcome of one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunMetrics {
+    /// Pod-minutes of demand above 100% of ready capacity.
+    pub saturated_pod_minutes: f64,
+    /// Minutes the true utilization of ready pods was above the base target.
+    pub over_target_minutes: f64,
+    /// Pod-hours paid for (every pod, ready or starting).
+    pub pod_hours: f64,
+    /// Replica changes.
+    pub scale_events: u32,
+    /// Largest replica count.
+    pub max_replicas: u32,
+}
+
+/// One point of a run's timeline (one per HPA sync).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point {
+    /// Time since the start.
+    pub t: UnixMillis,
+    /// Replicas (spec).
+    pub replicas: u32,
+    /// Ready pods.
+    pub ready: u32,
+    /// True utilization of ready pods, percent.
+    pub utilization: f64,
+    /// The value the HPA scaled on (plain utilization or smart value), percent.
+    pub metric: f64,
+}
+
+/// A run's metrics and timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    /// Which autoscaler.
+    pub mode: Mode,
+    /// Outcome.
+    pub metrics: RunMetrics,
+    /// Timeline.
+    #[serde(skip)]
+    pub timeline: Vec<Point>,
+}
+
+struct Pods {
+    starts: VecDeque<UnixMillis>,
+}
+
+impl Pods {
+    fn ready(&self, now: UnixMillis, startup_ms: i64) -> u32 {
+        self.starts
+            .iter()
+            .filter(|s| now - **s >= startup_ms)
+            .count() as u32
+    }
+
+    fn resize(&mut self, now: UnixMillis, desired: u32) {
+        while (self.starts.len() as u32) < desired {
+            self.starts.push_back(now);
+        }
+        while (self.starts.len() as u32) > desired {
+            // The youngest pods go first, as the ReplicaSet controller prefers unready and newer pods.
+            self.starts.pop_back();
+        }
+    }
+}
+
+/// Average of `(t, v)` samples with `t` in `(now - window, now]`.
+fn window_mean(samples: &VecDeque<(UnixMillis, f64)>, now: UnixMillis, window: i64) -> Option<f64> {
+    let (sum, n) = samples
+        .iter()
+        .filter(|(t, _)| *t > now - window && *t <= now)
+        .fold((0.0, 0usize), |(s, n), (_, v)| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// Replays `series` under `mode`.
+pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
+    let startup_ms = (config.startup_seconds * 1000.0) as i64;
+    let warmup_ms = (config.warmup_seconds * 1000.0) as i64;
+    let filter_ms = (config.startup_filter_seconds * 1000.0) as i64;
+    let capacity = config.pod_capacity.max(1e-9);
+    let target = config.target_percent;
+    let spec = HpaSpec {
+        min_replicas: config.min_replicas,
+        max_replicas: config.max_replicas,
+        tolerance: 0.1,
+        behavior: config.behavior.clone(),
+    };
+    let initial = ((series.at(0) / (capacity * target / 100.0)).ceil() as u32)
+        .clamp(config.min_replicas, config.max_replicas);
+    let mut pods = Pods {
+        starts: (0..initial).map(|_| -3_600_000).collect(),
+    };
+    let mut hpa_state = HpaState::default();
+    let mut plain_samples: VecDeque<(UnixMillis, f64)> = VecDeque::new();
+    let mut smart_samples: VecDeque<(UnixMillis, f64)> = VecDeque::new();
+    let mut decision_state: Option<DecisionState> = None;
+    let mut served = 0.0;
+    let mut metrics = RunMetrics::default();
+    let mut timeline = Vec::new();
+    let tick_minutes = SYNC_MILLIS as f64 / 60_000.0;
+    let end = series.duration_millis();
+    let mut now = 0;
+    while now <= end {
+        let demand = series.at(now).max(0.0);
+        let ready_starts: Vec<UnixMillis> = pods
+            .starts
+            .iter()
+            .copied()
+            .filter(|s| now - s >= startup_ms)
+            .collect();
+        let ready = ready_starts.len() as u32;
+        let share = if ready > 0 {
+            demand / ready as f64
+        } else {
+            0.0
+        };
+        let usage: Vec<(UnixMillis, f64)> = ready_starts
+            .iter()
+            .map(|s| {
+                (
+                    *s,
+                    share
+                        + if now - s < warmup_ms {
+                            config.warmup_load
+                        } else {
+                            0.0
+                        },
+                )
+            })
+            .collect();
+        let true_util = if ready > 0 {
+            demand / (ready as f64 * capacity) * 100.0
+        } else {
+            f64::INFINITY
+        };
+
+        // Plain: pods become visible to the metrics pipeline one metric window after turning Ready.
+        let visible: Vec<f64> = usage
+            .iter()
+            .filter(|(s, _)| now - s >= startup_ms + 60_000)
+            .map(|(_, u)| *u)
+            .collect();
+        let plain_now = if visible.is_empty() {
+            usage.iter().map(|(_, u)| u).sum::<f64>() / usage.len().max(1) as f64
+        } else {
+            visible.iter().sum::<f64>() / visible.len() as f64
+        } / capacity
+            * 100.0;
+        plain_samples.push_back((now, plain_now));
+        // Smart: the usage of pods past the startup filter, summed; divided by the current ready capacity when
+        // read, so capacity that was just added shows at once and a lagging window cannot compound scale-ups.
+        let filtered_usage: f64 = usage
+            .iter()
+            .filter(|(s, _)| now - s >= filter_ms)
+            .map(|(_, u)| *u)
+            .sum();
+        smart_samples.push_back((now, filtered_usage));
+        while plain_samples
+            .front()
+            .is_some_and(|(t, _)| *t <= now - 600_000)
+        {
+            plain_samples.pop_front();
+        }
+        while smart_samples
+            .front()
+            .is_some_and(|(t, _)| *t <= now - 600_000)
+        {
+            smart_samples.pop_front();
+        }
+
+        let current = pods.starts.len() as u32;
+        let (desired, metric) = match mode {
+            Mode::Plain => {
+                let util = window_mean(&plain_samples, now, 60_000).unwrap_or(0.0);
+                let counts = PodCounts {
+                    ready,
+                    unready: current - ready,
+                    missing: 0,
+                };
+                let proposal = hpa::resource_utilization_proposal(
+                    util,
+                    target,
+                    counts,
+                    current,
+                    spec.tolerance,
+                );
+                (
+                    hpa::normalize(&spec, &mut hpa_state, now, current, proposal),
+                    util,
+                )
+            }
+            Mode::Smart => {
+                if now % config.interval_millis.max(SYNC_MILLIS) == 0 {
+                    let avg10 = window_mean(&smart_samples, now, 600_000).unwrap_or(0.0);
+                    let capacity_now = ready.max(1) as f64 * capacity;
+                    let avg5 = window_mean(&smart_samples, now, 300_000).unwrap_or(0.0);
+                    let inputs = DeploymentInputs {
+                        key: DeploymentKey::new("simulate", "trace"),
+                        base_target_percent: target,
+                        cpu_utilization_percent: (0.7 * avg10 + 0.3 * avg5) / capacity_now * 100.0,
+                        memory_utilization_percent: None,
+                        pod_cpu_request_milli: config.pod_request_milli,
+                        replicas: current,
+                        ready_pods: ready,
+                        starting_pods: pods.starts.iter().filter(|s| now - **s < filter_ms).count()
+                            as u32,
+                        recent_pod_starts: pods
+                            .starts
+                            .iter()
+                            .filter(|s| now - **s < 180_000)
+                            .count() as u32,
+                        startup_filter_seconds: config.startup_filter_seconds as u32,
+                        pool: PoolInputs {
+                            name: "simulated".into(),
+                            measured_cpu_percent: config.pool_measured_percent,
+                            requested_cpu_percent: config.pool_requested_percent,
+                            nodes: 1,
+                        },
+                        annotations: BTreeMap::new(),
+                        window_seconds: 600,
+                        observed_at: now,
+                    };
+                    let (explanation, state) = decision::decide(
+                        &inputs,
+                        &config.decision,
+                        decision_state.as_ref(),
+                        Hooks::default(),
+                        now,
+                    );
+                    decision_state = Some(state);
+                    served = explanation.served_percent;
+                }
+                let proposal =
+                    hpa::external_value_proposal(served, target, ready, current, spec.tolerance);
+                (
+                    hpa::normalize(&spec, &mut hpa_state, now, current, proposal),
+                    served,
+                )
+            }
+            Mode::Oracle => {
+                // Enough pods, started now, to meet the target for the demand once they are ready.
+                let horizon = startup_ms + SYNC_MILLIS;
+                let peak = (0..=horizon / SYNC_MILLIS)
+                    .map(|k| series.at(now + k * SYNC_MILLIS))
+                    .fold(0.0f64, f64::max);
+                let needed = (peak / (capacity * target / 100.0)).ceil() as u32;
+                (
+                    needed.clamp(config.min_replicas, config.max_replicas),
+                    true_util,
+                )
+            }
+        };
+        if desired != current {
+            metrics.scale_events += 1;
+            pods.resize(now, desired);
+        }
+
+        let ready_capacity_pods = ready as f64;
+        let demand_pods = demand / capacity;
+        metrics.saturated_pod_minutes +=
+            (demand_pods - ready_capacity_pods).max(0.0) * tick_minutes;
+        if true_util > target {
+            metrics.over_target_minutes += tick_minutes;
+        }
+        metrics.pod_hours += current as f64 * tick_minutes / 60.0;
+        metrics.max_replicas = metrics.max_replicas.max(pods.starts.len() as u32);
+        timeline.push(Point {
+            t: now,
+            replicas: pods.starts.len() as u32,
+            ready: pods.ready(now, startup_ms),
+            utilization: if true_util.is_finite() {
+                true_util
+            } else {
+                0.0
+            },
+            metric,
+        });
+        now += SYNC_MILLIS;
+    }
+    Run {
+        mode,
+        metrics,
+        timeline,
+    }
+}
+
+/// Runs all three modes.
+pub fn compare(series: &Series, config: &SimConfig) -> [Run; 3] {
+    [
+        run(series, config, Mode::Plain),
+        run(series, config, Mode::Smart),
+        run(series, config, Mode::Oracle),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(load: f64, minutes: usize) -> Series {
+        Series {
+            step_millis: 60_000,
+            values: vec![load; minutes],
+        }
+    }
+
+    #[test]
+    fn interpolates_and_holds() {
+        let s = Series {
+            step_millis: 1000,
+            values: vec![0.0, 10.0],
+        };
+        assert_eq!(s.at(500), 5.0);
+        assert_eq!(s.at(5000), 10.0);
+        assert_eq!(s.percentile(100.0), 10.0);
+    }
+
+    #[test]
+    fn flat_load_is_stable_for_every_mode() {
+        let series = flat(10.0, 120);
+        let mut config = SimConfig::for_series(&series);
+        config.pod_capacity = 1.0;
+        for mode in [Mode::Plain, Mode::Smart, Mode::Oracle] {
+            let r = run(&series, &config, mode);
+            assert_eq!(r.metrics.saturated_pod_minutes, 0.0, "{mode:?}");
+            assert!(
+                r.metrics.scale_events <= 2,
+                "{mode:?}: {}",
+                r.metrics.scale_events
+            );
+        }
+    }
+
+    #[test]
+    fn step_up_saturates_until_new_pods_are_ready() {
+        let mut values = vec![5.0; 30];
+        values.extend(vec![20.0; 90]);
+        let series = Series {
+            step_millis: 60_000,
+            values,
+        };
+        let mut config = SimConfig::for_series(&series);
+        config.pod_capacity = 1.0;
+        let [plain, smart, oracle] = compare(&series, &config);
+        assert!(plain.metrics.saturated_pod_minutes > 0.0);
+        assert!(oracle.metrics.saturated_pod_minutes <= plain.metrics.saturated_pod_minutes);
+        assert!(
+            smart.metrics.max_replicas >= 20,
+            "smart never caught up: {:?}",
+            smart.metrics
+        );
+        assert!(oracle.metrics.max_replicas >= 29);
+    }
+
+    #[test]
+    fn oracle_never_saturates_a_smooth_series() {
+        let values: Vec<f64> = (0..600)
+            .map(|i| 10.0 + 5.0 * (i as f64 / 60.0).sin())
+            .collect();
+        let series = Series {
+            step_millis: 60_000,
+            values,
+        };
+        let config = SimConfig::for_series(&series);
+        let oracle = run(&series, &config, Mode::Oracle);
+        assert!(
+            oracle.metrics.saturated_pod_minutes < 1e-9,
+            "{:?}",
+            oracle.metrics
+        );
+    }
+
+    #[test]
+    fn startup_filter_avoids_false_scale_up_on_warmup() {
+        // Steady load; a restart wave every 30 minutes replaces pods, each burning a core while warming up.
+        let series = flat(7.0, 240);
+        let mut config = SimConfig::for_series(&series);
+        config.pod_capacity = 1.0;
+        config.min_replicas = 10;
+        config.startup_seconds = 20.0;
+        config.warmup_load = 1.5;
+        config.warmup_seconds = 150.0;
+        config.startup_filter_seconds = 180.0;
+        let plain = run(&series, &config, Mode::Plain);
+        let smart = run(&series, &config, Mode::Smart);
+        assert!(smart.metrics.scale_events <= plain.metrics.scale_events);
+    }
+}

@@ -1,0 +1,337 @@
+//! The `simulate` subcommand's adapter: reads a trace CSV or builds a scenario, runs the backtest from
+//! `domain::simulate`, and prints a table, JSON, or an SVG plot.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use plotters::prelude::*;
+use serde_json::json;
+
+use crate::config::SimulateArgs;
+use crate::domain::scenarios;
+use crate::domain::simulate::{self, Run, Series, SimConfig};
+
+/// Parses a timestamp as `YYYY-MM-DD HH:MM:SS`, RFC 3339, or seconds; returns milliseconds.
+fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Some((seconds * 1000.0) as i64);
+    }
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Some(ts.as_millisecond());
+    }
+    let civil = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", text).ok()?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp().as_millisecond())
+}
+
+/// Reads a trace: a header row, an optional timestamp column, and the value column picked by name or index (or
+/// the first numeric non-time column). Without a timestamp column, `step_seconds` gives the spacing.
+pub fn read_trace(path: &Path, column: Option<&str>, step_seconds: Option<f64>) -> Result<Series> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading trace {}", path.display()))?;
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .next()
+        .context("trace is empty")?
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let rows: Vec<Vec<&str>> = lines
+        .map(|l| l.split(',').map(str::trim).collect())
+        .collect();
+    if rows.len() < 2 {
+        bail!("trace {} has fewer than two rows", path.display());
+    }
+    let first = &rows[0];
+    let time_col = header.iter().position(|h| {
+        matches!(
+            h.to_ascii_lowercase().as_str(),
+            "timestamp" | "time" | "date" | "ts"
+        )
+    });
+    let value_col = match column {
+        Some(c) => match c.parse::<usize>() {
+            Ok(i) if i < header.len() => i,
+            _ => header
+                .iter()
+                .position(|h| h == &c)
+                .with_context(|| format!("no column {c:?} in {header:?}"))?,
+        },
+        None => (0..header.len())
+            .find(|i| {
+                Some(*i) != time_col && first.get(*i).is_some_and(|v| v.parse::<f64>().is_ok())
+            })
+            .context("no numeric value column found")?,
+    };
+    let mut points: Vec<(i64, f64)> = Vec::with_capacity(rows.len());
+    for (n, row) in rows.iter().enumerate() {
+        let value: f64 = row
+            .get(value_col)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("row {}: no number in column {}", n + 2, header[value_col]))?;
+        let t = match (time_col, step_seconds) {
+            (_, Some(step)) => (n as f64 * step * 1000.0) as i64,
+            (Some(c), None) => row
+                .get(c)
+                .and_then(|v| parse_time(v))
+                .with_context(|| format!("row {}: unreadable timestamp", n + 2))?,
+            (None, None) => bail!("trace has no timestamp column: give --step"),
+        };
+        points.push((t, value.max(0.0)));
+    }
+    let start = points[0].0;
+    let step = points
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .filter(|d| *d > 0)
+        .min()
+        .context("timestamps do not advance")?;
+    // Resample onto a regular grid (NAB traces have occasional gaps); gaps hold the last value.
+    let end = points.last().map(|p| p.0).unwrap_or(start);
+    let mut values = Vec::with_capacity(((end - start) / step + 1) as usize);
+    let mut idx = 0;
+    let mut t = start;
+    while t <= end {
+        while idx + 1 < points.len() && points[idx + 1].0 <= t {
+            idx += 1;
+        }
+        values.push(points[idx].1);
+        t += step;
+    }
+    Ok(Series {
+        step_millis: step,
+        values,
+    })
+}
+
+fn configure(args: &SimulateArgs, base: SimConfig) -> SimConfig {
+    let mut config = base;
+    if let Some(c) = args.pod_capacity {
+        config.pod_capacity = c;
+    }
+    if let Some(s) = args.startup_seconds {
+        config.startup_seconds = s;
+    }
+    if let Some(t) = args.target {
+        config.target_percent = t;
+    }
+    if let Some(m) = args.min_replicas {
+        config.min_replicas = m;
+    }
+    if let Some(m) = args.max_replicas {
+        config.max_replicas = m;
+    }
+    if let Some(m) = args.pool_measured {
+        config.pool_measured_percent = m;
+    }
+    if let Some(r) = args.pool_requested {
+        config.pool_requested_percent = r;
+    }
+    if let Some(r) = args.pod_request_milli {
+        config.pod_request_milli = r;
+    }
+    config.decision = args.decision.to_config();
+    config
+}
+
+/// Runs `simulate` and returns what it prints.
+pub fn run(args: &SimulateArgs) -> Result<String> {
+    let (name, series, config) = match (&args.scenario, &args.trace) {
+        (Some(name), None) => {
+            let (series, config) = scenarios::build(name, args.seed).with_context(|| {
+                format!(
+                    "unknown scenario {name:?}; known: {}",
+                    scenarios::NAMES.join(", ")
+                )
+            })?;
+            (name.clone(), series, config)
+        }
+        (None, Some(path)) => {
+            let series = read_trace(
+                path,
+                args.column.as_deref(),
+                args.step.map(|d| d.as_secs_f64()),
+            )?;
+            let config = SimConfig::for_series(&series);
+            (path.display().to_string(), series, config)
+        }
+        _ => bail!("give exactly one of --trace FILE or --scenario NAME"),
+    };
+    let config = configure(args, config);
+    let runs = simulate::compare(&series, &config);
+    if let Some(plot) = &args.plot {
+        plot_svg(plot, &name, &runs, config.target_percent)?;
+    }
+    if args.json {
+        let mut out = serde_json::Map::new();
+        out.insert("trace".into(), json!(name));
+        out.insert(
+            "config".into(),
+            json!({
+                "pod_capacity": config.pod_capacity, "startup_seconds": config.startup_seconds,
+                "target_percent": config.target_percent, "min_replicas": config.min_replicas,
+                "max_replicas": config.max_replicas, "pod_request_milli": config.pod_request_milli,
+                "pool_measured_percent": config.pool_measured_percent,
+                "pool_requested_percent": config.pool_requested_percent,
+                "step_seconds": series.step_millis / 1000, "points": series.values.len(),
+            }),
+        );
+        for r in &runs {
+            out.insert(
+                serde_json::to_value(r.mode)?
+                    .as_str()
+                    .unwrap_or("run")
+                    .to_string(),
+                serde_json::to_value(&r.metrics)?,
+            );
+        }
+        return Ok(serde_json::to_string_pretty(&out)? + "\n");
+    }
+    let mut out = String::new();
+    writeln!(
+        out,
+        "trace: {name} ({} points at {}s)",
+        series.values.len(),
+        series.step_millis / 1000
+    )?;
+    writeln!(
+        out,
+        "pod capacity {:.4}, startup {}s, target {}%, replicas {}-{}",
+        config.pod_capacity,
+        config.startup_seconds,
+        config.target_percent,
+        config.min_replicas,
+        config.max_replicas
+    )?;
+    writeln!(
+        out,
+        "{:<8} {:>18} {:>18} {:>10} {:>12} {:>8}",
+        "run", "saturated pod-min", "over-target min", "pod-hours", "scale events", "max pods"
+    )?;
+    for r in &runs {
+        let m = &r.metrics;
+        writeln!(
+            out,
+            "{:<8} {:>18.1} {:>18.1} {:>10.1} {:>12} {:>8}",
+            serde_json::to_value(r.mode)?.as_str().unwrap_or(""),
+            m.saturated_pod_minutes,
+            m.over_target_minutes,
+            m.pod_hours,
+            m.scale_events,
+            m.max_replicas
+        )?;
+    }
+    Ok(out)
+}
+
+fn plot_svg(path: &Path, title: &str, runs: &[Run; 3], target: f64) -> Result<()> {
+    let root = SVGBackend::new(path, (1200, 800)).into_drawing_area();
+    root.fill(&WHITE)
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    let (top, bottom) = root.split_vertically(400);
+    let hours = |t: i64| t as f64 / 3_600_000.0;
+    let end = runs[0]
+        .timeline
+        .last()
+        .map(|p| hours(p.t))
+        .unwrap_or(1.0)
+        .max(0.01);
+    let max_pods = runs
+        .iter()
+        .flat_map(|r| r.timeline.iter().map(|p| p.replicas))
+        .max()
+        .unwrap_or(1) as f64
+        * 1.1;
+    let colors = [RED, BLUE, GREEN];
+    let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+                caption: &str,
+                y_max: f64,
+                value: &dyn Fn(&simulate::Point) -> f64|
+     -> Result<()> {
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..end, 0.0..y_max)
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("hours")
+            .draw()
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        for (run, color) in runs.iter().zip(colors) {
+            let label = serde_json::to_value(run.mode)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            chart
+                .draw_series(LineSeries::new(
+                    run.timeline
+                        .iter()
+                        .map(|p| (hours(p.t), value(p).min(y_max))),
+                    color,
+                ))
+                .map_err(|e| anyhow::anyhow!("plot: {e}"))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        Ok(())
+    };
+    draw(&top, &format!("{title}: replicas"), max_pods, &|p| {
+        p.replicas as f64
+    })?;
+    draw(
+        &bottom,
+        &format!("utilization of ready pods, % (target {target}%)"),
+        200.0,
+        &|p| p.utilization,
+    )?;
+    root.present()
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_in_every_format() {
+        assert_eq!(parse_time("300"), Some(300_000));
+        assert_eq!(parse_time("2014-02-14 14:30:00"), Some(1_392_388_200_000));
+        assert_eq!(parse_time("2014-02-14T14:30:00Z"), Some(1_392_388_200_000));
+        assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn reads_nab_with_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.csv");
+        std::fs::write(&p, "timestamp,value\n2014-02-14 14:30:00,1\n2014-02-14 14:35:00,2\n2014-02-14 14:45:00,4\n").unwrap();
+        let s = read_trace(&p, None, None).unwrap();
+        assert_eq!(s.step_millis, 300_000);
+        assert_eq!(s.values, vec![1.0, 2.0, 2.0, 4.0]);
+    }
+
+    #[test]
+    fn reads_headerless_time_with_step_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.csv");
+        std::fs::write(&p, "avg_cpu,avg_mem\n0.4,0.3\n0.5,0.2\n").unwrap();
+        assert!(read_trace(&p, None, None).is_err());
+        let s = read_trace(&p, Some("avg_mem"), Some(300.0)).unwrap();
+        assert_eq!(s.values, vec![0.3, 0.2]);
+        let s = read_trace(&p, None, Some(300.0)).unwrap();
+        assert_eq!(s.values, vec![0.4, 0.5]);
+    }
+}
