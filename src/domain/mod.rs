@@ -2,6 +2,7 @@
 //! unit-tested with plain `#[test]`s.
 
 pub mod admission;
+pub mod cluster;
 pub mod decision;
 pub mod extender;
 pub mod hpa;

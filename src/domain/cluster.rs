@@ -1,0 +1,519 @@
+//! The cluster as the data plane sees it on one tick (deployments, pods, nodes from Kubernetes; usage from
+//! Prometheus), and the pure join that turns it into per-deployment [`DeploymentInputs`].
+//!
+//! The adapters fill these plain structs (`k8s/` from reflectors, `prom/` from batched PromQL); everything that
+//! decides what the numbers mean lives here, so it is unit-tested without a cluster.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::model::{
+    DeploymentInputs, DeploymentKey, NodeInputs, Observation, PoolInputs, UnixMillis,
+};
+
+/// Annotation that opts a deployment in without an HPA.
+pub const ENABLED_ANNOTATION: &str = "smart-autoscaler.io/enabled";
+/// Annotation with the per-deployment startup filter, seconds.
+pub const STARTUP_FILTER_ANNOTATION: &str = "smart-autoscaler.io/startup-filter-seconds";
+
+/// One requirement of a node selector term (required node affinity), as in `NodeSelectorRequirement`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRequirement {
+    /// Label key.
+    pub key: String,
+    /// `In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`, `Lt`.
+    pub operator: String,
+    /// Values.
+    pub values: Vec<String>,
+}
+
+/// A Deployment the data plane knows about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentInfo {
+    /// Namespace and name.
+    pub key: DeploymentKey,
+    /// `spec.replicas`.
+    pub replicas: u32,
+    /// Metadata annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Pod template `nodeSelector`.
+    pub node_selector: BTreeMap<String, String>,
+    /// Pod template required node affinity: OR of terms, each an AND of requirements.
+    pub required_affinity: Vec<Vec<NodeRequirement>>,
+    /// Total CPU request of one pod from the template (all containers plus restartable init containers), milli.
+    pub pod_cpu_request_milli: i64,
+    /// Total memory request of one pod from the template, bytes.
+    pub pod_memory_request_bytes: i64,
+    /// Target value of the HPA that uses our metric for this deployment, percent, if any.
+    pub hpa_target_percent: Option<f64>,
+}
+
+impl DeploymentInfo {
+    /// Managed: referenced by an HPA on our metric, or annotated `smart-autoscaler.io/enabled: "true"`.
+    pub fn managed(&self) -> bool {
+        self.hpa_target_percent.is_some()
+            || self
+                .annotations
+                .get(ENABLED_ANNOTATION)
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+}
+
+/// A Pod, with its owner chain resolved to a Deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// Owning Deployment (through its ReplicaSet), if any.
+    pub deployment: Option<String>,
+    /// Node the pod is bound to.
+    pub node: Option<String>,
+    /// `status.phase`.
+    pub phase: String,
+    /// Ready condition is True.
+    pub ready: bool,
+    /// `status.startTime`.
+    pub started_at: Option<UnixMillis>,
+    /// Total CPU request (containers plus restartable init containers), milli-cores.
+    pub cpu_request_milli: i64,
+    /// Total memory request, bytes.
+    pub memory_request_bytes: i64,
+    /// `metadata.deletionTimestamp` is set.
+    pub terminating: bool,
+}
+
+/// A Node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeInfo {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Ready condition is True.
+    pub ready: bool,
+    /// `spec.unschedulable` is not set (not cordoned).
+    pub schedulable: bool,
+    /// Allocatable CPU, milli-cores.
+    pub allocatable_cpu_milli: i64,
+}
+
+/// What Kubernetes says on one tick.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterSnapshot {
+    /// Deployments (managed or not).
+    pub deployments: Vec<DeploymentInfo>,
+    /// Pods.
+    pub pods: Vec<PodInfo>,
+    /// Nodes.
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// `(namespace, pod)`.
+pub type PodRef = (String, String);
+
+/// What Prometheus says on one tick.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    /// Pod CPU usage rate over 10 minutes, cores.
+    pub pod_cpu_10m: HashMap<PodRef, f64>,
+    /// Pod CPU usage rate over 5 minutes, cores.
+    pub pod_cpu_5m: HashMap<PodRef, f64>,
+    /// Pod memory working set, bytes.
+    pub pod_memory_bytes: HashMap<PodRef, f64>,
+    /// Node CPU utilization, percent.
+    pub node_cpu_percent: HashMap<String, f64>,
+}
+
+/// Settings of the join.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinConfig {
+    /// Startup filter for deployments without the annotation, seconds.
+    pub default_startup_filter_seconds: u32,
+    /// Base target for deployments managed by annotation only, percent.
+    pub default_target_percent: f64,
+}
+
+impl Default for JoinConfig {
+    fn default() -> Self {
+        JoinConfig {
+            default_startup_filter_seconds: 60,
+            default_target_percent: 70.0,
+        }
+    }
+}
+
+fn requirement_holds(r: &NodeRequirement, labels: &BTreeMap<String, String>) -> bool {
+    let value = labels.get(&r.key);
+    let num = |v: &str| v.parse::<i64>().ok();
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| r.values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !r.values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" => value
+            .and_then(|v| num(v))
+            .zip(r.values.first().and_then(|v| num(v)))
+            .is_some_and(|(a, b)| a > b),
+        "Lt" => value
+            .and_then(|v| num(v))
+            .zip(r.values.first().and_then(|v| num(v)))
+            .is_some_and(|(a, b)| a < b),
+        _ => false,
+    }
+}
+
+/// Whether a deployment's pods may run on `node` (nodeSelector and required node affinity; taints are left to
+/// the scheduler).
+pub fn node_matches(deployment: &DeploymentInfo, node: &NodeInfo) -> bool {
+    let selector_ok = deployment
+        .node_selector
+        .iter()
+        .all(|(k, v)| node.labels.get(k) == Some(v));
+    let affinity_ok = deployment.required_affinity.is_empty()
+        || deployment
+            .required_affinity
+            .iter()
+            .any(|term| term.iter().all(|r| requirement_holds(r, &node.labels)));
+    selector_ok && affinity_ok
+}
+
+fn pool_name(d: &DeploymentInfo) -> String {
+    if d.node_selector.is_empty() && d.required_affinity.is_empty() {
+        return "all".to_string();
+    }
+    let mut parts: Vec<String> = d
+        .node_selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !d.required_affinity.is_empty() {
+        parts.push("affinity".to_string());
+    }
+    parts.join(",")
+}
+
+/// Joins the cluster and usage into one observation: per managed deployment, CPU utilization over pods past the
+/// startup filter (70% 10-minute + 30% 5-minute usage, summed, over the current requests of those pods), memory
+/// utilization, pod counts, recent starts, and node-pool pressure.
+pub fn join(
+    cluster: &ClusterSnapshot,
+    usage: &Usage,
+    now: UnixMillis,
+    config: &JoinConfig,
+) -> Observation {
+    // Requested CPU per node from bound, non-terminated pods.
+    let mut requested: HashMap<&str, i64> = HashMap::new();
+    for p in &cluster.pods {
+        if let Some(node) = &p.node
+            && !matches!(p.phase.as_str(), "Succeeded" | "Failed")
+        {
+            *requested.entry(node.as_str()).or_default() += p.cpu_request_milli;
+        }
+    }
+    let nodes: Vec<NodeInputs> = cluster
+        .nodes
+        .iter()
+        .map(|n| NodeInputs {
+            name: n.name.clone(),
+            labels: n.labels.clone(),
+            ready: n.ready,
+            schedulable: n.schedulable,
+            allocatable_cpu_milli: n.allocatable_cpu_milli,
+            requested_cpu_milli: requested.get(n.name.as_str()).copied().unwrap_or(0),
+            measured_cpu_percent: usage
+                .node_cpu_percent
+                .get(&n.name)
+                .copied()
+                .filter(|v| v.is_finite()),
+        })
+        .collect();
+
+    let mut pods_by_deployment: HashMap<(&str, &str), Vec<&PodInfo>> = HashMap::new();
+    for p in &cluster.pods {
+        if let Some(d) = &p.deployment
+            && !p.terminating
+            && !matches!(p.phase.as_str(), "Succeeded" | "Failed")
+        {
+            pods_by_deployment
+                .entry((p.namespace.as_str(), d.as_str()))
+                .or_default()
+                .push(p);
+        }
+    }
+
+    let deployments = cluster
+        .deployments
+        .iter()
+        .filter(|d| d.managed())
+        .map(|d| {
+            let filter_s = d
+                .annotations
+                .get(STARTUP_FILTER_ANNOTATION)
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .unwrap_or(config.default_startup_filter_seconds);
+            let pods = pods_by_deployment
+                .get(&(d.key.namespace.as_str(), d.key.name.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            let age = |p: &PodInfo| p.started_at.map(|s| (now - s) / 1000);
+            let past_filter: Vec<&&PodInfo> = pods
+                .iter()
+                .filter(|p| p.ready && age(p).is_some_and(|a| a >= filter_s as i64))
+                .collect();
+            let key = |p: &PodInfo| (p.namespace.clone(), p.name.clone());
+            let (mut cpu, mut request, mut mem, mut mem_request) = (0.0, 0i64, 0.0, 0i64);
+            let mut with_samples = 0;
+            for p in &past_filter {
+                let k = key(p);
+                let (c10, c5) = (usage.pod_cpu_10m.get(&k), usage.pod_cpu_5m.get(&k));
+                if c10.is_none() && c5.is_none() {
+                    continue;
+                }
+                let c10 = c10.or(c5).copied().unwrap_or(0.0);
+                let c5 = c5.or(Some(&c10)).copied().unwrap_or(0.0);
+                cpu += 0.7 * c10 + 0.3 * c5;
+                request += p.cpu_request_milli;
+                with_samples += 1;
+                if let Some(m) = usage.pod_memory_bytes.get(&k) {
+                    mem += m;
+                    mem_request += p.memory_request_bytes;
+                }
+            }
+            let utilization = if request > 0 {
+                cpu * 1000.0 / request as f64 * 100.0
+            } else {
+                0.0
+            };
+            let pool: Vec<&NodeInputs> = nodes
+                .iter()
+                .zip(&cluster.nodes)
+                .filter(|(_, info)| info.ready && info.schedulable && node_matches(d, info))
+                .map(|(n, _)| n)
+                .collect();
+            let allocatable: i64 = pool.iter().map(|n| n.allocatable_cpu_milli).sum();
+            let measured_weight: f64 = pool
+                .iter()
+                .filter_map(|n| {
+                    n.measured_cpu_percent
+                        .map(|m| m * n.allocatable_cpu_milli as f64)
+                })
+                .sum();
+            let measured_alloc: i64 = pool
+                .iter()
+                .filter(|n| n.measured_cpu_percent.is_some())
+                .map(|n| n.allocatable_cpu_milli)
+                .sum();
+            let ready_pods = pods.iter().filter(|p| p.ready).count() as u32;
+            DeploymentInputs {
+                key: d.key.clone(),
+                base_target_percent: d
+                    .hpa_target_percent
+                    .unwrap_or(config.default_target_percent),
+                cpu_utilization_percent: utilization,
+                memory_utilization_percent: (mem_request > 0)
+                    .then(|| mem / mem_request as f64 * 100.0),
+                pod_cpu_request_milli: d.pod_cpu_request_milli,
+                replicas: d.replicas,
+                ready_pods,
+                starting_pods: pods.len() as u32 - past_filter.len() as u32,
+                recent_pod_starts: pods
+                    .iter()
+                    .filter(|p| age(p).is_some_and(|a| a < 180))
+                    .count() as u32,
+                startup_filter_seconds: filter_s,
+                pool: PoolInputs {
+                    name: pool_name(d),
+                    measured_cpu_percent: if measured_alloc > 0 {
+                        measured_weight / measured_alloc as f64
+                    } else {
+                        0.0
+                    },
+                    requested_cpu_percent: if allocatable > 0 {
+                        pool.iter().map(|n| n.requested_cpu_milli).sum::<i64>() as f64
+                            / allocatable as f64
+                            * 100.0
+                    } else {
+                        0.0
+                    },
+                    nodes: pool.len() as u32,
+                },
+                annotations: d
+                    .annotations
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("smart-autoscaler.io/"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                window_seconds: 600,
+                observed_at: now,
+            }
+            .with_sample_count(with_samples)
+        })
+        .collect();
+    Observation {
+        at: now,
+        deployments,
+        nodes,
+    }
+}
+
+trait SampleCount {
+    fn with_sample_count(self, n: usize) -> Self;
+}
+
+impl SampleCount for DeploymentInputs {
+    /// With no pod sample at all the utilization is unknown, not zero: no ready pod is reported so the decision
+    /// core's confidence drops to zero and it holds its target.
+    fn with_sample_count(mut self, n: usize) -> Self {
+        if n == 0 {
+            self.ready_pods = 0;
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: UnixMillis = 1_000_000_000;
+
+    fn node(name: &str, pool: &str, cpu: i64) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            labels: BTreeMap::from([("pool".to_string(), pool.to_string())]),
+            ready: true,
+            schedulable: true,
+            allocatable_cpu_milli: cpu,
+        }
+    }
+
+    fn pod(name: &str, node: &str, age_s: i64, request: i64) -> PodInfo {
+        PodInfo {
+            namespace: "shop".into(),
+            name: name.into(),
+            deployment: Some("api".into()),
+            node: Some(node.into()),
+            phase: "Running".into(),
+            ready: true,
+            started_at: Some(NOW - age_s * 1000),
+            cpu_request_milli: request,
+            memory_request_bytes: 1 << 28,
+            terminating: false,
+        }
+    }
+
+    fn deployment() -> DeploymentInfo {
+        DeploymentInfo {
+            key: DeploymentKey::new("shop", "api"),
+            replicas: 3,
+            annotations: BTreeMap::from([(
+                STARTUP_FILTER_ANNOTATION.to_string(),
+                "120".to_string(),
+            )]),
+            node_selector: BTreeMap::from([("pool".to_string(), "general".to_string())]),
+            required_affinity: vec![],
+            pod_cpu_request_milli: 500,
+            pod_memory_request_bytes: 1 << 28,
+            hpa_target_percent: Some(70.0),
+        }
+    }
+
+    fn cluster() -> ClusterSnapshot {
+        ClusterSnapshot {
+            deployments: vec![deployment()],
+            pods: vec![
+                pod("a", "n1", 3600, 500),
+                pod("b", "n2", 3600, 500),
+                pod("c", "n1", 30, 500),
+            ],
+            nodes: vec![
+                node("n1", "general", 4000),
+                node("n2", "general", 4000),
+                node("n3", "compute", 8000),
+            ],
+        }
+    }
+
+    fn usage() -> Usage {
+        let k = |p: &str| ("shop".to_string(), p.to_string());
+        Usage {
+            pod_cpu_10m: HashMap::from([(k("a"), 0.3), (k("b"), 0.4), (k("c"), 1.5)]),
+            pod_cpu_5m: HashMap::from([(k("a"), 0.4), (k("b"), 0.4), (k("c"), 1.5)]),
+            pod_memory_bytes: HashMap::from([(k("a"), 2f64.powi(27)), (k("b"), 2f64.powi(27))]),
+            node_cpu_percent: HashMap::from([
+                ("n1".to_string(), 50.0),
+                ("n2".to_string(), 70.0),
+                ("n3".to_string(), 10.0),
+            ]),
+        }
+    }
+
+    #[test]
+    fn utilization_blends_windows_and_skips_young_pods() {
+        let obs = join(&cluster(), &usage(), NOW, &JoinConfig::default());
+        let d = &obs.deployments[0];
+        // a: 0.7*0.3+0.3*0.4 = 0.33, b: 0.4 → 0.73 cores over 1000m = 73%; c (30 s old, filter 120 s) excluded.
+        assert!(
+            (d.cpu_utilization_percent - 73.0).abs() < 1e-9,
+            "{}",
+            d.cpu_utilization_percent
+        );
+        assert_eq!(d.starting_pods, 1);
+        assert_eq!(d.recent_pod_starts, 1);
+        assert_eq!(d.ready_pods, 3);
+        assert_eq!(d.startup_filter_seconds, 120);
+        assert!((d.memory_utilization_percent.unwrap() - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn pool_is_the_matching_ready_schedulable_nodes() {
+        let mut c = cluster();
+        c.nodes[1].schedulable = false; // cordon n2
+        let obs = join(&c, &usage(), NOW, &JoinConfig::default());
+        let pool = &obs.deployments[0].pool;
+        assert_eq!(pool.nodes, 1);
+        assert_eq!(pool.measured_cpu_percent, 50.0);
+        // n1 hosts a and c: 1000m of 4000m.
+        assert_eq!(pool.requested_cpu_percent, 25.0);
+        assert_eq!(pool.name, "pool=general");
+    }
+
+    #[test]
+    fn required_affinity_selects_nodes() {
+        let mut d = deployment();
+        d.node_selector.clear();
+        d.required_affinity = vec![vec![NodeRequirement {
+            key: "pool".into(),
+            operator: "In".into(),
+            values: vec!["compute".into()],
+        }]];
+        assert!(node_matches(&d, &node("x", "compute", 1)));
+        assert!(!node_matches(&d, &node("x", "general", 1)));
+        d.required_affinity[0][0].operator = "NotIn".into();
+        assert!(node_matches(&d, &node("x", "general", 1)));
+    }
+
+    #[test]
+    fn only_managed_deployments_are_observed() {
+        let mut c = cluster();
+        c.deployments[0].hpa_target_percent = None;
+        assert!(
+            join(&c, &usage(), NOW, &JoinConfig::default())
+                .deployments
+                .is_empty()
+        );
+        c.deployments[0]
+            .annotations
+            .insert(ENABLED_ANNOTATION.into(), "true".into());
+        let obs = join(&c, &usage(), NOW, &JoinConfig::default());
+        assert_eq!(obs.deployments[0].base_target_percent, 70.0);
+    }
+
+    #[test]
+    fn no_samples_means_no_confidence_not_zero_load() {
+        let obs = join(&cluster(), &Usage::default(), NOW, &JoinConfig::default());
+        assert_eq!(obs.deployments[0].ready_pods, 0);
+        assert_eq!(obs.nodes[0].measured_cpu_percent, None);
+    }
+}
