@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TRACES=${TRACES:-../shared/traces}
-cargo build --release --locked -q
-BIN=target/release/smart-autoscaler
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked -q
+  BIN=${CARGO_TARGET_DIR:-target}/release/smart-autoscaler
+fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 

@@ -327,8 +327,9 @@ pub struct ServeArgs {
     )]
     pub tls_key_file: PathBuf,
 
-    /// How often inputs are collected and the snapshot recomputed, e.g. `60s`.
-    #[arg(long, env = "SMART_AUTOSCALER_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    /// How often inputs are collected and the snapshot recomputed, e.g. `15s`. The HPA syncs every 15 s; a slower
+    /// interval delays every reaction by up to one interval (see the scaling benchmark in the README).
+    #[arg(long, env = "SMART_AUTOSCALER_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub interval: Duration,
 
     /// Directory for persistent state.
@@ -349,8 +350,8 @@ pub struct DemoArgs {
     #[command(flatten)]
     pub decision: DecisionArgs,
 
-    /// How often the simulated cluster is observed, in simulated time, e.g. `60s`.
-    #[arg(long, env = "SMART_AUTOSCALER_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    /// How often the simulated cluster is observed, in simulated time, e.g. `15s`.
+    #[arg(long, env = "SMART_AUTOSCALER_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub interval: Duration,
 
     /// Simulated time runs this many times faster than real time.

@@ -119,6 +119,8 @@ pub struct Usage {
     pub pod_cpu_10m: HashMap<PodRef, f64>,
     /// Pod CPU usage rate over 5 minutes, cores.
     pub pod_cpu_5m: HashMap<PodRef, f64>,
+    /// Pod CPU usage rate over the shortest window the scrape interval allows (1-2 minutes), cores.
+    pub pod_cpu_1m: HashMap<PodRef, f64>,
     /// Pod memory working set, bytes.
     pub pod_memory_bytes: HashMap<PodRef, f64>,
     /// Node CPU utilization, percent.
@@ -140,6 +142,21 @@ impl Default for JoinConfig {
             default_startup_filter_seconds: 60,
             default_target_percent: 70.0,
         }
+    }
+}
+
+/// How much the 1-minute usage must exceed the blend before it is trusted over it: a rise, not noise.
+pub const FAST_RISE_MARGIN: f64 = 0.25;
+
+/// The usage the decision core works from: 70% of the 10-minute plus 30% of the 5-minute rate, which is stable
+/// against noise, unless the 1-minute rate is more than [`FAST_RISE_MARGIN`] above it: then load is rising
+/// faster than the long windows can show, and the fresh value is used so the HPA is never slower than on plain
+/// CPU. (Falling load always goes through the slow blend, which is what avoids thrash.)
+pub fn blend(rate_10m: f64, rate_5m: f64, rate_1m: Option<f64>) -> f64 {
+    let slow = 0.7 * rate_10m + 0.3 * rate_5m;
+    match rate_1m {
+        Some(fast) if fast.is_finite() && fast > slow * (1.0 + FAST_RISE_MARGIN) => fast,
+        _ => slow,
     }
 }
 
@@ -272,7 +289,7 @@ pub fn join(
                 }
                 let c10 = c10.or(c5).copied().unwrap_or(0.0);
                 let c5 = c5.or(Some(&c10)).copied().unwrap_or(0.0);
-                cpu += 0.7 * c10 + 0.3 * c5;
+                cpu += blend(c10, c5, usage.pod_cpu_1m.get(&k).copied());
                 request += p.cpu_request_milli;
                 with_samples += 1;
                 if let Some(m) = usage.pod_memory_bytes.get(&k) {
@@ -440,6 +457,8 @@ mod tests {
         Usage {
             pod_cpu_10m: HashMap::from([(k("a"), 0.3), (k("b"), 0.4), (k("c"), 1.5)]),
             pod_cpu_5m: HashMap::from([(k("a"), 0.4), (k("b"), 0.4), (k("c"), 1.5)]),
+            // b's 1-minute rate is a real rise (0.8 > 1.25 × 0.4); a's is noise within the margin.
+            pod_cpu_1m: HashMap::from([(k("a"), 0.35), (k("b"), 0.8)]),
             pod_memory_bytes: HashMap::from([(k("a"), 2f64.powi(27)), (k("b"), 2f64.powi(27))]),
             node_cpu_percent: HashMap::from([
                 ("n1".to_string(), 50.0),
@@ -453,9 +472,10 @@ mod tests {
     fn utilization_blends_windows_and_skips_young_pods() {
         let obs = join(&cluster(), &usage(), NOW, &JoinConfig::default());
         let d = &obs.deployments[0];
-        // a: 0.7*0.3+0.3*0.4 = 0.33, b: 0.4 → 0.73 cores over 1000m = 73%; c (30 s old, filter 120 s) excluded.
+        // a: 0.7*0.3+0.3*0.4 = 0.33; b is rising (1m 0.8 > 1.25 x 0.4) so 0.8 → 1.13 cores over 1000m = 113%;
+        // c (30 s old, filter 120 s) is excluded.
         assert!(
-            (d.cpu_utilization_percent - 73.0).abs() < 1e-9,
+            (d.cpu_utilization_percent - 113.0).abs() < 1e-9,
             "{}",
             d.cpu_utilization_percent
         );
@@ -464,6 +484,21 @@ mod tests {
         assert_eq!(d.ready_pods, 3);
         assert_eq!(d.startup_filter_seconds, 120);
         assert!((d.memory_utilization_percent.unwrap() - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn blend_prefers_the_fast_window_only_on_a_real_rise() {
+        assert!((blend(1.0, 2.0, None) - 1.3).abs() < 1e-9);
+        assert!(
+            (blend(1.0, 2.0, Some(1.5)) - 1.3).abs() < 1e-9,
+            "within the margin: noise"
+        );
+        assert_eq!(blend(1.0, 2.0, Some(3.0)), 3.0);
+        assert!(
+            (blend(1.0, 2.0, Some(0.1)) - 1.3).abs() < 1e-9,
+            "falls go through the slow blend"
+        );
+        assert!((blend(1.0, 2.0, Some(f64::NAN)) - 1.3).abs() < 1e-9);
     }
 
     #[test]

@@ -93,6 +93,10 @@ pub struct SimConfig {
     pub pool_requested_percent: f64,
     /// smart-autoscaler's collection interval.
     pub interval_millis: i64,
+    /// Relative noise on each measured usage sample (not on the demand itself), common to all pods of a tick:
+    /// with tiny requests a few millicores of burst or accounting jitter swing utilization by tens of percent.
+    /// 0.4 means each sample is off by up to ±40%.
+    pub measurement_noise: f64,
     /// Decision settings.
     pub decision: DecisionConfig,
     /// HPA behavior.
@@ -115,7 +119,8 @@ impl SimConfig {
             startup_filter_seconds: 60.0,
             pool_measured_percent: 55.0,
             pool_requested_percent: 65.0,
-            interval_millis: 60_000,
+            interval_millis: 15_000,
+            measurement_noise: 0.0,
             decision: DecisionConfig::default(),
             behavior: Behavior::defaults(),
         }
@@ -199,6 +204,17 @@ impl Pods {
     }
 }
 
+/// Deterministic noise in [-1, 1] for a (time, stream) pair (splitmix64), so runs are reproducible and every
+/// autoscaler sees the same measurements.
+fn unit_noise(t: UnixMillis, stream: u64) -> f64 {
+    let mut z =
+        (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z as f64 / u64::MAX as f64) * 2.0 - 1.0
+}
+
 /// Average of `(t, v)` samples with `t` in `(now - window, now]`.
 fn window_mean(samples: &VecDeque<(UnixMillis, f64)>, now: UnixMillis, window: i64) -> Option<f64> {
     let (sum, n) = samples
@@ -253,14 +269,14 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
         let usage: Vec<(UnixMillis, f64)> = ready_starts
             .iter()
             .map(|s| {
+                let burn = if now - s < warmup_ms {
+                    config.warmup_load
+                } else {
+                    0.0
+                };
                 (
                     *s,
-                    share
-                        + if now - s < warmup_ms {
-                            config.warmup_load
-                        } else {
-                            0.0
-                        },
+                    (share + burn) * (1.0 + config.measurement_noise * unit_noise(now, 0)),
                 )
             })
             .collect();
@@ -283,13 +299,19 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
         } / capacity
             * 100.0;
         plain_samples.push_back((now, plain_now));
-        // Smart: the usage of pods past the startup filter, summed; divided by the current ready capacity when
-        // read, so capacity that was just added shows at once and a lagging window cannot compound scale-ups.
-        let filtered_usage: f64 = usage
+        // Smart: the deployment's usage, estimated from pods past the startup filter; divided by the current
+        // ready capacity when read, so capacity just added shows at once and the window cannot compound scale-ups.
+        let filtered: Vec<f64> = usage
             .iter()
             .filter(|(s, _)| now - s >= filter_ms)
             .map(|(_, u)| *u)
-            .sum();
+            .collect();
+        // Young pods are counted at the mean of the filtered ones: their share of the load, not their warm-up.
+        let filtered_usage = if filtered.is_empty() {
+            usage.iter().map(|(_, u)| *u).sum::<f64>()
+        } else {
+            filtered.iter().sum::<f64>() / filtered.len() as f64 * usage.len() as f64
+        };
         smart_samples.push_back((now, filtered_usage));
         while plain_samples
             .front()
@@ -329,11 +351,17 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                 if now % config.interval_millis.max(SYNC_MILLIS) == 0 {
                     let avg10 = window_mean(&smart_samples, now, 600_000).unwrap_or(0.0);
                     let capacity_now = ready.max(1) as f64 * capacity;
+                    let avg1 = window_mean(&smart_samples, now, 60_000).unwrap_or(0.0);
                     let avg5 = window_mean(&smart_samples, now, 300_000).unwrap_or(0.0);
                     let inputs = DeploymentInputs {
                         key: DeploymentKey::new("simulate", "trace"),
                         base_target_percent: target,
-                        cpu_utilization_percent: (0.7 * avg10 + 0.3 * avg5) / capacity_now * 100.0,
+                        cpu_utilization_percent: crate::domain::cluster::blend(
+                            avg10,
+                            avg5,
+                            Some(avg1),
+                        ) / capacity_now
+                            * 100.0,
                         memory_utilization_percent: None,
                         pod_cpu_request_milli: config.pod_request_milli,
                         replicas: current,
