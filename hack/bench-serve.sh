@@ -57,9 +57,10 @@ http {
     ssl_certificate_key $work/demo/certs/tls.key;
     ssl_protocols TLSv1.2 TLSv1.3;
     keepalive_requests 1000000;
+    root $work/nginx;
     location / {
       default_type application/json;
-      alias $work/nginx/body.json;
+      try_files /body.json =404;
     }
   }
 }
@@ -68,7 +69,7 @@ CONF
 nginx_pid=$!
 for _ in $(seq 100); do curl -sf --cacert "$ca" "https://localhost:$nginx_port$path" -o /dev/null --resolve "localhost:$nginx_port:127.0.0.1" && break; sleep 0.1; done
 nbody=$(curl -sf --cacert "$ca" "https://127.0.0.1:$nginx_port$path")
-[ "$nbody" = "$body" ] || { echo "nginx does not serve the same bytes" >&2; exit 1; }
+[ "$nbody" = "$body" ] || { echo "nginx does not serve the same bytes" >&2; cat "$work/nginx/error.log" >&2; exit 1; }
 
 # wrk --latency prints percentiles; convert them to milliseconds.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
