@@ -40,6 +40,8 @@ body=$(curl -sf --cacert "$ca" "https://$secure$path")
 
 nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$work/nginx"
+# nginx workers run as an unprivileged user when started as root: let them read the body.
+chmod 755 "$work" "$work/nginx"
 printf '%s' "$body" > "$work/nginx/body.json"
 cat > "$work/nginx/nginx.conf" <<CONF
 worker_processes 2;
@@ -68,7 +70,7 @@ CONF
 "$NGINX" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" &
 nginx_pid=$!
 for _ in $(seq 100); do curl -sf --cacert "$ca" "https://localhost:$nginx_port$path" -o /dev/null --resolve "localhost:$nginx_port:127.0.0.1" && break; sleep 0.1; done
-nbody=$(curl -sf --cacert "$ca" "https://127.0.0.1:$nginx_port$path")
+nbody=$(curl -s --cacert "$ca" "https://127.0.0.1:$nginx_port$path")
 [ "$nbody" = "$body" ] || { echo "nginx does not serve the same bytes" >&2; cat "$work/nginx/error.log" >&2; exit 1; }
 
 # wrk --latency prints percentiles; convert them to milliseconds.
