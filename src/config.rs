@@ -82,10 +82,10 @@ pub struct SimulateArgs {
     /// HPA maxReplicas.
     #[arg(long, env = "SMART_AUTOSCALER_MAX_REPLICAS")]
     pub max_replicas: Option<u32>,
-    /// Node-pressure scenario: measured CPU of the pool, percent (default 55).
+    /// Node-pressure scenario: measured CPU of the pool, percent (default: neutral, pressure factor 1).
     #[arg(long, env = "SMART_AUTOSCALER_POOL_MEASURED")]
     pub pool_measured: Option<f64>,
-    /// Node-pressure scenario: requested/allocatable of the pool, percent (default 65).
+    /// Node-pressure scenario: requested/allocatable of the pool, percent (default: neutral).
     #[arg(long, env = "SMART_AUTOSCALER_POOL_REQUESTED")]
     pub pool_requested: Option<f64>,
     /// CPU request of one pod in milli-cores (drives the low-request policy; default 500).

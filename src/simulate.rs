@@ -109,6 +109,13 @@ pub fn read_trace(path: &Path, column: Option<&str>, step_seconds: Option<f64>) 
 }
 
 fn configure(args: &SimulateArgs, base: SimConfig) -> SimConfig {
+    // Scenarios may set their own pool; a neutral pool follows the (possibly changed) pressure flags.
+    let neutral = SimConfig::for_series(&Series {
+        step_millis: 1,
+        values: vec![],
+    });
+    let base_is_neutral = base.pool_measured_percent == neutral.pool_measured_percent
+        && base.pool_requested_percent == neutral.pool_requested_percent;
     let mut config = base;
     if let Some(c) = args.pod_capacity {
         config.pod_capacity = c;
@@ -135,6 +142,11 @@ fn configure(args: &SimulateArgs, base: SimConfig) -> SimConfig {
         config.pod_request_milli = r;
     }
     config.decision = args.decision.to_config();
+    if args.pool_measured.is_none() && args.pool_requested.is_none() && base_is_neutral {
+        let (m, r) = config.decision.pressure.neutral_pool();
+        config.pool_measured_percent = m;
+        config.pool_requested_percent = r;
+    }
     config
 }
 

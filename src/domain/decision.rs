@@ -30,6 +30,25 @@ pub struct PressureConfig {
     pub high_pressure_factor: f64,
 }
 
+impl PressureConfig {
+    /// The measured and requested pool percentages at which the pressure factor is exactly 1: a pool that
+    /// tells nothing either way. Used where no pool data exists (backtests of a single trace).
+    pub fn neutral_pool(&self) -> (f64, f64) {
+        let span = self.low_pressure_factor - self.high_pressure_factor;
+        let level = if span.abs() < 1e-12 {
+            0.0
+        } else {
+            ((self.low_pressure_factor - 1.0) / span).clamp(0.0, 1.0)
+        };
+        (
+            self.low_measured_percent
+                + (self.high_measured_percent - self.low_measured_percent) * level,
+            self.low_requested_percent
+                + (self.high_requested_percent - self.low_requested_percent) * level,
+        )
+    }
+}
+
 impl Default for PressureConfig {
     fn default() -> Self {
         PressureConfig {
@@ -295,7 +314,12 @@ pub fn decide(
         70.0
     };
 
-    let (policy, source) = policy_target(inputs, &config.low_request, hooks.learned_target_percent, base);
+    let (policy, source) = policy_target(
+        inputs,
+        &config.low_request,
+        hooks.learned_target_percent,
+        base,
+    );
     if source != TargetSource::Base {
         reasons.push(format!("policy target {policy:.1}% from {source:?}"));
     }
@@ -516,6 +540,15 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn neutral_pool_leaves_the_target_alone() {
+        let config = DecisionConfig::default();
+        let (m, r) = config.pressure.neutral_pool();
+        let e = decide(&inputs(60.0, m, r), &config, None, Hooks::default(), 0).0;
+        assert!((e.pressure.factor - 1.0).abs() < 1e-9, "{:?}", e.pressure);
+        assert!((e.effective_target_percent - 70.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn pressure_is_monotonic_in_measured_load() {
         let mut last = f64::INFINITY;
         for m in (0..=100).step_by(5) {
@@ -633,9 +666,11 @@ pub(crate) mod tests {
 
     #[test]
     fn factor_is_clamped() {
-        let mut config = DecisionConfig::default();
-        config.min_factor = 0.9;
-        config.max_factor = 1.1;
+        let config = DecisionConfig {
+            min_factor: 0.9,
+            max_factor: 1.1,
+            ..Default::default()
+        };
         let e = decide(
             &inputs(60.0, 99.0, 99.0),
             &config,

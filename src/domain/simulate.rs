@@ -107,6 +107,9 @@ impl SimConfig {
     /// Defaults for a series: pod capacity so the series' p95 needs 10 pods at 100% of request.
     pub fn for_series(series: &Series) -> Self {
         let p95 = series.percentile(95.0);
+        // Without pool data, pressure should neither raise nor lower the target.
+        let decision = DecisionConfig::default();
+        let neutral = decision.pressure.neutral_pool();
         SimConfig {
             pod_capacity: if p95 > 0.0 { p95 / 10.0 } else { 1.0 },
             startup_seconds: 60.0,
@@ -117,11 +120,11 @@ impl SimConfig {
             warmup_load: 0.0,
             warmup_seconds: 0.0,
             startup_filter_seconds: 60.0,
-            pool_measured_percent: 55.0,
-            pool_requested_percent: 65.0,
+            pool_measured_percent: neutral.0,
+            pool_requested_percent: neutral.1,
             interval_millis: 15_000,
             measurement_noise: 0.0,
-            decision: DecisionConfig::default(),
+            decision,
             behavior: Behavior::defaults(),
         }
     }
