@@ -51,8 +51,10 @@ fn app_state(
     snapshots: watch::Receiver<Option<Arc<crate::domain::model::Snapshot>>>,
     clock: Arc<dyn Clock>,
     telemetry: Arc<Telemetry>,
+    health: Arc<crate::health::Health>,
 ) -> AppState {
     AppState {
+        health,
         webhook: Arc::new(http::webhook::WebhookState::from_args(
             &server.webhook,
             &telemetry,
@@ -147,7 +149,7 @@ async fn serve_both(
     Ok(())
 }
 
-/// Runs `serve`.
+/// Runs `serve`: Kubernetes reflectors and Prometheus feed the engine; the store keeps history.
 pub async fn run_serve(args: ServeArgs) -> Result<()> {
     let tls = certs::server_config(
         &args.tls_cert_file,
@@ -156,25 +158,55 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     )?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let telemetry = Arc::new(Telemetry::new());
+    let health = Arc::new(crate::health::Health::new(&telemetry));
+    let store = crate::store::Store::open(args.data_dir.join("store"), args.store.retention())
+        .await?
+        .with_clock(clock.clone());
+    let prom = Arc::new(crate::prom::PromClient::from_args(&args.prom)?.with_clock(clock.clone()));
+    let client = args.k8s.client().await?;
+    let cancel = CancellationToken::new();
+    let cluster = crate::k8s::ClusterWatch::start(client, cancel.clone());
     let listeners = bind(&args.server).await?;
-    let (_publish, snapshots) = watch::channel(None);
-    let state = app_state(
-        &args.server,
-        snapshots,
-        Arc::new(SystemClock),
-        Arc::new(Telemetry::new()),
-    );
-    tracing::warn!(
-        "serve: the Kubernetes and Prometheus data plane is not part of this build yet; the API answers 503 until \
-         a data source publishes a snapshot (use `demo` to see values)"
-    );
+    let (publish, snapshots) = watch::channel(None);
+    let engine = Engine {
+        source: crate::dataplane::DataPlaneSource {
+            cluster,
+            prom,
+            store: store.clone(),
+            join: crate::domain::cluster::JoinConfig {
+                default_startup_filter_seconds: args.default_startup_filter.as_secs() as u32,
+                default_target_percent: args.default_target,
+            },
+            health: health.clone(),
+            last_usage: None,
+            bootstrapped: Default::default(),
+            bootstrap_window: args.store.store_rollup_retention,
+            last_retention: 0,
+        },
+        clock: clock.clone(),
+        interval: args.interval,
+        publish,
+        telemetry: telemetry.clone(),
+        decision: args.decision.to_config(),
+        states: Default::default(),
+    };
+    let state = app_state(&args.server, snapshots, clock, telemetry, health);
     tracing::info!(
         secure = %listeners.secure.local_addr()?,
         metrics = %listeners.metrics.local_addr()?,
+        prometheus = %args.prom.prometheus_url,
+        store = %store.path().display(),
         "listening"
     );
-    let cancel = CancellationToken::new();
+    println!(
+        "listening secure={} metrics={}",
+        listeners.secure.local_addr()?,
+        listeners.metrics.local_addr()?
+    );
     shutdown_on_signal(cancel.clone());
+    tokio::spawn(engine.run(cancel.clone()));
     serve_both(listeners, tls, state, cancel).await
 }
 
@@ -237,6 +269,12 @@ pub async fn run_demo(args: DemoArgs) -> Result<()> {
     .with_context(|| format!("writing kubeconfig {}", kubeconfig.display()))?;
 
     let telemetry = Arc::new(Telemetry::new());
+    let health = Arc::new(crate::health::Health::new(&telemetry));
+    health.ok(
+        "simulation",
+        format!("simulated cluster at {}x speed", args.speed),
+        clock.now_millis(),
+    );
     let (publish, snapshots) = watch::channel(None);
     let engine = Engine {
         source: DemoSource(DemoCluster::new(args.seed, clock.now_millis())),
@@ -247,7 +285,7 @@ pub async fn run_demo(args: DemoArgs) -> Result<()> {
         decision: args.decision.to_config(),
         states: Default::default(),
     };
-    let state = app_state(&args.server, snapshots, clock, telemetry);
+    let state = app_state(&args.server, snapshots, clock, telemetry, health);
     let cancel = CancellationToken::new();
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));

@@ -332,13 +332,31 @@ pub struct ServeArgs {
     #[arg(long, env = "SMART_AUTOSCALER_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub interval: Duration,
 
-    /// Directory for persistent state.
+    /// Directory for persistent state (the sled store lives in `<data-dir>/store`).
     #[arg(
         long,
         env = "SMART_AUTOSCALER_DATA_DIR",
         default_value = "/var/lib/smart-autoscaler"
     )]
     pub data_dir: PathBuf,
+
+    /// Startup filter for deployments without the `smart-autoscaler.io/startup-filter-seconds` annotation:
+    /// CPU of pods younger than this is ignored.
+    #[arg(long, env = "SMART_AUTOSCALER_DEFAULT_STARTUP_FILTER", default_value = "60s", value_parser = parse_duration)]
+    pub default_startup_filter: Duration,
+
+    /// Base target (percent) for deployments managed by the `smart-autoscaler.io/enabled` annotation only.
+    #[arg(long, env = "SMART_AUTOSCALER_DEFAULT_TARGET", default_value_t = 70.0)]
+    pub default_target: f64,
+
+    #[command(flatten)]
+    pub k8s: crate::k8s::K8sArgs,
+
+    #[command(flatten)]
+    pub prom: crate::prom::PromArgs,
+
+    #[command(flatten)]
+    pub store: crate::store::StoreArgs,
 }
 
 /// Settings for `demo`.
@@ -463,7 +481,31 @@ impl ServeArgs {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.decision.validate()?;
+        self.k8s.validate()?;
+        self.prom.validate()?;
+        self.store.validate()?;
+        self.k8s.validate()?;
+        self.prom.validate()?;
+        self.store.validate()?;
+        if !(self.default_target.is_finite()
+            && self.default_target > 0.0
+            && self.default_target <= 100.0)
+        {
+            return Err(bad("default-target", "must be in (0, 100]"));
+        }
+        if self.default_startup_filter > Duration::from_secs(3600) {
+            return Err(bad("default-startup-filter", "must be at most 1h"));
+        }
         validate_interval(self.interval)?;
+        if !(self.default_target.is_finite()
+            && self.default_target > 0.0
+            && self.default_target <= 100.0)
+        {
+            return Err(bad("default-target", "must be in (0, 100]"));
+        }
+        if self.default_startup_filter > Duration::from_secs(3600) {
+            return Err(bad("default-startup-filter", "must be at most 1h"));
+        }
         for (flag, path) in [
             ("tls-cert-file", &self.tls_cert_file),
             ("tls-key-file", &self.tls_key_file),

@@ -60,6 +60,8 @@ pub struct AppState {
     pub webhook: Arc<webhook::WebhookState>,
     /// Scheduler extender state.
     pub extender: Arc<extender::ExtenderState>,
+    /// Health of the data sources, for `/readyz` detail.
+    pub health: Arc<crate::health::Health>,
 }
 
 impl AppState {

@@ -62,27 +62,46 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: a snapshot exists and is fresh enough to serve.
+/// Readiness: a snapshot exists and is fresh enough to serve. Source health is reported as detail.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let now = state.clock.now_millis();
-    match state.snapshot() {
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "[-]snapshot: no metrics collected yet\n",
-        )
-            .into_response(),
-        Some(s) if s.is_stale(now, STALE_INTERVALS) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("[-]snapshot: stale, {}s old\n", s.age_millis(now) / 1000),
-        )
-            .into_response(),
-        Some(s) => format!(
-            "[+]snapshot: {} deployments, {}s old\nok\n",
-            s.deployments.len(),
-            s.age_millis(now) / 1000
-        )
-        .into_response(),
-    }
+    let mut lines = state.health.lines(now);
+    let ready = match state.snapshot() {
+        None => {
+            lines.insert(0, "[-]snapshot: no metrics collected yet".to_string());
+            false
+        }
+        Some(s) if s.is_stale(now, STALE_INTERVALS) => {
+            lines.insert(
+                0,
+                format!("[-]snapshot: stale, {}s old", s.age_millis(now) / 1000),
+            );
+            false
+        }
+        Some(s) => {
+            lines.insert(
+                0,
+                format!(
+                    "[+]snapshot: {} deployments, {}s old",
+                    s.deployments.len(),
+                    s.age_millis(now) / 1000
+                ),
+            );
+            true
+        }
+    };
+    let mut body = lines.join("\n");
+    body.push_str(if ready {
+        "\nok\n"
+    } else {
+        "\nreadyz check failed\n"
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body).into_response()
 }
 
 async fn list_deployments(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

@@ -169,3 +169,5 @@ pub fn http_status(url: &str) -> std::io::Result<u16> {
         .and_then(|c| c.parse().ok())
         .ok_or(std::io::ErrorKind::InvalidData.into())
 }
+pub mod fake_apiserver;
+pub mod prometheus;

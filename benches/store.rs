@@ -1,0 +1,307 @@
+//! Store benchmark: the write time of one tick for 2,000 deployments, and sled's bytes on disk per sample once
+//! samples are rolled up to five-minute aggregates. `cargo bench --bench store` (or hack/bench-store.sh) runs
+//! it in full and prints a table; `cargo test` runs it on a tiny size as a smoke test.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smart_autoscaler::clock::Clock;
+use smart_autoscaler::domain::model::{
+    DeploymentInputs, DeploymentKey, Observation, PoolInputs, UnixMillis,
+};
+use smart_autoscaler::store::{Retention, Store};
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+
+fn observation(at: UnixMillis, keys: &[DeploymentKey], tick: i64) -> Observation {
+    Observation {
+        at,
+        deployments: keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| DeploymentInputs {
+                key: key.clone(),
+                base_target_percent: 70.0,
+                cpu_utilization_percent: 40.0 + ((i as i64 * 7 + tick) % 50) as f64 * 0.731,
+                memory_utilization_percent: Some(55.0 + (i % 13) as f64),
+                pod_cpu_request_milli: 500,
+                replicas: 3 + (i % 20) as u32,
+                ready_pods: 3,
+                starting_pods: 0,
+                recent_pod_starts: 0,
+                startup_filter_seconds: 60,
+                pool: PoolInputs {
+                    name: "all".into(),
+                    measured_cpu_percent: 50.0,
+                    requested_cpu_percent: 60.0,
+                    nodes: 10,
+                },
+                annotations: BTreeMap::new(),
+                window_seconds: 600,
+                observed_at: at,
+            })
+            .collect(),
+        nodes: vec![],
+    }
+}
+
+fn keys(n: usize) -> Vec<DeploymentKey> {
+    (0..n)
+        .map(|i| DeploymentKey::new(format!("team-{:02}", i % 40), format!("service-{i:04}")))
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn dir_bytes(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let meta = e.metadata().ok();
+                    match meta {
+                        Some(m) if m.is_dir() => dir_bytes(&e.path()),
+                        Some(m) => m.len(),
+                        None => 0,
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+struct Row(String, String, &'static str);
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    // Tick-write size, ticks timed, and the rollup data set (deployments x hours of one-minute ticks).
+    let (
+        deployments,
+        timed_ticks,
+        rollup_deployments,
+        rollup_hours,
+        history_deployments,
+        history_days,
+    ) = if full {
+        (2_000, 120, 2_000, 6, 500, 28)
+    } else {
+        (20, 3, 5, 2, 3, 28)
+    };
+    // STORE_BENCH_ROLLUP=DEPLOYMENTS,HOURS overrides the tick-path data set.
+    let (rollup_deployments, rollup_hours) = std::env::var("STORE_BENCH_ROLLUP")
+        .ok()
+        .and_then(|v| {
+            let (d, h) = v.split_once(',')?;
+            Some((d.trim().parse().ok()?, h.trim().parse().ok()?))
+        })
+        .unwrap_or((rollup_deployments, rollup_hours));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows = runtime.block_on(run(Sizes {
+        deployments,
+        timed_ticks,
+        rollup_deployments,
+        rollup_hours,
+        history_deployments,
+        history_days,
+    }));
+    println!("store benchmark ({})", if full { "full" } else { "smoke" });
+    println!("| {:<58} | {:>14} | {:<8} |", "measurement", "value", "aim");
+    println!("|{:-<60}|{:-<16}|{:-<10}|", "", "", "");
+    for Row(name, value, aim) in rows {
+        println!("| {name:<58} | {value:>14} | {aim:<8} |");
+    }
+}
+
+struct Sizes {
+    deployments: usize,
+    timed_ticks: usize,
+    rollup_deployments: usize,
+    rollup_hours: i64,
+    history_deployments: usize,
+    history_days: i64,
+}
+
+struct Fixed(UnixMillis);
+
+impl Clock for Fixed {
+    fn now_millis(&self) -> UnixMillis {
+        self.0
+    }
+}
+
+async fn run(sizes: Sizes) -> Vec<Row> {
+    let Sizes {
+        deployments,
+        timed_ticks,
+        rollup_deployments,
+        rollup_hours,
+        history_deployments,
+        history_days,
+    } = sizes;
+    let mut rows = Vec::new();
+    let t0: UnixMillis = 1_750_000_000_000 / HOUR * HOUR;
+
+    // 1. Tick writes.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), Retention::default())
+        .await
+        .unwrap();
+    let keys_a = keys(deployments);
+    // First sight assigns ids; time the steady state after it.
+    store
+        .record_tick(&observation(t0 - MINUTE, &keys_a, 0))
+        .await
+        .unwrap();
+    let mut times = Vec::with_capacity(timed_ticks);
+    for tick in 0..timed_ticks {
+        let obs = observation(t0 + tick as i64 * MINUTE, &keys_a, tick as i64);
+        let started = Instant::now();
+        store.record_tick(&obs).await.unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let mean = times.iter().sum::<Duration>() / times.len() as u32;
+    rows.push(Row(
+        format!("record_tick, {deployments} deployments: mean ({timed_ticks} ticks)"),
+        ms(mean),
+        "< 50 ms",
+    ));
+    rows.push(Row(
+        "record_tick: p95".into(),
+        ms(percentile(&times, 0.95)),
+        "< 50 ms",
+    ));
+    rows.push(Row(
+        "record_tick: max".into(),
+        ms(percentile(&times, 1.0)),
+        "",
+    ));
+    let started = Instant::now();
+    store.flush().await.unwrap();
+    rows.push(Row(
+        "flush after the timed ticks".into(),
+        ms(started.elapsed()),
+        "",
+    ));
+    drop(store);
+
+    // 2. The tick path: samples written tick by tick, then rolled up by a retention pass.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path, Retention::default()).await.unwrap();
+    let keys_b = keys(rollup_deployments);
+    let ticks = rollup_hours * 60;
+    let started = Instant::now();
+    for tick in 0..ticks {
+        store
+            .record_tick(&observation(t0 + tick * MINUTE, &keys_b, tick))
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    let write_time = started.elapsed();
+    let samples = (ticks as usize * rollup_deployments) as f64;
+    let before = store.size_on_disk().await.unwrap();
+    // Every sample is now past the 48 h sample retention.
+    let now = t0 + (rollup_hours + 50) * HOUR;
+    let started = Instant::now();
+    let report = store.enforce_retention(now).await.unwrap();
+    store.flush().await.unwrap();
+    let rollup_time = started.elapsed();
+    assert_eq!(report.samples_rolled_up as f64, samples);
+    let after = store.size_on_disk().await.unwrap();
+    let check = store
+        .rollups(&keys_b[0], t0, t0 + rollup_hours * HOUR)
+        .await
+        .unwrap();
+    assert_eq!(check.len() as i64, rollup_hours * 12);
+    drop(store);
+    let label = format!("{rollup_deployments} deployments x {rollup_hours} h of 60 s ticks");
+    rows.push(Row(
+        format!("tick path: {label}: write"),
+        ms(write_time),
+        "",
+    ));
+    rows.push(Row(
+        "tick path: bytes on disk per sample before rollup".into(),
+        format!("{:.2}", before as f64 / samples),
+        "",
+    ));
+    rows.push(Row(
+        "tick path: retention pass rolling all of them up".into(),
+        ms(rollup_time),
+        "",
+    ));
+    rows.push(Row(
+        "tick path: bytes on disk per sample after rollup".into(),
+        format!("{:.2}", after as f64 / samples),
+        "< 8",
+    ));
+
+    // 3. Rolled-up history: 28 days of one-minute CPU history per deployment imported (bootstrap), all of it
+    // past the 48 h sample retention and within the 30 d rollup retention (what the rollup tree holds in steady
+    // state), so it is stored as rollups only.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let end = t0 + history_days * 24 * HOUR;
+    let store = Store::open(&path, Retention::default())
+        .await
+        .unwrap()
+        .with_clock(Arc::new(Fixed(end + 48 * HOUR + 30 * MINUTE)));
+    let keys_c = keys(history_deployments);
+    let points_per = (history_days * 24 * 60) as usize;
+    let started = Instant::now();
+    for (d, key) in keys_c.iter().enumerate() {
+        let points: Vec<(UnixMillis, f64)> = (0..points_per as i64)
+            .map(|i| {
+                (
+                    t0 + i * MINUTE,
+                    30.0 + ((i * 7 + d as i64) % 61) as f64 * 0.9,
+                )
+            })
+            .collect();
+        let kept = store.import_history(key, &points).await.unwrap();
+        assert_eq!(kept, points_per);
+    }
+    store.flush().await.unwrap();
+    let import_time = started.elapsed();
+    let imported = (points_per * history_deployments) as f64;
+    let size = store.size_on_disk().await.unwrap();
+    drop(store);
+    let files = dir_bytes(&path);
+    rows.push(Row(
+        format!("history: {history_deployments} deployments x {history_days} d at 60 s: import"),
+        ms(import_time),
+        "",
+    ));
+    rows.push(Row(
+        "history: bytes on disk per sample, rolled up".into(),
+        format!("{:.2}", size as f64 / imported),
+        "< 8",
+    ));
+    rows.push(Row(
+        "history: same, all files in the store directory".into(),
+        format!("{:.2}", files as f64 / imported),
+        "",
+    ));
+    rows.push(Row(
+        "encoded rollup bytes per sample (12 B key + 169 B/hour)".into(),
+        format!("{:.2}", (12.0 + 169.0) / 60.0),
+        "",
+    ));
+    rows
+}

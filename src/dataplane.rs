@@ -1,0 +1,158 @@
+//! The production [`Source`]: Kubernetes (reflectors) and Prometheus (batched queries) joined into per-deployment
+//! inputs each tick, recorded in the sled store, with first-seen deployments bootstrapped from Prometheus
+//! history in the background.
+//!
+//! Degraded operation: when Prometheus fails, the last good usage is reused with its original timestamp, so the
+//! served values age and the read-time fail-safe (raw value, then 503) takes over; errors are counted in
+//! `/metrics` and shown in `/readyz`. Nothing here panics on bad data.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::cluster::{self, JoinConfig, Usage};
+use crate::domain::model::{DeploymentKey, Observation, UnixMillis};
+use crate::engine::{Source, SourceError};
+use crate::health::Health;
+use crate::k8s::ClusterWatch;
+use crate::prom::PromClient;
+use crate::store::Store;
+
+/// Step of bootstrapped history.
+const BOOTSTRAP_STEP: Duration = Duration::from_secs(300);
+
+/// Kubernetes + Prometheus + store, as an engine source.
+pub struct DataPlaneSource {
+    /// The cluster watch.
+    pub cluster: ClusterWatch,
+    /// The Prometheus client.
+    pub prom: Arc<PromClient>,
+    /// The history store.
+    pub store: Store,
+    /// Join settings.
+    pub join: JoinConfig,
+    /// Component health.
+    pub health: Arc<Health>,
+    /// Last good usage and when it was measured.
+    pub last_usage: Option<(UnixMillis, Usage)>,
+    /// Deployments whose history has been (or is being) bootstrapped.
+    pub bootstrapped: HashSet<DeploymentKey>,
+    /// How far back to bootstrap.
+    pub bootstrap_window: Duration,
+    /// When retention was last enforced.
+    pub last_retention: UnixMillis,
+}
+
+fn err(message: impl Into<String>) -> SourceError {
+    SourceError {
+        source_name: "data plane",
+        message: message.into(),
+    }
+}
+
+impl DataPlaneSource {
+    fn bootstrap(&mut self, observation: &Observation, now: UnixMillis) {
+        let fresh: Vec<DeploymentKey> = observation
+            .deployments
+            .iter()
+            .map(|d| d.key.clone())
+            .filter(|k| !self.bootstrapped.contains(k))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        self.bootstrapped.extend(fresh.iter().cloned());
+        let (prom, store, health) = (self.prom.clone(), self.store.clone(), self.health.clone());
+        let from = now - self.bootstrap_window.as_millis() as i64;
+        tokio::spawn(async move {
+            match prom.backfill_many(&fresh, from, now, BOOTSTRAP_STEP).await {
+                Ok(histories) => {
+                    let mut points = 0;
+                    for (key, history) in histories {
+                        match store.import_history(&key, &history).await {
+                            Ok(n) => points += n,
+                            Err(e) => health.error(
+                                "store",
+                                format!("bootstrap import for {key}: {e}"),
+                                now,
+                            ),
+                        }
+                    }
+                    tracing::info!(
+                        deployments = fresh.len(),
+                        points,
+                        "bootstrapped history from Prometheus"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "bootstrap from Prometheus failed; history will build up from ticks");
+                    health.error("bootstrap", e.to_string(), now);
+                }
+            }
+        });
+    }
+}
+
+impl Source for DataPlaneSource {
+    async fn observe(&mut self, now: UnixMillis) -> Result<Observation, SourceError> {
+        let watch = self.cluster.health();
+        if !watch.ready {
+            let detail = format!("waiting for initial lists: {}", watch.pending.join(", "));
+            self.health.error("kubernetes", detail.clone(), now);
+            return Err(err(detail));
+        }
+        match &watch.last_error {
+            Some(e) if watch.errors > 0 => self.health.ok(
+                "kubernetes",
+                format!("watching; {} errors so far, last: {e}", watch.errors),
+                now,
+            ),
+            _ => self.health.ok("kubernetes", "watching", now),
+        }
+        let snapshot = self.cluster.snapshot();
+
+        match self.prom.collect(now).await {
+            Ok(usage) => {
+                self.health.ok(
+                    "prometheus",
+                    format!(
+                        "{} pods, {} nodes",
+                        usage.pod_cpu_10m.len(),
+                        usage.node_cpu_percent.len()
+                    ),
+                    now,
+                );
+                self.last_usage = Some((now, usage));
+            }
+            Err(e) => {
+                let age = self.last_usage.as_ref().map(|(at, _)| (now - at) / 1000);
+                let detail = match age {
+                    Some(age) => format!("{e}; serving the last good usage from {age}s ago"),
+                    None => format!("{e}; no usage collected yet"),
+                };
+                self.health.error("prometheus", detail, now);
+            }
+        }
+        let Some((usage_at, usage)) = &self.last_usage else {
+            return Err(err("no usage from Prometheus yet"));
+        };
+        // Inputs carry the time their usage was measured, so stale usage ages into the fail-safe.
+        let mut observation = cluster::join(&snapshot, usage, *usage_at, &self.join);
+        observation.at = now;
+
+        if let Err(e) = self.store.record_tick(&observation).await {
+            self.health.error("store", e.to_string(), now);
+        } else {
+            self.health
+                .ok("store", format!("{}", self.store.path().display()), now);
+        }
+        if now - self.last_retention > 60_000 {
+            self.last_retention = now;
+            if let Err(e) = self.store.enforce_retention(now).await {
+                self.health.error("store", format!("retention: {e}"), now);
+            }
+        }
+        self.bootstrap(&observation, now);
+        Ok(observation)
+    }
+}

@@ -1,0 +1,500 @@
+//! Pure conversions from Kubernetes API objects (as the reflectors store them) to the plain structs of
+//! [`crate::domain::cluster`]. No IO here: everything is a function of the objects passed in.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+
+use super::quantity::parse_memory_bytes;
+use crate::domain::cluster::{DeploymentInfo, NodeInfo, NodeRequirement, PodInfo};
+use crate::domain::model::DeploymentKey;
+use crate::domain::quantity::parse_cpu_milli;
+use crate::http::external::{DEPLOYMENT_LABEL, METRICS};
+
+/// `(namespace, name)` of a namespaced object.
+pub type NamespacedName = (String, String);
+
+/// HPA targets on our metric, by `(namespace, deployment)`: the `target.value` in percent.
+pub type HpaTargets = HashMap<NamespacedName, f64>;
+
+fn controller_of<'a>(meta: &'a ObjectMeta, kind: &str) -> Option<&'a OwnerReference> {
+    meta.owner_references
+        .as_deref()?
+        .iter()
+        .find(|r| r.controller == Some(true) && r.kind == kind)
+}
+
+/// Resolves a pod's owning Deployment through its controlling ReplicaSet. `replica_set` looks a ReplicaSet up
+/// by `(namespace, name)`; the ReplicaSet's uid must match the pod's owner reference, so a ReplicaSet recreated
+/// under the same name is not mistaken for the pod's owner.
+pub fn owning_deployment<'a>(
+    pod: &Pod,
+    replica_set: impl Fn(&str, &str) -> Option<&'a ReplicaSet>,
+) -> Option<String> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let owner = controller_of(&pod.metadata, "ReplicaSet")?;
+    let rs = replica_set(namespace, &owner.name)?;
+    if rs
+        .metadata
+        .uid
+        .as_deref()
+        .is_some_and(|uid| uid != owner.uid)
+    {
+        return None;
+    }
+    controller_of(&rs.metadata, "Deployment").map(|d| d.name.clone())
+}
+
+fn resource<'a>(container: &'a Container, name: &str) -> Option<&'a Quantity> {
+    let resources = container.resources.as_ref()?;
+    // A missing request defaults to the limit (apiserver defaulting does this for pods, not for templates).
+    resources
+        .requests
+        .as_ref()
+        .and_then(|r| r.get(name))
+        .or_else(|| resources.limits.as_ref().and_then(|l| l.get(name)))
+}
+
+/// Whether an init container is a restartable sidecar (`restartPolicy: Always`), which runs for the pod's
+/// whole life and so counts towards its requests.
+fn restartable(container: &Container) -> bool {
+    container.restart_policy.as_deref() == Some("Always")
+}
+
+/// Total CPU (milli-cores) and memory (bytes) request of one pod: every container plus restartable init
+/// containers. A pod-level `spec.resources` request (PodLevelResources) wins when set. Unparseable quantities
+/// count as zero.
+pub fn pod_requests(spec: &PodSpec) -> (i64, i64) {
+    let pod_level = |name: &str| {
+        spec.resources
+            .as_ref()?
+            .requests
+            .as_ref()?
+            .get(name)
+            .map(|q| q.0.as_str())
+    };
+    let containers = || {
+        spec.containers.iter().chain(
+            spec.init_containers
+                .iter()
+                .flatten()
+                .filter(|c| restartable(c)),
+        )
+    };
+    let sum = |name: &str, parse: fn(&str) -> Option<i64>| -> i64 {
+        if let Some(q) = pod_level(name) {
+            return parse(q).unwrap_or(0);
+        }
+        containers()
+            .filter_map(|c| resource(c, name))
+            .filter_map(|q| parse(&q.0))
+            .sum()
+    };
+    (
+        sum("cpu", parse_cpu_milli),
+        sum("memory", parse_memory_bytes),
+    )
+}
+
+fn condition_true<'a>(
+    conditions: impl IntoIterator<Item = (&'a str, &'a str)>,
+    wanted: &str,
+) -> bool {
+    conditions
+        .into_iter()
+        .any(|(kind, status)| kind == wanted && status == "True")
+}
+
+/// Converts a Pod; `deployment` is its resolved owner (see [`owning_deployment`]).
+pub fn pod_info(pod: &Pod, deployment: Option<String>) -> PodInfo {
+    let status = pod.status.as_ref();
+    let (cpu, memory) = pod.spec.as_ref().map(pod_requests).unwrap_or((0, 0));
+    PodInfo {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        deployment,
+        node: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty()),
+        phase: status
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Pending".to_string()),
+        ready: condition_true(
+            status
+                .and_then(|s| s.conditions.as_deref())
+                .unwrap_or_default()
+                .iter()
+                .map(|c| (c.type_.as_str(), c.status.as_str())),
+            "Ready",
+        ),
+        started_at: status
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0.as_millisecond()),
+        cpu_request_milli: cpu,
+        memory_request_bytes: memory,
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+fn required_affinity(spec: &PodSpec) -> Vec<Vec<NodeRequirement>> {
+    let Some(required) = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+    else {
+        return Vec::new();
+    };
+    required
+        .node_selector_terms
+        .iter()
+        .map(|term| {
+            term.match_expressions
+                .iter()
+                .flatten()
+                .map(|r| NodeRequirement {
+                    key: r.key.clone(),
+                    operator: r.operator.clone(),
+                    values: r.values.clone().unwrap_or_default(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Converts a Deployment; `hpa_targets` comes from [`hpa_targets`].
+pub fn deployment_info(deployment: &Deployment, hpa_targets: &HpaTargets) -> DeploymentInfo {
+    let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    let spec = deployment.spec.as_ref();
+    let pod = spec.and_then(|s| s.template.spec.as_ref());
+    let (cpu, memory) = pod.map(pod_requests).unwrap_or((0, 0));
+    let hpa_target_percent = hpa_targets.get(&(namespace.clone(), name.clone())).copied();
+    DeploymentInfo {
+        key: DeploymentKey::new(namespace, name),
+        // The apiserver defaults `spec.replicas` to 1.
+        replicas: spec
+            .and_then(|s| s.replicas)
+            .map_or(1, |r| u32::try_from(r).unwrap_or(0)),
+        annotations: deployment.metadata.annotations.clone().unwrap_or_default(),
+        node_selector: pod
+            .and_then(|p| p.node_selector.clone())
+            .unwrap_or_default(),
+        required_affinity: pod.map(required_affinity).unwrap_or_default(),
+        pod_cpu_request_milli: cpu,
+        pod_memory_request_bytes: memory,
+        hpa_target_percent,
+    }
+}
+
+/// Converts a Node.
+pub fn node_info(node: &Node) -> NodeInfo {
+    let status = node.status.as_ref();
+    NodeInfo {
+        name: node.metadata.name.clone().unwrap_or_default(),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
+        ready: condition_true(
+            status
+                .and_then(|s| s.conditions.as_deref())
+                .unwrap_or_default()
+                .iter()
+                .map(|c| (c.type_.as_str(), c.status.as_str())),
+            "Ready",
+        ),
+        schedulable: !node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false),
+        allocatable_cpu_milli: status
+            .and_then(|s| s.allocatable.as_ref())
+            .and_then(|a| a.get("cpu"))
+            .and_then(|q| parse_cpu_milli(&q.0))
+            .unwrap_or(0),
+    }
+}
+
+/// The value a label selector pins the `deployment` label to: `matchLabels.deployment`, or a
+/// `matchExpressions` `In` requirement with exactly one value.
+fn pinned_deployment(selector: &LabelSelector) -> Option<&str> {
+    if let Some(v) = selector
+        .match_labels
+        .as_ref()
+        .and_then(|l| l.get(DEPLOYMENT_LABEL))
+    {
+        return Some(v);
+    }
+    selector
+        .match_expressions
+        .iter()
+        .flatten()
+        .find_map(|r| match r.values.as_deref() {
+            Some([one]) if r.key == DEPLOYMENT_LABEL && r.operator == "In" => Some(one.as_str()),
+            _ => None,
+        })
+}
+
+/// The target of an HPA on our metric, if it is one: `scaleTargetRef` is a Deployment, and one of its metrics
+/// is `External`, named `smart_cpu_utilization` or `smart_cpu_utilization_raw`, with a selector that pins
+/// `deployment` to the target's name and a `target.value`. Returns `(deployment, percent)`.
+pub fn hpa_target(hpa: &HorizontalPodAutoscaler) -> Option<(String, f64)> {
+    let spec = hpa.spec.as_ref()?;
+    let target = &spec.scale_target_ref;
+    if target.kind != "Deployment" {
+        return None;
+    }
+    spec.metrics.iter().flatten().find_map(|m| {
+        let external = m.external.as_ref().filter(|_| m.type_ == "External")?;
+        let metric = &external.metric;
+        if !METRICS.contains(&metric.name.as_str())
+            || metric.selector.as_ref().and_then(pinned_deployment) != Some(target.name.as_str())
+        {
+            return None;
+        }
+        let value = external.target.value.as_ref()?;
+        let percent = parse_cpu_milli(&value.0)? as f64 / 1000.0;
+        Some((target.name.clone(), percent))
+    })
+}
+
+/// HPA targets by `(namespace, deployment)`. When several HPAs claim one Deployment (itself a misconfiguration
+/// the HPA controller reports), the one whose name sorts first wins, so the result does not depend on store
+/// order.
+pub fn hpa_targets<'a>(hpas: impl IntoIterator<Item = &'a HorizontalPodAutoscaler>) -> HpaTargets {
+    let mut sorted: Vec<&HorizontalPodAutoscaler> = hpas.into_iter().collect();
+    sorted.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    let mut targets = HpaTargets::new();
+    for hpa in sorted {
+        if let Some((deployment, percent)) = hpa_target(hpa) {
+            let namespace = hpa.metadata.namespace.clone().unwrap_or_default();
+            targets.entry((namespace, deployment)).or_insert(percent);
+        }
+    }
+    targets
+}
+
+/// Index of ReplicaSets by `(namespace, name)`.
+pub fn replica_set_index<'a>(
+    replica_sets: impl IntoIterator<Item = &'a ReplicaSet>,
+) -> BTreeMap<(&'a str, &'a str), &'a ReplicaSet> {
+    replica_sets
+        .into_iter()
+        .map(|rs| {
+            (
+                (
+                    rs.metadata.namespace.as_deref().unwrap_or_default(),
+                    rs.metadata.name.as_deref().unwrap_or_default(),
+                ),
+                rs,
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn pod() -> Pod {
+        from(json!({
+            "metadata": {
+                "name": "api-7d9f8b6c5d-x2x4q", "namespace": "shop", "uid": "p1",
+                "ownerReferences": [
+                    {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "api-7d9f8b6c5d", "uid": "rs1",
+                     "controller": true, "blockOwnerDeletion": true}
+                ]
+            },
+            "spec": {
+                "nodeName": "n1",
+                "initContainers": [
+                    {"name": "migrate", "image": "m", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}},
+                    {"name": "proxy", "image": "p", "restartPolicy": "Always",
+                     "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}
+                ],
+                "containers": [
+                    {"name": "app", "image": "a", "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}}},
+                    {"name": "log", "image": "l", "resources": {"limits": {"cpu": "50m", "memory": "32Mi"}}},
+                    {"name": "none", "image": "n"}
+                ]
+            },
+            "status": {
+                "phase": "Running", "startTime": "2025-06-01T10:00:00Z",
+                "conditions": [{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}]
+            }
+        }))
+    }
+
+    fn replica_set(uid: &str) -> ReplicaSet {
+        from(json!({
+            "metadata": {
+                "name": "api-7d9f8b6c5d", "namespace": "shop", "uid": uid,
+                "ownerReferences": [
+                    {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api", "uid": "d1", "controller": true}
+                ]
+            }
+        }))
+    }
+
+    #[test]
+    fn pod_requests_count_sidecars_not_plain_init_containers() {
+        let p = pod_info(&pod(), Some("api".into()));
+        assert_eq!(p.cpu_request_milli, 250 + 50 + 100);
+        assert_eq!(p.memory_request_bytes, (256 + 32 + 64) << 20);
+        assert_eq!(p.node.as_deref(), Some("n1"));
+        assert!(p.ready);
+        assert!(!p.terminating);
+        assert_eq!(p.started_at, Some(1_748_772_000_000));
+        assert_eq!(p.phase, "Running");
+    }
+
+    #[test]
+    fn pod_level_resources_win() {
+        let mut p = pod();
+        p.spec.as_mut().unwrap().resources =
+            Some(from(json!({"requests": {"cpu": "2", "memory": "1Gi"}})));
+        assert_eq!(pod_requests(p.spec.as_ref().unwrap()), (2000, 1 << 30));
+    }
+
+    #[test]
+    fn owner_chain_goes_through_the_replica_set() {
+        let rs = replica_set("rs1");
+        let lookup =
+            |ns: &str, name: &str| (ns == "shop" && name == "api-7d9f8b6c5d").then_some(&rs);
+        assert_eq!(owning_deployment(&pod(), lookup).as_deref(), Some("api"));
+        let other = replica_set("rs-recreated");
+        assert_eq!(
+            owning_deployment(&pod(), |_: &str, _: &str| Some(&other)),
+            None
+        );
+        assert_eq!(owning_deployment(&pod(), |_: &str, _: &str| None), None);
+        let mut orphan = pod();
+        orphan.metadata.owner_references = None;
+        assert_eq!(owning_deployment(&orphan, lookup), None);
+    }
+
+    fn hpa(metric: &str, selector: serde_json::Value, kind: &str) -> HorizontalPodAutoscaler {
+        from(json!({
+            "metadata": {"name": "api", "namespace": "shop"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": kind, "name": "api"},
+                "minReplicas": 2, "maxReplicas": 10,
+                "metrics": [
+                    {"type": "Resource", "resource": {"name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 80}}},
+                    {"type": "External", "external": {
+                        "metric": {"name": metric, "selector": selector},
+                        "target": {"type": "Value", "value": "70"}}}
+                ]
+            }
+        }))
+    }
+
+    #[test]
+    fn hpa_on_our_metric_is_found() {
+        let labels = json!({"matchLabels": {"deployment": "api"}});
+        assert_eq!(
+            hpa_target(&hpa("smart_cpu_utilization", labels.clone(), "Deployment")),
+            Some(("api".into(), 70.0))
+        );
+        let expr = json!({"matchExpressions": [{"key": "deployment", "operator": "In", "values": ["api"]}]});
+        assert_eq!(
+            hpa_target(&hpa("smart_cpu_utilization_raw", expr, "Deployment")),
+            Some(("api".into(), 70.0))
+        );
+        assert_eq!(
+            hpa_target(&hpa("other_metric", labels.clone(), "Deployment")),
+            None
+        );
+        assert_eq!(
+            hpa_target(&hpa("smart_cpu_utilization", labels, "StatefulSet")),
+            None
+        );
+        let wrong = json!({"matchLabels": {"deployment": "web"}});
+        assert_eq!(
+            hpa_target(&hpa("smart_cpu_utilization", wrong, "Deployment")),
+            None
+        );
+        let two = json!({"matchExpressions": [{"key": "deployment", "operator": "In", "values": ["api", "web"]}]});
+        assert_eq!(
+            hpa_target(&hpa("smart_cpu_utilization", two, "Deployment")),
+            None
+        );
+    }
+
+    #[test]
+    fn milli_target_values_become_percent() {
+        let mut h = hpa(
+            "smart_cpu_utilization",
+            json!({"matchLabels": {"deployment": "api"}}),
+            "Deployment",
+        );
+        let metrics = h.spec.as_mut().unwrap().metrics.as_mut().unwrap();
+        metrics[1].external.as_mut().unwrap().target.value = Some(Quantity("65500m".into()));
+        let targets = hpa_targets([&h]);
+        assert_eq!(targets.get(&("shop".into(), "api".into())), Some(&65.5));
+    }
+
+    #[test]
+    fn deployment_template_fields() {
+        let d: Deployment = from(json!({
+            "metadata": {"name": "api", "namespace": "shop", "annotations": {"a": "b"}},
+            "spec": {
+                "selector": {"matchLabels": {"app": "api"}},
+                "template": {
+                    "metadata": {"labels": {"app": "api"}},
+                    "spec": {
+                        "nodeSelector": {"pool": "general"},
+                        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]},
+                                                      {"key": "spot", "operator": "DoesNotExist"}]}
+                            ]}}},
+                        "containers": [{"name": "app", "resources": {"requests": {"cpu": "500m", "memory": "1G"}}}]
+                    }
+                }
+            }
+        }));
+        let info = deployment_info(&d, &HpaTargets::new());
+        assert_eq!(info.replicas, 1);
+        assert_eq!(info.pod_cpu_request_milli, 500);
+        assert_eq!(info.pod_memory_request_bytes, 1_000_000_000);
+        assert_eq!(
+            info.node_selector.get("pool").map(String::as_str),
+            Some("general")
+        );
+        assert_eq!(info.required_affinity.len(), 1);
+        assert_eq!(info.required_affinity[0][0].values, vec!["a", "b"]);
+        assert!(info.required_affinity[0][1].values.is_empty());
+        assert_eq!(info.hpa_target_percent, None);
+    }
+
+    #[test]
+    fn cordoned_node_is_not_schedulable() {
+        let n: Node = from(json!({
+            "metadata": {"name": "n1", "labels": {"pool": "general"}},
+            "spec": {"unschedulable": true},
+            "status": {"allocatable": {"cpu": "3920m"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }));
+        let info = node_info(&n);
+        assert!(!info.schedulable);
+        assert!(info.ready);
+        assert_eq!(info.allocatable_cpu_milli, 3920);
+    }
+}

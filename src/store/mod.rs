@@ -1,0 +1,1165 @@
+//! The persistent store (sled 0.34): per-deployment samples at tick granularity, five-minute rollups, and the
+//! predictions, anomalies, cost, learned targets and decisions derived from them.
+//!
+//! Samples are kept for `Retention::samples` (48 h by default), then rolled up into five-minute aggregates (mean,
+//! max and p95 of CPU, mean and max of memory, max replicas) kept for `Retention::rollups` (30 days). Whole hours
+//! are rolled up once all of their samples are past the sample retention, so samples live up to one hour longer
+//! than configured. Predictions, anomalies, cost and decisions are kept as long as rollups; learned targets too,
+//! except that the newest one of each deployment is always kept.
+//!
+//! sled pays a large per-entry overhead (well over 100 bytes on disk for a 23-byte entry written tick by tick),
+//! so records are big: samples are stored as one block per deployment-hour, rollups as one record of twelve
+//! five-minute slots per deployment-hour. The hour being written lives in memory and in a journal tree that
+//! takes one record per tick for all deployments (a single sequential insert, which keeps ticks fast); when the
+//! hour turns it is written out as blocks and its journal records are dropped. On open the journal is replayed,
+//! so a restart resumes where the last tick left off.
+//!
+//! Values use the hand-written, versioned, fixed-width encoding of [`codec`]; keys are deployment id plus
+//! big-endian time (the hour, for blocks and rollups), so every per-deployment range read is one ordered scan.
+//! Deployment ids are small integers assigned on first sight and kept in their own tree. All sled calls run on
+//! tokio's blocking pool.
+
+pub mod codec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::ConfigError;
+use crate::domain::model::{DeploymentKey, Observation, UnixMillis};
+
+pub use codec::{Anomaly, CostRecord, LearnedTarget, Prediction, Rollup, Sample};
+use codec::{BUCKET_MILLIS, HOUR_MILLIS, Record, RollupHour, SampleValue};
+
+/// How long data is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Samples at tick granularity.
+    pub samples: Duration,
+    /// Five-minute rollups and derived records.
+    pub rollups: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            samples: Duration::from_secs(48 * 3600),
+            rollups: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+impl Retention {
+    fn samples_millis(&self) -> i64 {
+        self.samples.as_millis().min(i64::MAX as u128) as i64
+    }
+    fn rollups_millis(&self) -> i64 {
+        self.rollups.as_millis().min(i64::MAX as u128) as i64
+    }
+}
+
+/// Store flags of `serve` (the store lives in `<data-dir>/store`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// How long samples at tick granularity are kept before they are rolled up to five-minute aggregates,
+    /// e.g. `48h`.
+    #[arg(long, env = "SMART_AUTOSCALER_STORE_SAMPLE_RETENTION", default_value = "48h", value_parser = crate::config::parse_duration)]
+    pub store_sample_retention: Duration,
+
+    /// How long five-minute aggregates, predictions, anomalies, cost and decisions are kept, e.g. `30d`.
+    #[arg(long, env = "SMART_AUTOSCALER_STORE_ROLLUP_RETENTION", default_value = "30d", value_parser = crate::config::parse_duration)]
+    pub store_rollup_retention: Duration,
+}
+
+impl StoreArgs {
+    /// Checks the retentions are usable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.store_sample_retention < Duration::from_secs(3600) {
+            return Err(ConfigError {
+                flag: "store-sample-retention",
+                reason: "must be at least 1h".into(),
+            });
+        }
+        if self.store_rollup_retention < self.store_sample_retention {
+            return Err(ConfigError {
+                flag: "store-rollup-retention",
+                reason: "must be at least --store-sample-retention".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The retention these flags describe.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            samples: self.store_sample_retention,
+            rollups: self.store_rollup_retention,
+        }
+    }
+}
+
+/// Why the store failed. Every variant names the store's path.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened.
+    #[error("cannot open the store at {path}: {reason}")]
+    Open {
+        /// Store directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Written by a newer build.
+    #[error(
+        "the store at {path} has format version {found}; this build reads version {supported} (remove the directory or run a newer build)"
+    )]
+    Version {
+        /// Store directory.
+        path: PathBuf,
+        /// Version on disk.
+        found: u8,
+        /// Version this build reads.
+        supported: u8,
+    },
+    /// A sled operation failed.
+    #[error("store at {path}: {source}")]
+    Sled {
+        /// Store directory.
+        path: PathBuf,
+        /// The error.
+        source: sled::Error,
+    },
+    /// A record could not be decoded.
+    #[error("store at {path}: corrupt record in tree {tree}: {detail}")]
+    Corrupt {
+        /// Store directory.
+        path: PathBuf,
+        /// Which tree.
+        tree: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The blocking task panicked or was cancelled.
+    #[error("store at {path}: background task failed: {message}")]
+    Task {
+        /// Store directory.
+        path: PathBuf,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// The trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Samples,
+    Rollups,
+    Predictions,
+    Anomalies,
+    Cost,
+    Targets,
+    Decisions,
+}
+
+impl Kind {
+    const ALL: [Kind; 7] = [
+        Kind::Samples,
+        Kind::Rollups,
+        Kind::Predictions,
+        Kind::Anomalies,
+        Kind::Cost,
+        Kind::Targets,
+        Kind::Decisions,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Samples => "samples",
+            Kind::Rollups => "rollups",
+            Kind::Predictions => "predictions",
+            Kind::Anomalies => "anomalies",
+            Kind::Cost => "cost",
+            Kind::Targets => "learned_targets",
+            Kind::Decisions => "decisions",
+        }
+    }
+}
+
+/// What one retention pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Samples rolled up (and removed).
+    pub samples_rolled_up: usize,
+    /// Rollup records (deployment-hours) written.
+    pub rollup_hours_written: usize,
+    /// Records removed for age, rollups and derived trees.
+    pub expired: usize,
+}
+
+struct Inner {
+    db: sled::Db,
+    path: PathBuf,
+    retention: Retention,
+    trees: Vec<sled::Tree>,
+    deployments: sled::Tree,
+    journal: sled::Tree,
+    ids: Mutex<Ids>,
+    open: Mutex<OpenHour>,
+}
+
+/// The samples of the hour being written: in memory, and in the journal (one record per tick) until the hour is
+/// closed into one block per deployment.
+#[derive(Default)]
+struct OpenHour {
+    hour: Option<UnixMillis>,
+    rows: HashMap<u32, BTreeMap<UnixMillis, SampleValue>>,
+}
+
+#[derive(Default)]
+struct Ids {
+    by_key: HashMap<DeploymentKey, u32>,
+    next: u32,
+}
+
+/// The store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .field("retention", &self.inner.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+const FORMAT_KEY: &[u8] = b"format";
+
+fn deployment_name(key: &DeploymentKey) -> String {
+    // Neither a namespace nor a name can hold '/'.
+    format!("{}/{}", key.namespace, key.name)
+}
+
+fn floor_to(t: UnixMillis, unit: i64) -> UnixMillis {
+    t.div_euclid(unit) * unit
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in directory `path`, on the blocking pool.
+    pub async fn open(path: impl Into<PathBuf>, retention: Retention) -> Result<Store, StoreError> {
+        let path = path.into();
+        let for_error = path.clone();
+        tokio::task::spawn_blocking(move || Store::open_blocking(path, retention))
+            .await
+            .map_err(|e| StoreError::Task {
+                path: for_error,
+                message: e.to_string(),
+            })?
+    }
+
+    /// Opens (creating if needed) the store in directory `path`, blocking the calling thread.
+    pub fn open_blocking(
+        path: impl Into<PathBuf>,
+        retention: Retention,
+    ) -> Result<Store, StoreError> {
+        let path = path.into();
+        let open_error = |reason: String| StoreError::Open {
+            path: path.clone(),
+            reason,
+        };
+        if path.exists() && !path.is_dir() {
+            return Err(open_error("it exists and is not a directory".into()));
+        }
+        let config = sled::Config::new()
+            .path(&path)
+            .mode(sled::Mode::LowSpace)
+            .cache_capacity(64 * 1024 * 1024)
+            .flush_every_ms(Some(1000));
+        // sled's background threads let go of the file lock shortly after a handle in this process is dropped,
+        // so a reopen in the same process retries the lock for a moment.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    tries += 1;
+                    if tries >= 20 {
+                        return Err(open_error(format!(
+                            "{e} (is another process using this store?)"
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(open_error(e.to_string())),
+            }
+        };
+        let sled_error = |source| StoreError::Sled {
+            path: path.clone(),
+            source,
+        };
+        match db.get(FORMAT_KEY).map_err(sled_error)? {
+            None => {
+                db.insert(FORMAT_KEY, &[codec::VERSION])
+                    .map_err(sled_error)?;
+            }
+            Some(v) if v.as_ref() == [codec::VERSION] => {}
+            Some(v) => {
+                return Err(StoreError::Version {
+                    path,
+                    found: v.first().copied().unwrap_or(0),
+                    supported: codec::VERSION,
+                });
+            }
+        }
+        let trees = Kind::ALL
+            .iter()
+            .map(|k| db.open_tree(k.name()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sled_error)?;
+        let deployments = db.open_tree("deployments").map_err(sled_error)?;
+        let journal = db.open_tree("samples_journal").map_err(sled_error)?;
+        let mut ids = Ids::default();
+        for entry in deployments.iter() {
+            let (k, v) = entry.map_err(sled_error)?;
+            let corrupt = |detail: &str| StoreError::Corrupt {
+                path: path.clone(),
+                tree: "deployments",
+                detail: detail.to_string(),
+            };
+            let name = std::str::from_utf8(&k).map_err(|_| corrupt("key is not UTF-8"))?;
+            let (namespace, name) = name
+                .split_once('/')
+                .ok_or_else(|| corrupt("key is not namespace/name"))?;
+            let id: [u8; 4] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("id is not 4 bytes"))?;
+            let id = u32::from_be_bytes(id);
+            ids.next = ids.next.max(id.saturating_add(1));
+            ids.by_key.insert(DeploymentKey::new(namespace, name), id);
+        }
+        let inner = Inner {
+            db,
+            path,
+            retention,
+            trees,
+            deployments,
+            journal,
+            ids: Mutex::new(ids),
+            open: Mutex::new(OpenHour::default()),
+        };
+        inner.replay_journal()?;
+        Ok(Store {
+            inner: Arc::new(inner),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Uses `clock` for "now" where the store needs it ([`Store::import_history`]); the system clock by default.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The retention in force.
+    pub fn retention(&self) -> Retention {
+        self.inner.retention
+    }
+
+    /// Deployments the store has seen.
+    pub fn deployments(&self) -> Vec<DeploymentKey> {
+        let mut keys: Vec<DeploymentKey> = self.inner.lock_ids().by_key.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|e| StoreError::Task {
+                path: self.inner.path.clone(),
+                message: e.to_string(),
+            })?
+    }
+
+    /// Stores each observed deployment's CPU and memory utilization and replicas at the observation's time, as
+    /// one atomic batch.
+    pub async fn record_tick(&self, observation: &Observation) -> Result<(), StoreError> {
+        let at = observation.at;
+        let rows: Vec<(DeploymentKey, SampleValue)> = observation
+            .deployments
+            .iter()
+            .filter(|d| d.cpu_utilization_percent.is_finite())
+            .map(|d| {
+                (
+                    d.key.clone(),
+                    SampleValue {
+                        cpu_percent: d.cpu_utilization_percent,
+                        memory_percent: d.memory_utilization_percent,
+                        replicas: Some(d.replicas),
+                    },
+                )
+            })
+            .collect();
+        self.blocking(move |inner| inner.record(at, rows)).await
+    }
+
+    /// Samples of one deployment with time in `[from, to)`, oldest first.
+    pub async fn samples(
+        &self,
+        key: &DeploymentKey,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<Sample>, StoreError> {
+        let key = key.clone();
+        self.blocking(move |inner| inner.samples(&key, from, to))
+            .await
+    }
+
+    /// Five-minute rollups of one deployment for the buckets that start in `[from rounded down to 5 minutes, to)`,
+    /// oldest first: the stored ones, plus those of buckets still held as samples, aggregated on the fly, so the
+    /// series is continuous up to the newest sample.
+    pub async fn rollups(
+        &self,
+        key: &DeploymentKey,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        let key = key.clone();
+        self.blocking(move |inner| inner.rollups(&key, from, to))
+            .await
+    }
+
+    /// Imports CPU utilization history (bootstrap), without memory or replicas; returns how many points were
+    /// kept. Recent points become samples (times that already have a sample are skipped). Points in hours that
+    /// [`Store::enforce_retention`] would already have rolled up go straight into five-minute rollups, without
+    /// the churn of writing and deleting samples, unless that hour still holds samples (then they become
+    /// samples too, rolled up with them); rollup slots already stored win. Points past the rollup retention and
+    /// non-finite values are dropped. "Now" is the store's clock.
+    pub async fn import_history(
+        &self,
+        key: &DeploymentKey,
+        points: &[(UnixMillis, f64)],
+    ) -> Result<usize, StoreError> {
+        let key = key.clone();
+        let points = points.to_vec();
+        let now = self.clock.now_millis();
+        self.blocking(move |inner| inner.import(&key, &points, now))
+            .await
+    }
+
+    /// Stores a decision (JSON bytes) made for `key` at `at`.
+    pub async fn put_decision(
+        &self,
+        key: &DeploymentKey,
+        at: UnixMillis,
+        json: &[u8],
+    ) -> Result<(), StoreError> {
+        let value = codec::encode_bytes(json);
+        self.put(Kind::Decisions, key, at, value).await
+    }
+
+    /// Decisions of one deployment with time in `[from, to)`.
+    pub async fn decisions(
+        &self,
+        key: &DeploymentKey,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, Vec<u8>)>, StoreError> {
+        let key = key.clone();
+        self.blocking(move |inner| {
+            inner.scan(Kind::Decisions, &key, from, to, |v| {
+                codec::decode_bytes(v).map(<[u8]>::to_vec)
+            })
+        })
+        .await
+    }
+
+    /// Stores a prediction made at `at`.
+    pub async fn put_prediction(
+        &self,
+        key: &DeploymentKey,
+        at: UnixMillis,
+        prediction: &Prediction,
+    ) -> Result<(), StoreError> {
+        self.put(Kind::Predictions, key, at, prediction.encode())
+            .await
+    }
+
+    /// Predictions made in `[from, to)`.
+    pub async fn predictions(
+        &self,
+        key: &DeploymentKey,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, Prediction)>, StoreError> {
+        self.typed(Kind::Predictions, key, from, to).await
+    }
+
+    /// Stores an anomaly detected at `at`.
+    pub async fn put_anomaly(
+        &self,
+        key: &DeploymentKey,
+        at: UnixMillis,
+        anomaly: &Anomaly,
+    ) -> Result<(), StoreError> {
+        self.put(Kind::Anomalies, key, at, anomaly.encode()).await
+    }
+
+    /// Anomalies detected in `[from, to)`.
+    pub async fn anomalies(
+        &self,
+        key: &DeploymentKey,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, Anomaly)>, StoreError> {
+        self.typed(Kind::Anomalies, key, from, to).await
+    }
+
+    /// Stores a cost estimate at `at`.
+    pub async fn put_cost(
+        &self,
+        key: &DeploymentKey,
+        at: UnixMillis,
+        cost: &CostRecord,
+    ) -> Result<(), StoreError> {
+        self.put(Kind::Cost, key, at, cost.encode()).await
+    }
+
+    /// Cost estimates in `[from, to)`.
+    pub async fn costs(
+        &self,
+        key: &DeploymentKey,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, CostRecord)>, StoreError> {
+        self.typed(Kind::Cost, key, from, to).await
+    }
+
+    /// Stores a learned target at `at`.
+    pub async fn put_learned_target(
+        &self,
+        key: &DeploymentKey,
+        at: UnixMillis,
+        target: &LearnedTarget,
+    ) -> Result<(), StoreError> {
+        self.put(Kind::Targets, key, at, target.encode()).await
+    }
+
+    /// The newest learned target of a deployment.
+    pub async fn learned_target(
+        &self,
+        key: &DeploymentKey,
+    ) -> Result<Option<(UnixMillis, LearnedTarget)>, StoreError> {
+        let key = key.clone();
+        self.blocking(move |inner| inner.last(Kind::Targets, &key))
+            .await
+    }
+
+    /// Learned targets stored in `[from, to)`.
+    pub async fn learned_targets(
+        &self,
+        key: &DeploymentKey,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, LearnedTarget)>, StoreError> {
+        self.typed(Kind::Targets, key, from, to).await
+    }
+
+    async fn put(
+        &self,
+        kind: Kind,
+        key: &DeploymentKey,
+        at: UnixMillis,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.blocking(move |inner| {
+            let id = inner.id(&key)?;
+            inner
+                .tree(kind)
+                .insert(codec::key(id, at), value)
+                .map_err(|e| inner.sled(e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn typed<T: Record + Send + 'static>(
+        &self,
+        kind: Kind,
+        key: &DeploymentKey,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, T)>, StoreError> {
+        let key = key.clone();
+        self.blocking(move |inner| inner.scan(kind, &key, from, to, T::decode))
+            .await
+    }
+
+    /// Rolls up samples past the sample retention into five-minute aggregates and removes records past the
+    /// rollup retention, as of `now`.
+    pub async fn enforce_retention(&self, now: UnixMillis) -> Result<RetentionReport, StoreError> {
+        self.blocking(move |inner| inner.enforce_retention(now))
+            .await
+    }
+
+    /// Writes everything buffered to disk; returns the bytes flushed.
+    pub async fn flush(&self) -> Result<usize, StoreError> {
+        self.blocking(|inner| inner.db.flush().map_err(|e| inner.sled(e)))
+            .await
+    }
+
+    /// Bytes the database takes on disk.
+    pub async fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.blocking(|inner| inner.db.size_on_disk().map_err(|e| inner.sled(e)))
+            .await
+    }
+
+    /// Enforces retention now and then every `every` of `clock`'s time until `cancel` fires; errors are logged.
+    pub fn spawn_retention(
+        &self,
+        clock: Arc<dyn Clock>,
+        every: Duration,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(clock.real_duration(every));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = cancel.cancelled() => return,
+                }
+                match store.enforce_retention(clock.now_millis()).await {
+                    Ok(report) => tracing::debug!(?report, "store retention pass"),
+                    Err(error) => tracing::warn!(%error, "store retention pass failed"),
+                }
+            }
+        })
+    }
+}
+
+type Decoded<T> = Result<T, codec::DecodeError>;
+
+impl Inner {
+    fn tree(&self, kind: Kind) -> &sled::Tree {
+        &self.trees[Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0)]
+    }
+
+    fn sled(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, kind: Kind, detail: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            tree: kind.name(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn lock_ids(&self) -> std::sync::MutexGuard<'_, Ids> {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The id of a deployment, assigning (and persisting) one on first sight.
+    fn id(&self, key: &DeploymentKey) -> Result<u32, StoreError> {
+        let mut ids = self.lock_ids();
+        self.id_locked(&mut ids, key)
+    }
+
+    fn id_locked(&self, ids: &mut Ids, key: &DeploymentKey) -> Result<u32, StoreError> {
+        if let Some(&id) = ids.by_key.get(key) {
+            return Ok(id);
+        }
+        let id = ids.next;
+        self.deployments
+            .insert(deployment_name(key).as_bytes(), &id.to_be_bytes())
+            .map_err(|e| self.sled(e))?;
+        ids.next += 1;
+        ids.by_key.insert(key.clone(), id);
+        Ok(id)
+    }
+
+    fn known_id(&self, key: &DeploymentKey) -> Option<u32> {
+        self.lock_ids().by_key.get(key).copied()
+    }
+
+    fn lock_open(&self) -> std::sync::MutexGuard<'_, OpenHour> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads the journal on open: its newest hour becomes the open hour again; older hours (left by a crash while
+    /// closing them) are closed now.
+    fn replay_journal(&self) -> Result<(), StoreError> {
+        let mut open = self.lock_open();
+        for entry in self.journal.iter() {
+            let (k, v) = entry.map_err(|e| self.sled(e))?;
+            let (_, at) = codec::split_key(&k)
+                .ok_or_else(|| self.corrupt(Kind::Samples, "bad journal key"))?;
+            let rows = codec::decode_journal(&v).map_err(|e| self.corrupt(Kind::Samples, e))?;
+            let hour = floor_to(at, HOUR_MILLIS);
+            if open.hour.is_some_and(|h| h != hour) {
+                self.close_hour(&mut open)?;
+            }
+            open.hour = Some(hour);
+            for (id, value) in rows {
+                open.rows.entry(id).or_default().insert(at, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the open hour as one block per deployment (merged into blocks already there, the journal's samples
+    /// winning), then drops its journal records. A crash in between is repaired by the replay on open.
+    fn close_hour(&self, open: &mut OpenHour) -> Result<(), StoreError> {
+        let Some(hour) = open.hour.take() else {
+            return Ok(());
+        };
+        let mut batch = sled::Batch::default();
+        for (id, rows) in open.rows.drain() {
+            let rows: Vec<(UnixMillis, SampleValue)> = rows.into_iter().collect();
+            let merged = self.merged_block(id, hour, rows, true)?;
+            batch.insert(&codec::key(id, hour), codec::encode_block(hour, &merged));
+        }
+        self.tree(Kind::Samples)
+            .apply_batch(batch)
+            .map_err(|e| self.sled(e))?;
+        let mut remove = sled::Batch::default();
+        for entry in self
+            .journal
+            .range(codec::key(0, i64::MIN)..codec::key(0, hour + HOUR_MILLIS))
+        {
+            let (k, _) = entry.map_err(|e| self.sled(e))?;
+            remove.remove(k);
+        }
+        self.journal.apply_batch(remove).map_err(|e| self.sled(e))
+    }
+
+    /// `rows` merged with the stored block of `id` for `hour`; on equal times `rows` win when `prefer_new`.
+    fn merged_block(
+        &self,
+        id: u32,
+        hour: UnixMillis,
+        rows: Vec<(UnixMillis, SampleValue)>,
+        prefer_new: bool,
+    ) -> Result<Vec<(UnixMillis, SampleValue)>, StoreError> {
+        let Some(existing) = self
+            .tree(Kind::Samples)
+            .get(codec::key(id, hour))
+            .map_err(|e| self.sled(e))?
+        else {
+            return Ok(rows);
+        };
+        let mut merged: BTreeMap<UnixMillis, SampleValue> = codec::decode_block(hour, &existing)
+            .map_err(|e| self.corrupt(Kind::Samples, e))?
+            .into_iter()
+            .collect();
+        for (at, value) in rows {
+            if prefer_new {
+                merged.insert(at, value);
+            } else {
+                merged.entry(at).or_insert(value);
+            }
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    fn record(
+        &self,
+        at: UnixMillis,
+        rows: Vec<(DeploymentKey, SampleValue)>,
+    ) -> Result<(), StoreError> {
+        let rows: Vec<(u32, SampleValue)> = {
+            let mut ids = self.lock_ids();
+            rows.into_iter()
+                .map(|(key, value)| Ok((self.id_locked(&mut ids, &key)?, value)))
+                .collect::<Result<_, StoreError>>()?
+        };
+        let hour = floor_to(at, HOUR_MILLIS);
+        let mut open = self.lock_open();
+        match open.hour {
+            Some(h) if hour < h => {
+                // A late tick for an hour already closed: into its blocks directly.
+                let samples = self.tree(Kind::Samples);
+                for (id, value) in rows {
+                    let merged = self.merged_block(id, hour, vec![(at, value)], true)?;
+                    samples
+                        .insert(codec::key(id, hour), codec::encode_block(hour, &merged))
+                        .map_err(|e| self.sled(e))?;
+                }
+                return Ok(());
+            }
+            Some(h) if hour > h => self.close_hour(&mut open)?,
+            _ => {}
+        }
+        open.hour = Some(hour);
+        // The journal record first, so what is in memory is always on its way to disk.
+        let k = codec::key(0, at);
+        let mut tick: BTreeMap<u32, SampleValue> = BTreeMap::new();
+        if let Some(existing) = self.journal.get(k).map_err(|e| self.sled(e))? {
+            tick.extend(
+                codec::decode_journal(&existing).map_err(|e| self.corrupt(Kind::Samples, e))?,
+            );
+        }
+        tick.extend(rows.iter().copied());
+        let tick: Vec<(u32, SampleValue)> = tick.into_iter().collect();
+        self.journal
+            .insert(k, codec::encode_journal(&tick))
+            .map_err(|e| self.sled(e))?;
+        for (id, value) in rows {
+            open.rows.entry(id).or_default().insert(at, value);
+        }
+        Ok(())
+    }
+
+    fn scan<T>(
+        &self,
+        kind: Kind,
+        key: &DeploymentKey,
+        from: UnixMillis,
+        to: UnixMillis,
+        decode: impl Fn(&[u8]) -> Decoded<T>,
+    ) -> Result<Vec<(UnixMillis, T)>, StoreError> {
+        let Some(id) = self.known_id(key) else {
+            return Ok(Vec::new());
+        };
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for entry in self
+            .tree(kind)
+            .range(codec::key(id, from)..codec::key(id, to))
+        {
+            let (k, v) = entry.map_err(|e| self.sled(e))?;
+            let (_, at) = codec::split_key(&k).ok_or_else(|| self.corrupt(kind, "bad key"))?;
+            out.push((at, decode(&v).map_err(|e| self.corrupt(kind, e))?));
+        }
+        Ok(out)
+    }
+
+    fn last<T: Record>(
+        &self,
+        kind: Kind,
+        key: &DeploymentKey,
+    ) -> Result<Option<(UnixMillis, T)>, StoreError> {
+        let Some(id) = self.known_id(key) else {
+            return Ok(None);
+        };
+        let range = codec::key(id, i64::MIN)..=codec::key(id, i64::MAX);
+        match self.tree(kind).range(range).next_back() {
+            None => Ok(None),
+            Some(entry) => {
+                let (k, v) = entry.map_err(|e| self.sled(e))?;
+                let (_, at) = codec::split_key(&k).ok_or_else(|| self.corrupt(kind, "bad key"))?;
+                Ok(Some((
+                    at,
+                    T::decode(&v).map_err(|e| self.corrupt(kind, e))?,
+                )))
+            }
+        }
+    }
+
+    fn samples(
+        &self,
+        key: &DeploymentKey,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<Sample>, StoreError> {
+        let Some(id) = self.known_id(key) else {
+            return Ok(Vec::new());
+        };
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut out: BTreeMap<UnixMillis, SampleValue> = BTreeMap::new();
+        for entry in self
+            .tree(Kind::Samples)
+            .range(codec::key(id, floor_to(from, HOUR_MILLIS))..codec::key(id, to))
+        {
+            let (k, v) = entry.map_err(|e| self.sled(e))?;
+            let (_, hour) =
+                codec::split_key(&k).ok_or_else(|| self.corrupt(Kind::Samples, "bad key"))?;
+            let rows = codec::decode_block(hour, &v).map_err(|e| self.corrupt(Kind::Samples, e))?;
+            out.extend(rows.into_iter().filter(|(at, _)| (from..to).contains(at)));
+        }
+        if let Some(rows) = self.lock_open().rows.get(&id) {
+            out.extend(rows.range(from..to).map(|(at, v)| (*at, *v)));
+        }
+        Ok(out
+            .into_iter()
+            .map(|(at, v)| Sample {
+                at,
+                cpu_percent: v.cpu_percent,
+                memory_percent: v.memory_percent,
+                replicas: v.replicas,
+            })
+            .collect())
+    }
+
+    fn rollups(
+        &self,
+        key: &DeploymentKey,
+        from: UnixMillis,
+        to: UnixMillis,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        let from = floor_to(from, BUCKET_MILLIS);
+        let mut buckets: BTreeMap<UnixMillis, Rollup> = BTreeMap::new();
+        let hours = self.scan(Kind::Rollups, key, floor_to(from, HOUR_MILLIS), to, |v| {
+            Ok(v.to_vec())
+        })?;
+        for (hour, bytes) in hours {
+            let h =
+                RollupHour::decode_at(hour, &bytes).map_err(|e| self.corrupt(Kind::Rollups, e))?;
+            for r in h.slots.into_iter().flatten() {
+                if (from..to).contains(&r.start) {
+                    buckets.insert(r.start, r);
+                }
+            }
+        }
+        for (start, r) in aggregate(&self.samples(key, from, to)?) {
+            buckets.entry(start).or_insert(r);
+        }
+        Ok(buckets.into_values().collect())
+    }
+
+    fn import(
+        &self,
+        key: &DeploymentKey,
+        points: &[(UnixMillis, f64)],
+        now: UnixMillis,
+    ) -> Result<usize, StoreError> {
+        let id = self.id(key)?;
+        let roll_before = floor_to(
+            now.saturating_sub(self.retention.samples_millis()),
+            HOUR_MILLIS,
+        );
+        let rollup_cutoff = now.saturating_sub(self.retention.rollups_millis());
+        let mut hours: BTreeMap<UnixMillis, Vec<(UnixMillis, SampleValue)>> = BTreeMap::new();
+        for &(at, cpu) in points {
+            let hour = floor_to(at, HOUR_MILLIS);
+            if cpu.is_finite() && hour + HOUR_MILLIS > rollup_cutoff {
+                let value = SampleValue {
+                    cpu_percent: cpu,
+                    memory_percent: None,
+                    replicas: None,
+                };
+                hours.entry(hour).or_default().push((at, value));
+            }
+        }
+        let samples = self.tree(Kind::Samples);
+        let open = self.lock_open();
+        let mut written = 0;
+        for (hour, rows) in hours {
+            let in_memory = open.rows.get(&id).filter(|_| open.hour == Some(hour));
+            let block = samples
+                .get(codec::key(id, hour))
+                .map_err(|e| self.sled(e))?;
+            if hour < roll_before && block.is_none() && in_memory.is_none() {
+                // Past the sample retention and no samples to roll up with: straight to a rollup.
+                written += rows.len();
+                self.merge_hour(id, hour, hour_record(hour, &rows))?;
+                continue;
+            }
+            let stored: Vec<(UnixMillis, SampleValue)> = match &block {
+                Some(b) => {
+                    codec::decode_block(hour, b).map_err(|e| self.corrupt(Kind::Samples, e))?
+                }
+                None => Vec::new(),
+            };
+            let rows: Vec<(UnixMillis, SampleValue)> = rows
+                .into_iter()
+                .filter(|(at, _)| {
+                    !in_memory.is_some_and(|m| m.contains_key(at))
+                        && stored.binary_search_by_key(at, |(t, _)| *t).is_err()
+                })
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            written += rows.len();
+            let merged = self.merged_block(id, hour, rows, false)?;
+            samples
+                .insert(codec::key(id, hour), codec::encode_block(hour, &merged))
+                .map_err(|e| self.sled(e))?;
+        }
+        Ok(written)
+    }
+
+    /// Stores an hour record, keeping the slots already stored for that hour.
+    fn merge_hour(
+        &self,
+        id: u32,
+        hour: UnixMillis,
+        mut record: RollupHour,
+    ) -> Result<(), StoreError> {
+        let rollups = self.tree(Kind::Rollups);
+        let k = codec::key(id, hour);
+        if let Some(existing) = rollups.get(k).map_err(|e| self.sled(e))? {
+            let mut stored = RollupHour::decode_at(hour, &existing)
+                .map_err(|e| self.corrupt(Kind::Rollups, e))?;
+            stored.fill_from(&record);
+            record = stored;
+        }
+        rollups
+            .insert(k, record.encode())
+            .map_err(|e| self.sled(e))?;
+        Ok(())
+    }
+
+    fn enforce_retention(&self, now: UnixMillis) -> Result<RetentionReport, StoreError> {
+        let mut report = RetentionReport::default();
+        let sample_cutoff = now.saturating_sub(self.retention.samples_millis());
+        let rollup_cutoff = now.saturating_sub(self.retention.rollups_millis());
+        // Whole hours whose every sample is past the sample retention.
+        let roll_before = floor_to(sample_cutoff, HOUR_MILLIS);
+        {
+            // No tick for a long time: the open hour is old enough to roll up too.
+            let mut open = self.lock_open();
+            if open.hour.is_some_and(|h| h + HOUR_MILLIS <= roll_before) {
+                self.close_hour(&mut open)?;
+            }
+        }
+        let ids: Vec<u32> = self.lock_ids().by_key.values().copied().collect();
+        for id in ids {
+            self.roll_up(id, roll_before, rollup_cutoff, &mut report)?;
+            // Rollup hours that ended at or before the cutoff.
+            report.expired += self.remove_range(
+                Kind::Rollups,
+                id,
+                rollup_cutoff.saturating_sub(HOUR_MILLIS).saturating_add(1),
+            )?;
+            for kind in [
+                Kind::Predictions,
+                Kind::Anomalies,
+                Kind::Cost,
+                Kind::Decisions,
+            ] {
+                report.expired += self.remove_range(kind, id, rollup_cutoff)?;
+            }
+            // Learned targets: expire, but keep each deployment's newest.
+            let targets = self.tree(Kind::Targets);
+            let newest = targets
+                .range(codec::key(id, i64::MIN)..=codec::key(id, i64::MAX))
+                .next_back()
+                .transpose()
+                .map_err(|e| self.sled(e))?
+                .and_then(|(k, _)| codec::split_key(&k).map(|(_, at)| at));
+            if let Some(newest) = newest {
+                report.expired +=
+                    self.remove_range(Kind::Targets, id, rollup_cutoff.min(newest))?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Removes records of `id` older than `before`.
+    fn remove_range(&self, kind: Kind, id: u32, before: UnixMillis) -> Result<usize, StoreError> {
+        let tree = self.tree(kind);
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for entry in tree.range(codec::key(id, i64::MIN)..codec::key(id, before)) {
+            let (k, _) = entry.map_err(|e| self.sled(e))?;
+            batch.remove(k);
+            n += 1;
+        }
+        if n > 0 {
+            tree.apply_batch(batch).map_err(|e| self.sled(e))?;
+        }
+        Ok(n)
+    }
+
+    /// Rolls the sample blocks of `id` older than `before` (an hour boundary) into rollup records: the rollups
+    /// are written first, then the blocks removed, and slots already stored win, so a crash in between is
+    /// repaired by the next pass.
+    fn roll_up(
+        &self,
+        id: u32,
+        before: UnixMillis,
+        rollup_cutoff: UnixMillis,
+        report: &mut RetentionReport,
+    ) -> Result<(), StoreError> {
+        let samples = self.tree(Kind::Samples);
+        let mut remove = sled::Batch::default();
+        for entry in samples.range(codec::key(id, i64::MIN)..codec::key(id, before)) {
+            let (k, v) = entry.map_err(|e| self.sled(e))?;
+            let (_, hour) =
+                codec::split_key(&k).ok_or_else(|| self.corrupt(Kind::Samples, "bad key"))?;
+            let rows = codec::decode_block(hour, &v).map_err(|e| self.corrupt(Kind::Samples, e))?;
+            if hour + HOUR_MILLIS > rollup_cutoff {
+                self.merge_hour(id, hour, hour_record(hour, &rows))?;
+                report.rollup_hours_written += 1;
+            }
+            report.samples_rolled_up += rows.len();
+            remove.remove(k);
+        }
+        samples.apply_batch(remove).map_err(|e| self.sled(e))?;
+        Ok(())
+    }
+}
+
+/// The hour record of samples all within the hour starting at `hour`.
+fn hour_record(hour: UnixMillis, rows: &[(UnixMillis, SampleValue)]) -> RollupHour {
+    let mut record = RollupHour::default();
+    for (start, r) in aggregate_values(rows) {
+        record.slots[((start - hour) / BUCKET_MILLIS) as usize] = Some(r);
+    }
+    record
+}
+
+fn aggregate_values(rows: &[(UnixMillis, SampleValue)]) -> Vec<(UnixMillis, Rollup)> {
+    let mut buckets: BTreeMap<UnixMillis, Vec<codec::SampleLike>> = BTreeMap::new();
+    for (at, v) in rows {
+        buckets
+            .entry(floor_to(*at, BUCKET_MILLIS))
+            .or_default()
+            .push((v.cpu_percent, v.memory_percent, v.replicas));
+    }
+    buckets
+        .into_iter()
+        .filter_map(|(start, s)| Rollup::of(start, &s).map(|r| (start, r)))
+        .collect()
+}
+
+fn aggregate(samples: &[Sample]) -> Vec<(UnixMillis, Rollup)> {
+    let rows: Vec<(UnixMillis, SampleValue)> = samples
+        .iter()
+        .map(|s| {
+            (
+                s.at,
+                SampleValue {
+                    cpu_percent: s.cpu_percent,
+                    memory_percent: s.memory_percent,
+                    replicas: s.replicas,
+                },
+            )
+        })
+        .collect();
+    aggregate_values(&rows)
+}
+
+#[cfg(test)]
+mod tests;

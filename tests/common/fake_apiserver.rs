@@ -1,0 +1,230 @@
+//! A fake kube-apiserver for tests: serves recorded, realistic list and watch JSON from
+//! `tests/fixtures/k8s/` over plain HTTP, with a switch that releases the recorded watch events. There is no
+//! kube-apiserver on these machines, so the Kubernetes adapter is tested against recorded API JSON.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::extract::State;
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use hyper::body::Frame;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/k8s");
+pub const LIST_RV: &str = "184320";
+pub const N1: &str = "ip-10-0-1-23.eu-west-1.compute.internal";
+pub const N2: &str = "ip-10-0-2-57.eu-west-1.compute.internal";
+pub const N3: &str = "ip-10-0-3-88.eu-west-1.compute.internal";
+/// 2025-06-01T12:00:00Z, the "now" of the recording.
+pub const NOW: i64 = 1_748_779_200_000;
+
+/// One collection the fake apiserver serves.
+pub struct Collection {
+    pub path: &'static str,
+    pub list: String,
+    /// `(resourceVersion, line)` of each recorded watch event.
+    pub events: Vec<(u64, String)>,
+}
+
+/// A request as the fake apiserver saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+}
+
+impl Seen {
+    /// Whether the request was a watch.
+    pub fn is_watch(&self) -> bool {
+        matches!(
+            self.query.get("watch").map(String::as_str),
+            Some("true" | "1")
+        )
+    }
+}
+
+pub struct FakeApi {
+    pub collections: Vec<Collection>,
+    /// Watch events are sent once this turns true.
+    pub released: watch::Receiver<bool>,
+    /// Paths answered with 403 Forbidden.
+    pub forbidden: Vec<&'static str>,
+    pub seen: Mutex<Vec<Seen>>,
+}
+
+pub fn read(name: &str) -> String {
+    std::fs::read_to_string(Path::new(FIXTURES).join(name))
+        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+pub fn collection(path: &'static str, file: &str) -> Collection {
+    let list = read(&format!("{file}.json"));
+    let parsed: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(parsed["metadata"]["resourceVersion"], LIST_RV, "{file}");
+    let events = read(&format!("{file}-watch.jsonl"))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).unwrap();
+            let rv = event["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (rv, line.to_string())
+        })
+        .collect();
+    Collection { path, list, events }
+}
+
+/// A streaming response body fed by a channel: the shape of a watch response (chunked, never-ending).
+pub struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+pub fn status(code: StatusCode, reason: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16()
+    });
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+pub async fn handle(State(api): State<Arc<FakeApi>>, uri: Uri) -> Response {
+    let query: BTreeMap<String, String> =
+        serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
+    let seen = Seen {
+        path: uri.path().to_string(),
+        query,
+    };
+    api.seen.lock().unwrap().push(seen.clone());
+    if api.forbidden.contains(&uri.path()) {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "horizontalpodautoscalers.autoscaling is forbidden: User \"system:serviceaccount:smart-autoscaler:smart-autoscaler\" cannot list resource \"horizontalpodautoscalers\" in API group \"autoscaling\" at the cluster scope (path {})",
+                uri.path()
+            ),
+        );
+    }
+    let Some(c) = api.collections.iter().find(|c| c.path == uri.path()) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+    };
+    if !seen.is_watch() {
+        return ([(header::CONTENT_TYPE, "application/json")], c.list.clone()).into_response();
+    }
+    let from: u64 = seen
+        .query
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let lines: Vec<String> = c
+        .events
+        .iter()
+        .filter(|(rv, _)| *rv > from)
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
+    let (tx, rx) = mpsc::channel(16);
+    let mut released = api.released.clone();
+    tokio::spawn(async move {
+        if released.wait_for(|r| *r).await.is_err() {
+            return;
+        }
+        for line in lines {
+            if tx.send(Bytes::from(line)).await.is_err() {
+                return;
+            }
+        }
+        // Like the apiserver: keep the watch open until the client goes away.
+        tx.closed().await;
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::new(ChannelBody(rx)))
+        .unwrap()
+}
+
+/// The fake apiserver, its kubeconfig and the switch that releases the watch events.
+pub struct Harness {
+    pub api: Arc<FakeApi>,
+    pub release: watch::Sender<bool>,
+    pub server: tokio::task::JoinHandle<()>,
+    pub _dir: tempfile::TempDir,
+    pub kubeconfig: std::path::PathBuf,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub async fn start(forbidden: Vec<&'static str>) -> Harness {
+    // As `main` does: one process-wide rustls provider, aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (release, released) = watch::channel(false);
+    let api = Arc::new(FakeApi {
+        collections: vec![
+            collection("/api/v1/nodes", "nodes"),
+            collection("/api/v1/pods", "pods"),
+            collection("/apis/apps/v1/deployments", "deployments"),
+            collection("/apis/apps/v1/replicasets", "replicasets"),
+            collection("/apis/autoscaling/v2/horizontalpodautoscalers", "hpas"),
+        ],
+        released,
+        forbidden,
+        seen: Mutex::new(Vec::new()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router = axum::Router::new().fallback(handle).with_state(api.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: recorded\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             contexts:\n- name: recorded\n  context:\n    cluster: recorded\n    user: recorded\n\
+             current-context: recorded\nusers:\n- name: recorded\n  user:\n    token: recorded-api-test\n"
+        ),
+    )
+    .unwrap();
+    Harness {
+        api,
+        release,
+        server,
+        _dir: dir,
+        kubeconfig,
+    }
+}

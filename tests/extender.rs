@@ -1,0 +1,650 @@
+//! The scheduler extender of the real binary (`demo` mode) over TLS, driven with the requests kube-scheduler sends
+//! in both node-cache modes (fixtures in `tests/fixtures/extender/`), and checked against the extender's own node
+//! view (`GET /api/v1/nodes`) and its metrics.
+//!
+//! Every server here runs with `--interval 1h --speed 1`: the first snapshot is taken at start and then stays put
+//! for the whole test, so what `/api/v1/nodes` reports is what the verbs decide on.
+//!
+//! `bench_pure_5000_nodes` is ignored: `hack/bench-extender.sh` runs it in release mode.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::DemoServer;
+use serde_json::{Value, json};
+
+const FILTER: &str = "/scheduler/filter";
+const PRIORITIZE: &str = "/scheduler/prioritize";
+const NODES: &str = "/api/v1/nodes";
+const DEMO_NODES: [&str; 5] = [
+    "general-0",
+    "general-1",
+    "general-2",
+    "compute-0",
+    "compute-1",
+];
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/extender/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).expect(&path)).expect(&path)
+}
+
+/// `nodeCacheCapable: true`: the pod and the demo's node names.
+fn names_args() -> Value {
+    fixture("args-node-names.json")
+}
+
+/// `nodeCacheCapable: false`: the pod and a NodeList of full Node objects.
+fn objects_args() -> Value {
+    fixture("args-node-objects.json")
+}
+
+/// A demo server whose snapshot does not change during the test.
+fn start(extra: &[&str]) -> DemoServer {
+    let mut args = vec!["--interval", "1h", "--speed", "1"];
+    args.extend_from_slice(extra);
+    DemoServer::start(&args)
+}
+
+async fn post(server: &DemoServer, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let resp = server
+        .client()
+        .post(server.secure_url(path))
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
+    (code, body)
+}
+
+async fn post_json(server: &DemoServer, path: &str, body: &Value) -> Value {
+    let (code, answer) = post(server, path, body.to_string()).await;
+    assert_eq!(code, 200, "{path}: {answer}");
+    answer
+}
+
+async fn node_view(server: &DemoServer) -> Value {
+    let resp = server
+        .client()
+        .get(server.secure_url(NODES))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let view: Value = resp.json().await.unwrap();
+    assert_eq!(view["fresh"], true, "{view}");
+    view
+}
+
+fn view_items(view: &Value) -> BTreeMap<String, Value> {
+    view["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap().to_string(), n.clone()))
+        .collect()
+}
+
+/// The sample value of one series in the OpenMetrics exposition (0 when the series does not exist yet).
+async fn metric(server: &DemoServer, series: &str) -> f64 {
+    let text = reqwest::get(server.metrics_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+fn names(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn hosts_and_scores(list: &Value) -> Vec<(String, i64)> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("HostPriorityList expected: {list}"))
+        .iter()
+        .map(|p| {
+            let keys: BTreeSet<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(keys, BTreeSet::from(["Host", "Score"]), "{p}");
+            (
+                p["Host"].as_str().unwrap().to_string(),
+                p["Score"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Index of the best score, first on a tie: the node the extender remembers as having received the pod.
+fn winner(scores: &[(String, i64)]) -> usize {
+    let best = scores.iter().map(|(_, s)| *s).max().unwrap();
+    scores.iter().position(|(_, s)| *s == best).unwrap()
+}
+
+fn assert_filter_result_shape(result: &Value) {
+    let keys: BTreeSet<&str> = result
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "Nodes",
+            "NodeNames",
+            "FailedNodes",
+            "FailedAndUnresolvableNodes",
+            "Error"
+        ]),
+        "{result}"
+    );
+    assert_eq!(result["FailedAndUnresolvableNodes"], json!({}));
+}
+
+/// What the node view says the filter does: (passing names, failing names with reasons), in demo order.
+fn expected_filter(view: &Value) -> (Vec<String>, BTreeMap<String, String>) {
+    let items = view_items(view);
+    let fallback = view["all_fail_fallback"].as_bool().unwrap();
+    let mut pass = Vec::new();
+    let mut fail = BTreeMap::new();
+    for name in DEMO_NODES {
+        let node = &items[name];
+        let label = node["filter"].as_str().unwrap();
+        if label.starts_with("fail_") && !fallback {
+            fail.insert(
+                name.to_string(),
+                node["reason"].as_str().unwrap().to_string(),
+            );
+        } else {
+            pass.push(name.to_string());
+        }
+    }
+    (pass, fail)
+}
+
+/// The prioritize rule recomputed from the node view for the fixture pod (500m CPU request) with the default
+/// weights (measured 2, requested 1) and no recent placements.
+fn expected_score(node: &Value) -> i64 {
+    let measured = node["measured_cpu_percent"].as_f64().unwrap();
+    let allocatable = node["allocatable_cpu_milli"].as_f64().unwrap();
+    let requested = node["requested_cpu_milli"].as_f64().unwrap();
+    let measured_headroom = ((100.0 - measured) / 100.0).clamp(0.0, 1.0);
+    let requested_headroom = ((allocatable - requested - 500.0) / allocatable).clamp(0.0, 1.0);
+    (10.0 * (2.0 * measured_headroom + requested_headroom) / 3.0).round() as i64
+}
+
+#[tokio::test]
+async fn node_names_mode_follows_the_node_view() {
+    let server = start(&[]);
+    let view = node_view(&server).await;
+    assert_eq!(view["config"]["max_cpu_percent"], 90.0);
+    let items = view_items(&view);
+    assert_eq!(
+        items.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        BTreeSet::from(DEMO_NODES)
+    );
+
+    let result = post_json(&server, FILTER, &names_args()).await;
+    assert_filter_result_shape(&result);
+    let (pass, fail) = expected_filter(&view);
+    assert_eq!(names(&result["NodeNames"]), pass, "{result}");
+    assert_eq!(result["Nodes"], Value::Null);
+    assert_eq!(
+        serde_json::from_value::<BTreeMap<String, String>>(result["FailedNodes"].clone()).unwrap(),
+        fail
+    );
+    assert_eq!(result["Error"], "");
+
+    // First prioritize call: no recent placements yet, so the scores are exactly the documented formula.
+    let first = hosts_and_scores(&post_json(&server, PRIORITIZE, &names_args()).await);
+    assert_eq!(
+        first.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(),
+        DEMO_NODES
+    );
+    for (host, score) in &first {
+        assert!((0..=10).contains(score), "{host}: {score}");
+        assert_eq!(
+            *score,
+            expected_score(&items[host]),
+            "{host}: {}",
+            items[host]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_threshold_between_the_nodes_fails_the_hot_ones_in_both_modes() {
+    // Learn the demo's utilizations, then restart with a threshold in the widest gap between them. The seed is
+    // fixed and a few seconds of simulated time barely move them, so the midpoint stays in the gap.
+    let probe = start(&[]);
+    let mut measured: Vec<f64> = view_items(&node_view(&probe).await)
+        .values()
+        .map(|n| n["measured_cpu_percent"].as_f64().unwrap())
+        .collect();
+    drop(probe);
+    measured.sort_by(f64::total_cmp);
+    let (gap, threshold) = measured
+        .windows(2)
+        .map(|w| (w[1] - w[0], (w[0] + w[1]) / 2.0))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap();
+    assert!(gap > 2.0, "demo nodes too close together: {measured:?}");
+    let threshold = format!("{threshold:.2}");
+    let server = start(&["--extender-max-cpu-percent", &threshold]);
+    let view = node_view(&server).await;
+    let items = view_items(&view);
+    let threshold: f64 = threshold.parse().unwrap();
+    let hot: BTreeSet<String> = items
+        .values()
+        .filter(|n| n["measured_cpu_percent"].as_f64().unwrap() > threshold)
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !hot.is_empty() && hot.len() < DEMO_NODES.len(),
+        "{threshold}: {view}"
+    );
+    let (pass, fail) = expected_filter(&view);
+    assert_eq!(fail.keys().cloned().collect::<BTreeSet<_>>(), hot);
+    for reason in fail.values() {
+        assert!(
+            reason.starts_with("smart-autoscaler: measured CPU utilization")
+                && reason.ends_with(&format!("is over the {threshold}% limit")),
+            "{reason}"
+        );
+    }
+
+    // nodeCacheCapable: true
+    let result = post_json(&server, FILTER, &names_args()).await;
+    assert_filter_result_shape(&result);
+    assert_eq!(names(&result["NodeNames"]), pass);
+    assert_eq!(
+        serde_json::from_value::<BTreeMap<String, String>>(result["FailedNodes"].clone()).unwrap(),
+        fail
+    );
+
+    // nodeCacheCapable: false: the passing Node objects come back exactly as sent, in order.
+    let args = objects_args();
+    let result = post_json(&server, FILTER, &args).await;
+    assert_filter_result_shape(&result);
+    assert_eq!(result["NodeNames"], Value::Null);
+    let sent: Vec<&Value> = args["Nodes"]["items"].as_array().unwrap().iter().collect();
+    let expected: Vec<&Value> = sent
+        .iter()
+        .copied()
+        .filter(|n| pass.iter().any(|p| n["metadata"]["name"] == p.as_str()))
+        .collect();
+    assert_eq!(
+        result["Nodes"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(result["Nodes"]["metadata"], json!({}));
+    assert_eq!(
+        serde_json::from_value::<BTreeMap<String, String>>(result["FailedNodes"].clone()).unwrap(),
+        fail
+    );
+
+    // Prioritize in object mode answers by name, in request order; the hot nodes have the least headroom.
+    let scores = hosts_and_scores(&post_json(&server, PRIORITIZE, &args).await);
+    assert_eq!(
+        scores.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(),
+        DEMO_NODES
+    );
+    assert!(scores.iter().all(|(_, s)| (0..=10).contains(s)));
+
+    let hot_count = hot.len() as f64;
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_decisions_total{verb=\"filter\",outcome=\"fail_hot\"}"
+        )
+        .await,
+        2.0 * hot_count
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_requests_total{verb=\"filter\",result=\"ok\"}"
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_all_fail_fallbacks_total"
+        )
+        .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn when_every_node_is_hot_all_pass_and_the_fallback_is_counted() {
+    let server = start(&["--extender-max-cpu-percent", "1"]);
+    let view = node_view(&server).await;
+    assert_eq!(view["all_fail_fallback"], true, "{view}");
+    assert!(
+        view["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["filter"] == "fail_hot")
+    );
+
+    let result = post_json(&server, FILTER, &names_args()).await;
+    assert_filter_result_shape(&result);
+    assert_eq!(names(&result["NodeNames"]), DEMO_NODES);
+    assert_eq!(result["FailedNodes"], json!({}));
+    assert_eq!(result["Error"], "");
+
+    let args = objects_args();
+    let result = post_json(&server, FILTER, &args).await;
+    assert_eq!(result["Nodes"], args["Nodes"]);
+    assert_eq!(result["FailedNodes"], json!({}));
+
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_all_fail_fallbacks_total"
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_requests_total{verb=\"filter\",result=\"fallback\"}"
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_decisions_total{verb=\"filter\",outcome=\"pass_fallback\"}"
+        )
+        .await,
+        10.0
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_pods_spreads_over_the_nodes() {
+    let server = start(&[]);
+    let args = names_args();
+    let mut winners = Vec::new();
+    let mut rounds = Vec::new();
+    for _ in 0..5 {
+        let scores = hosts_and_scores(&post_json(&server, PRIORITIZE, &args).await);
+        winners.push(scores[winner(&scores)].0.clone());
+        rounds.push(scores);
+    }
+    let first = winner(&rounds[0]);
+    assert!(rounds[0][first].1 > 0, "{:?}", rounds[0]);
+    assert!(
+        rounds[1][first].1 < rounds[0][first].1,
+        "the node that just got a pod must score lower: {rounds:?}"
+    );
+    let distinct: BTreeSet<&String> = winners.iter().collect();
+    assert!(
+        distinct.len() >= 2,
+        "winners {winners:?}, rounds {rounds:?}"
+    );
+
+    let view = view_items(&node_view(&server).await);
+    let remembered: f64 = view
+        .values()
+        .map(|n| n["recent_placements"].as_f64().unwrap())
+        .sum();
+    // Five placements, decayed by the few milliseconds the test took (the window is 30 s).
+    assert!(remembered > 4.9 && remembered <= 5.0, "{remembered}");
+    assert!(view[&winners[0]]["recent_placements"].as_f64().unwrap() > 0.9);
+    assert!(metric(&server, "smart_autoscaler_extender_recent_placement_nodes").await >= 2.0);
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_decisions_total{verb=\"prioritize\",outcome=\"scored\"}"
+        )
+        .await,
+        25.0
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_answered_as_the_scheduler_expects() {
+    let server = start(&["--max-body-bytes", "65536"]);
+    let pod = names_args()["Pod"].clone();
+
+    // Unreadable bodies: 400 Status from both verbs.
+    for (path, body) in [
+        (FILTER, b"not json".to_vec()),
+        (FILTER, Vec::new()),
+        (FILTER, b"{\"Pod\": {}, \"NodeNames\": [\"\xff\"]}".to_vec()),
+        (FILTER, b"{\"Pod\": {}, \"NodeNames\": [".to_vec()),
+        (PRIORITIZE, b"<xml/>".to_vec()),
+    ] {
+        let (code, status) = post(&server, path, body.clone()).await;
+        assert_eq!(code, 400, "{path} {body:?}: {status}");
+        assert_eq!(status["kind"], "Status");
+        assert_eq!(status["reason"], "BadRequest");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .contains("not valid JSON"),
+            "{status}"
+        );
+    }
+
+    // JSON of the wrong shape: filter answers 200 with Error; prioritize (no Error member) a 400 Status.
+    let nameless = json!({"Pod": pod, "Nodes": {"items": [{"metadata": {}}]}});
+    for (body, message) in [
+        (json!({}), "Pod is missing"),
+        (json!([]), "not an ExtenderArgs"),
+        (json!({"Pod": "x", "NodeNames": []}), "Pod must be"),
+        (
+            json!({"Pod": pod, "NodeNames": "general-0"}),
+            "not an ExtenderArgs",
+        ),
+        (
+            json!({"Pod": pod, "NodeNames": null, "Nodes": null}),
+            "neither NodeNames nor Nodes",
+        ),
+        (
+            json!({"Pod": pod, "NodeNames": ["general-0"], "Nodes": {"items": []}}),
+            "both NodeNames and Nodes",
+        ),
+        (nameless, "Nodes.items[0] has no metadata.name"),
+    ] {
+        let result = post_json(&server, FILTER, &body).await;
+        assert_filter_result_shape(&result);
+        let error = result["Error"].as_str().unwrap();
+        assert!(
+            error.starts_with("smart-autoscaler: ") && error.contains(message),
+            "{body}: {error}"
+        );
+        assert_eq!(result["NodeNames"], Value::Null);
+        assert_eq!(result["Nodes"], Value::Null);
+
+        let (code, status) = post(&server, PRIORITIZE, body.to_string()).await;
+        assert_eq!(code, 400, "{body}: {status}");
+        assert!(
+            status["message"].as_str().unwrap().contains(message),
+            "{status}"
+        );
+    }
+
+    // Unknown nodes pass (fail open) and score neutral; Go's case-insensitive member names are accepted.
+    let unknown = json!({"pod": pod, "nodeNames": ["ghost-0", "general-0", "ghost-1"]});
+    let result = post_json(&server, FILTER, &unknown).await;
+    let passed = names(&result["NodeNames"]);
+    assert!(
+        passed.contains(&"ghost-0".to_string()) && passed.contains(&"ghost-1".to_string()),
+        "{result}"
+    );
+    assert!(result["FailedNodes"].get("ghost-0").is_none());
+    let scores = hosts_and_scores(&post_json(&server, PRIORITIZE, &unknown).await);
+    assert_eq!(scores[0], ("ghost-0".to_string(), 5));
+    assert_eq!(scores[2], ("ghost-1".to_string(), 5));
+
+    // No candidates: nothing passes, nothing fails, no error.
+    let empty = post_json(&server, FILTER, &json!({"Pod": pod, "NodeNames": []})).await;
+    assert_eq!(empty["NodeNames"], json!([]));
+    assert_eq!(empty["Error"], "");
+    let empty = post_json(&server, PRIORITIZE, &json!({"Pod": pod, "NodeNames": []})).await;
+    assert_eq!(empty, json!([]));
+
+    // Wrong method and oversized body: Status errors from the shared layers.
+    let resp = server
+        .client()
+        .get(server.secure_url(FILTER))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let (code, status) = post(&server, FILTER, vec![b' '; 100_000]).await;
+    assert_eq!(code, 413);
+    assert_eq!(status["reason"], "RequestEntityTooLarge");
+
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_requests_total{verb=\"filter\",result=\"error\"}"
+        )
+        .await,
+        7.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_requests_total{verb=\"filter\",result=\"bad_request\"}"
+        )
+        .await,
+        4.0
+    );
+    // Still serving.
+    post_json(&server, FILTER, &names_args()).await;
+}
+
+/// The pure part (decode, filter or prioritize, encode) for 5,000 nodes that are all known, timed in-process.
+/// Run by `hack/bench-extender.sh` with `cargo test --release`; in a debug build the figures mean little.
+#[test]
+#[ignore = "benchmark; run by hack/bench-extender.sh"]
+fn bench_pure_5000_nodes() {
+    use smart_autoscaler::domain::extender::{
+        self as rules, NamePositions, NodeIndex, RecentPlacements,
+    };
+    use smart_autoscaler::domain::model::NodeInputs;
+    use std::time::Instant;
+
+    const N: usize = 5_000;
+    const RUNS: usize = 300;
+    let node_names: Vec<String> = (0..N).map(|i| format!("node-{i:05}")).collect();
+    let nodes: Vec<NodeInputs> = node_names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| NodeInputs {
+            name: name.clone(),
+            labels: BTreeMap::from([(
+                "smart-autoscaler.io/pool".to_string(),
+                "general".to_string(),
+            )]),
+            ready: i % 97 != 0,
+            schedulable: true,
+            allocatable_cpu_milli: 8000,
+            requested_cpu_milli: (i as i64 * 37) % 8000,
+            measured_cpu_percent: Some((i as f64 * 7.3) % 100.0),
+        })
+        .collect();
+    let pod = names_args()["Pod"].clone();
+    let template = objects_args()["Nodes"]["items"][0].clone();
+    let items: Vec<Value> = node_names
+        .iter()
+        .map(|name| {
+            let mut node = template.clone();
+            node["metadata"]["name"] = json!(name);
+            node["metadata"]["labels"]["kubernetes.io/hostname"] = json!(name);
+            node
+        })
+        .collect();
+    let names_body =
+        serde_json::to_vec(&json!({"Pod": pod, "Nodes": null, "NodeNames": node_names})).unwrap();
+    let objects_body = serde_json::to_vec(
+        &json!({"Pod": pod, "Nodes": {"metadata": {}, "items": items}, "NodeNames": null}),
+    )
+    .unwrap();
+    let config = rules::ExtenderConfig::default();
+    // The server builds the name positions once per snapshot, not per call.
+    let positions = NamePositions::new(&nodes);
+
+    let time = |body: &[u8], verb: &str| {
+        let mut recent = RecentPlacements::default();
+        let mut samples = Vec::with_capacity(RUNS);
+        let mut out_len = 0;
+        for run in 0..RUNS {
+            let started = Instant::now();
+            let request = rules::decode(body).unwrap();
+            let index = NodeIndex::with_positions(&nodes, &positions);
+            let out = if verb == "filter" {
+                let outcome = rules::filter(&config, &index, request.candidates.names());
+                serde_json::to_vec(&rules::filter_result(&config, request.candidates, &outcome))
+            } else {
+                let names = request.candidates.names().to_vec();
+                let outcome = rules::prioritize(
+                    &config,
+                    &index,
+                    names,
+                    request.pod.cpu_request_milli,
+                    &mut recent,
+                    run as i64 * 10,
+                );
+                serde_json::to_vec(&outcome.priorities)
+            }
+            .unwrap();
+            samples.push(started.elapsed().as_secs_f64() * 1000.0);
+            out_len = out.len();
+        }
+        samples.sort_by(f64::total_cmp);
+        let p = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        (p(0.5), p(0.99), out_len)
+    };
+
+    println!("pure core, {N} known nodes, {RUNS} runs each (decode + decide + encode, one thread)");
+    println!(
+        "{:<20} {:<11} {:>13} {:>14} {:>9} {:>9}",
+        "mode", "verb", "request bytes", "response bytes", "p50 ms", "p99 ms"
+    );
+    for (mode, body) in [
+        ("nodeCacheCapable=true", &names_body),
+        ("nodeCacheCapable=false", &objects_body),
+    ] {
+        for verb in ["filter", "prioritize"] {
+            let (p50, p99, out_len) = time(body, verb);
+            println!(
+                "{mode:<20} {verb:<11} {:>13} {out_len:>14} {p50:>9.3} {p99:>9.3}",
+                body.len()
+            );
+        }
+    }
+}
