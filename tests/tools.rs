@@ -113,6 +113,7 @@ fn kustomize_renders_the_manifests() {
         "PersistentVolumeClaim",
         "ServiceMonitor",
         "APIService",
+        "MutatingWebhookConfiguration",
     ] {
         assert!(
             kinds.contains(&kind),
