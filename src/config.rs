@@ -449,6 +449,7 @@ fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
 impl ServerArgs {
     /// Checks limits that would make the server unusable.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.webhook.validate()?;
         if self.max_body_bytes < 1024 {
             return Err(bad("max-body-bytes", "must be at least 1024"));
         }
