@@ -450,6 +450,7 @@ impl ServerArgs {
     /// Checks limits that would make the server unusable.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.webhook.validate()?;
+        self.extender.validate()?;
         if self.max_body_bytes < 1024 {
             return Err(bad("max-body-bytes", "must be at least 1024"));
         }

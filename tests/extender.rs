@@ -232,7 +232,8 @@ async fn node_names_mode_follows_the_node_view() {
 #[tokio::test]
 async fn a_threshold_between_the_nodes_fails_the_hot_ones_in_both_modes() {
     // Learn the demo's utilizations, then restart with a threshold in the widest gap between them. The seed is
-    // fixed and a few seconds of simulated time barely move them, so the midpoint stays in the gap.
+    // fixed and a few seconds of simulated time move them by far less than 0.01 points, so the midpoint stays in
+    // the gap. (Over a simulated day the widest gap never drops below ~1.4 points.)
     let probe = start(&[]);
     let mut measured: Vec<f64> = view_items(&node_view(&probe).await)
         .values()
@@ -245,7 +246,7 @@ async fn a_threshold_between_the_nodes_fails_the_hot_ones_in_both_modes() {
         .map(|w| (w[1] - w[0], (w[0] + w[1]) / 2.0))
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .unwrap();
-    assert!(gap > 2.0, "demo nodes too close together: {measured:?}");
+    assert!(gap > 0.5, "demo nodes too close together: {measured:?}");
     let threshold = format!("{threshold:.2}");
     let server = start(&["--extender-max-cpu-percent", &threshold]);
     let view = node_view(&server).await;
@@ -417,8 +418,8 @@ async fn a_burst_of_pods_spreads_over_the_nodes() {
         .values()
         .map(|n| n["recent_placements"].as_f64().unwrap())
         .sum();
-    // Five placements, decayed by the few milliseconds the test took (the window is 30 s).
-    assert!(remembered > 4.9 && remembered <= 5.0, "{remembered}");
+    // Five placements, barely decayed yet: the window is 30 s and the test takes well under a second.
+    assert!(remembered > 4.5 && remembered <= 5.0, "{remembered}");
     assert!(view[&winners[0]]["recent_placements"].as_f64().unwrap() > 0.9);
     assert!(metric(&server, "smart_autoscaler_extender_recent_placement_nodes").await >= 2.0);
     assert_eq!(
@@ -523,9 +524,23 @@ async fn bad_input_is_answered_as_the_scheduler_expects() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 405);
-    let (code, status) = post(&server, FILTER, vec![b' '; 100_000]).await;
-    assert_eq!(code, 413);
-    assert_eq!(status["reason"], "RequestEntityTooLarge");
+    // Over the body limit: a 413 Status, answered from Content-Length before the body is read. The server then
+    // closes the connection, so the client may instead fail writing the rest of the body; both are a refusal.
+    let oversized = server
+        .client()
+        .post(server.secure_url(FILTER))
+        .header("Content-Type", "application/json")
+        .body(vec![b' '; 66_000])
+        .send()
+        .await;
+    match oversized {
+        Ok(resp) => {
+            assert_eq!(resp.status().as_u16(), 413);
+            let status: Value = resp.json().await.unwrap();
+            assert_eq!(status["reason"], "RequestEntityTooLarge");
+        }
+        Err(e) => assert!(e.is_request(), "{e:?}"),
+    }
 
     assert_eq!(
         metric(
@@ -632,7 +647,7 @@ fn bench_pure_5000_nodes() {
 
     println!("pure core, {N} known nodes, {RUNS} runs each (decode + decide + encode, one thread)");
     println!(
-        "{:<20} {:<11} {:>13} {:>14} {:>9} {:>9}",
+        "{:<22} {:<10} {:>13} {:>14} {:>9} {:>9}",
         "mode", "verb", "request bytes", "response bytes", "p50 ms", "p99 ms"
     );
     for (mode, body) in [
@@ -642,7 +657,7 @@ fn bench_pure_5000_nodes() {
         for verb in ["filter", "prioritize"] {
             let (p50, p99, out_len) = time(body, verb);
             println!(
-                "{mode:<20} {verb:<11} {:>13} {out_len:>14} {p50:>9.3} {p99:>9.3}",
+                "{mode:<22} {verb:<10} {:>13} {out_len:>14} {p50:>9.3} {p99:>9.3}",
                 body.len()
             );
         }

@@ -12,11 +12,15 @@
 //! |---|---|---|
 //! | not JSON at all (syntax error, invalid UTF-8, empty or truncated body) | 400 Status `BadRequest` | 400 Status |
 //! | JSON of the wrong shape (no `Pod`, no candidates, both candidate forms, a Node without a name) | 200, `Error` set | 400 Status (a `HostPriorityList` has no `Error` member) |
-//! | unknown node names, or no fresh snapshot | pass, never failed (fail open), logged | neutral score 5 |
+//! | unknown node names, or no fresh snapshot | pass, never failed (fail open) | neutral score 5 |
 //! | body over `--max-body-bytes` | 413 Status | 413 Status |
 //!
-//! The handlers never wait on anything but reading the body; the recent-placement memory sits behind a std
-//! `Mutex` that is only held for the synchronous scoring step.
+//! Unknown names and a stale snapshot are logged (info/warn at most once per 10 s of clock time, debug otherwise)
+//! and counted in `smart_autoscaler_extender_decisions_total{outcome="pass_no_data"|"no_data"}`.
+//!
+//! The handlers never wait on anything but reading the body. The name index of the snapshot is built once per
+//! published snapshot; the recent-placement memory sits behind a std `Mutex` that is only held for the
+//! synchronous scoring step.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -255,10 +259,17 @@ impl ExtenderMetrics {
 struct Throttle(AtomicI64);
 
 impl Throttle {
-    fn allow(&self, now: UnixMillis) -> bool {
+    /// Whether a line would be let through now, without taking the slot.
+    fn due(&self, now: UnixMillis) -> bool {
         let last = self.0.load(Ordering::Relaxed);
         // `last == 0` is "never logged"; a clock that stepped back also lets a line through.
-        (last == 0 || now - last >= LOG_EVERY_MILLIS || now < last)
+        last == 0 || now - last >= LOG_EVERY_MILLIS || now < last
+    }
+
+    /// Takes the slot if a line is due.
+    fn allow(&self, now: UnixMillis) -> bool {
+        let last = self.0.load(Ordering::Relaxed);
+        self.due(now)
             && self
                 .0
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -376,34 +387,39 @@ fn sample(names: &[&str]) -> String {
 
 impl ExtenderState {
     /// Logs candidates we cannot judge: all of them when the snapshot is not fresh, else the unknown names.
-    fn note_missing_data(
+    /// `no_data` is how many candidates were judged without data; when it is 0 there is nothing to look up.
+    fn note_missing_data<'n>(
         &self,
         verb: &'static str,
         pod: &rules::PodInfo,
-        freshness: &Result<(), String>,
-        known: &NodeIndex<'_>,
-        names: &[String],
+        view: &Known,
+        names: impl ExactSizeIterator<Item = &'n str>,
+        no_data: usize,
         now: UnixMillis,
     ) {
-        match freshness {
+        match &view.freshness {
             Err(why) => {
+                let candidates = names.len();
                 if self.stale_log.allow(now) {
-                    tracing::warn!(verb, %pod, candidates = names.len(), "{why}: every node passes the filter and scores neutral (fail open)");
+                    tracing::warn!(verb, %pod, candidates, "{why}: every node passes the filter and scores neutral (fail open)");
                 } else {
-                    tracing::debug!(verb, %pod, candidates = names.len(), "{why}: fail open");
+                    tracing::debug!(verb, %pod, candidates, "{why}: fail open");
                 }
             }
-            Ok(_) => {
-                let unknown: Vec<&str> = names
-                    .iter()
-                    .map(String::as_str)
-                    .filter(|n| known.get(n).is_none())
-                    .collect();
+            Ok(()) => {
+                // Finding the unknown names costs a second look-up per candidate: only pay it when a line will
+                // actually be written.
+                let loud = self.unknown_log.due(now);
+                if no_data == 0 || !(loud || tracing::enabled!(tracing::Level::DEBUG)) {
+                    return;
+                }
+                let known = view.index();
+                let unknown: Vec<&str> = names.filter(|n| known.get(n).is_none()).collect();
                 if unknown.is_empty() {
                     return;
                 }
                 let nodes = sample(&unknown);
-                if self.unknown_log.allow(now) {
+                if loud && self.unknown_log.allow(now) {
                     tracing::info!(verb, %pod, unknown = unknown.len(), %nodes, "nodes not in the snapshot pass and score neutral (fail open)");
                 } else {
                     tracing::debug!(verb, %pod, unknown = unknown.len(), %nodes, "nodes not in the snapshot (fail open)");
@@ -440,7 +456,19 @@ async fn filter(State(app): State<AppState>, LimitedBody(body): LimitedBody) -> 
     let known = view.index();
     let names = request.candidates.names();
     let outcome = rules::filter(&state.config, &known, names);
-    state.note_missing_data("filter", &request.pod, &view.freshness, &known, names, now);
+    let no_data = outcome
+        .verdicts
+        .iter()
+        .filter(|v| **v == Verdict::NoData)
+        .count();
+    state.note_missing_data(
+        "filter",
+        &request.pod,
+        &view,
+        names.iter().map(String::as_str),
+        no_data,
+        now,
+    );
 
     let mut tally = [0usize; 5];
     for verdict in &outcome.verdicts {
@@ -510,14 +538,6 @@ async fn prioritize(
     let now = app.clock.now_millis();
     let view = state.known(app.snapshot(), now);
     let known = view.index();
-    state.note_missing_data(
-        "prioritize",
-        &request.pod,
-        &view.freshness,
-        &known,
-        request.candidates.names(),
-        now,
-    );
     let names = match request.candidates {
         Candidates::Names(names) | Candidates::Objects { names, .. } => names,
     };
@@ -534,6 +554,14 @@ async fn prioritize(
         );
         (outcome, recent.len())
     };
+    state.note_missing_data(
+        "prioritize",
+        &request.pod,
+        &view,
+        outcome.priorities.iter().map(|p| p.host.as_str()),
+        outcome.no_data,
+        now,
+    );
     state.metrics.request("prioritize", "ok");
     state
         .metrics
