@@ -184,6 +184,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
             bootstrapped: Default::default(),
             bootstrap_window: args.store.store_rollup_retention,
             last_retention: 0,
+            recorded_targets: Default::default(),
         },
         clock: clock.clone(),
         interval: args.interval,

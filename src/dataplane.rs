@@ -6,12 +6,12 @@
 //! served values age and the read-time fail-safe (raw value, then 503) takes over; errors are counted in
 //! `/metrics` and shown in `/readyz`. Nothing here panics on bad data.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::cluster::{self, JoinConfig, Usage};
-use crate::domain::model::{DeploymentKey, Observation, UnixMillis};
+use crate::domain::model::{DeploymentKey, Observation, Snapshot, UnixMillis};
 use crate::engine::{Source, SourceError};
 use crate::health::Health;
 use crate::k8s::ClusterWatch;
@@ -41,6 +41,8 @@ pub struct DataPlaneSource {
     pub bootstrap_window: Duration,
     /// When retention was last enforced.
     pub last_retention: UnixMillis,
+    /// The effective target last recorded per deployment, so only changes are written.
+    pub recorded_targets: HashMap<DeploymentKey, f64>,
 }
 
 fn err(message: impl Into<String>) -> SourceError {
@@ -154,5 +156,42 @@ impl Source for DataPlaneSource {
         }
         self.bootstrap(&observation, now);
         Ok(observation)
+    }
+
+    /// Records a decision (the explanation as JSON) whenever a deployment's effective target changes: that is
+    /// the decision; the served value of every tick follows from it and the stored samples.
+    fn served(&mut self, snapshot: &Snapshot) {
+        let mut changed = Vec::new();
+        for (key, served) in &snapshot.deployments {
+            let target = served.explanation.effective_target_percent;
+            if self
+                .recorded_targets
+                .get(key)
+                .is_some_and(|t| (t - target).abs() < 1e-9)
+            {
+                continue;
+            }
+            self.recorded_targets.insert(key.clone(), target);
+            if let Ok(json) = serde_json::to_vec(&served.explanation) {
+                changed.push((key.clone(), json));
+            }
+        }
+        self.recorded_targets
+            .retain(|k, _| snapshot.deployments.contains_key(k));
+        if changed.is_empty() {
+            return;
+        }
+        let (store, health, at) = (
+            self.store.clone(),
+            self.health.clone(),
+            snapshot.collected_at,
+        );
+        tokio::spawn(async move {
+            for (key, json) in changed {
+                if let Err(e) = store.put_decision(&key, at, &json).await {
+                    health.error("store", format!("recording decision for {key}: {e}"), at);
+                }
+            }
+        });
     }
 }

@@ -224,5 +224,22 @@ async fn serve_end_to_end_with_real_prometheus_and_recorded_api() {
         dir.path().join("data").join("store").exists(),
         "sled store created"
     );
+    // sled flushes every 500 ms; give it that before the process is killed.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     drop(serve);
+    // The first decision of each managed deployment was recorded, and the store reopens after the kill.
+    let store = smart_autoscaler::store::Store::open(
+        dir.path().join("data").join("store"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let key = smart_autoscaler::domain::model::DeploymentKey::new("shop", "api");
+    let decisions = store.decisions(&key, 0, i64::MAX).await.unwrap();
+    assert!(!decisions.is_empty(), "no decision recorded for shop/api");
+    let first: Value = serde_json::from_slice(&decisions[0].1).unwrap();
+    assert!(
+        first["effective_target_percent"].as_f64().is_some(),
+        "{first}"
+    );
 }
