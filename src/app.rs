@@ -54,6 +54,7 @@ fn app_state(
     health: Arc<crate::health::Health>,
 ) -> AppState {
     AppState {
+        responses: Default::default(),
         health,
         webhook: Arc::new(http::webhook::WebhookState::from_args(
             &server.webhook,

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -116,17 +119,43 @@ pub struct MetricValue {
     pub window: i64,
     /// Canonical quantity string.
     pub value: String,
+    /// When the inputs behind the value were observed (not serialized; bounds response caching).
+    #[serde(skip)]
+    pub observed_at: UnixMillis,
 }
 
 async fn metric_values(
     State(state): State<AppState>,
     Path((namespace, metric)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-) -> Result<Json<ValueList>, ApiError> {
-    let selector = parse_selector_query(query.as_deref())?;
+) -> Result<Response, ApiError> {
     let snapshot = state.snapshot();
     let now = state.clock.now_millis();
-    lookup(snapshot.as_deref(), now, &namespace, &metric, &selector).map(Json)
+    let key = format!("{namespace}/{metric}?{}", query.as_deref().unwrap_or(""));
+    if let Some(body) = state.responses.get(snapshot.as_ref(), &key, now) {
+        return Ok(json_response(body));
+    }
+    let selector = parse_selector_query(query.as_deref())?;
+    let list = lookup(snapshot.as_deref(), now, &namespace, &metric, &selector)?;
+    let body =
+        Bytes::from(serde_json::to_vec(&list).map_err(|e| ApiError::internal(e.to_string()))?);
+    // Only fresh values are cached, and only until they would fall back to raw.
+    if let Some(snapshot) = &snapshot
+        && let Some(oldest) = list.items.iter().map(|i| i.observed_at).min()
+        && now - oldest <= snapshot.failsafe.raw_after_millis
+    {
+        state.responses.put(
+            snapshot,
+            key,
+            body.clone(),
+            oldest + snapshot.failsafe.raw_after_millis,
+        );
+    }
+    Ok(json_response(body))
+}
+
+fn json_response(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Extracts and parses `labelSelector` from a raw query string; absent means "everything".
@@ -213,6 +242,7 @@ pub fn lookup(
                     timestamp: rfc3339(one.inputs.observed_at),
                     window: one.inputs.window_seconds,
                     value,
+                    observed_at: one.inputs.observed_at,
                 }],
             })
         }

@@ -5,6 +5,7 @@
 pub mod extender;
 pub mod external;
 pub mod ops;
+pub mod response_cache;
 pub mod server;
 pub mod status;
 pub mod webhook;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub webhook: Arc<webhook::WebhookState>,
     /// Scheduler extender state.
     pub extender: Arc<extender::ExtenderState>,
+    /// Encoded metric responses of the current snapshot.
+    pub responses: Arc<response_cache::ResponseCache>,
     /// Health of the data sources, for `/readyz` detail.
     pub health: Arc<crate::health::Health>,
 }
