@@ -170,30 +170,24 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     let cancel = CancellationToken::new();
     let cluster = crate::k8s::ClusterWatch::start(client, cancel.clone());
     let listeners = bind(&args.server).await?;
-    let (publish, snapshots) = watch::channel(None);
-    let engine = Engine {
-        source: crate::dataplane::DataPlaneSource {
-            cluster,
-            prom,
-            store: store.clone(),
-            join: crate::domain::cluster::JoinConfig {
-                default_startup_filter_seconds: args.default_startup_filter.as_secs() as u32,
-                default_target_percent: args.default_target,
-            },
-            health: health.clone(),
-            last_usage: None,
-            bootstrapped: Default::default(),
-            bootstrap_window: args.store.store_rollup_retention,
-            last_retention: 0,
-            recorded_targets: Default::default(),
+    let source = crate::dataplane::DataPlaneSource::new(
+        cluster,
+        prom,
+        store.clone(),
+        crate::domain::cluster::JoinConfig {
+            default_startup_filter_seconds: args.default_startup_filter.as_secs() as u32,
+            default_target_percent: args.default_target,
         },
-        clock: clock.clone(),
-        interval: args.interval,
-        publish,
-        telemetry: telemetry.clone(),
-        decision: args.decision.to_config(),
-        states: Default::default(),
-    };
+        health.clone(),
+        args.store.store_rollup_retention,
+    );
+    let (engine, snapshots) = Engine::new(
+        source,
+        clock.clone(),
+        args.interval,
+        telemetry.clone(),
+        args.decision.to_config(),
+    );
     let state = app_state(&args.server, snapshots, clock, telemetry, health);
     tracing::info!(
         secure = %listeners.secure.local_addr()?,
@@ -277,16 +271,13 @@ pub async fn run_demo(args: DemoArgs) -> Result<()> {
         format!("simulated cluster at {}x speed", args.speed),
         clock.now_millis(),
     );
-    let (publish, snapshots) = watch::channel(None);
-    let engine = Engine {
-        source: DemoSource(DemoCluster::new(args.seed, clock.now_millis())),
-        clock: clock.clone(),
-        interval: args.interval,
-        publish,
-        telemetry: telemetry.clone(),
-        decision: args.decision.to_config(),
-        states: Default::default(),
-    };
+    let (engine, snapshots) = Engine::new(
+        DemoSource(DemoCluster::new(args.seed, clock.now_millis())),
+        clock.clone(),
+        args.interval,
+        telemetry.clone(),
+        args.decision.to_config(),
+    );
     let state = app_state(&args.server, snapshots, clock, telemetry, health);
     let cancel = CancellationToken::new();
     shutdown_on_signal(cancel.clone());

@@ -34,15 +34,40 @@ pub struct DataPlaneSource {
     /// Component health.
     pub health: Arc<Health>,
     /// Last good usage and when it was measured.
-    pub last_usage: Option<(UnixMillis, Usage)>,
+    last_usage: Option<(UnixMillis, Usage)>,
     /// Deployments whose history has been (or is being) bootstrapped.
-    pub bootstrapped: HashSet<DeploymentKey>,
+    bootstrapped: HashSet<DeploymentKey>,
     /// How far back to bootstrap.
     pub bootstrap_window: Duration,
     /// When retention was last enforced.
-    pub last_retention: UnixMillis,
+    last_retention: UnixMillis,
     /// The effective target last recorded per deployment, so only changes are written.
-    pub recorded_targets: HashMap<DeploymentKey, f64>,
+    recorded_targets: HashMap<DeploymentKey, f64>,
+}
+
+impl DataPlaneSource {
+    /// A source with no usage, bootstrap or decision history yet.
+    pub fn new(
+        cluster: ClusterWatch,
+        prom: Arc<PromClient>,
+        store: Store,
+        join: JoinConfig,
+        health: Arc<Health>,
+        bootstrap_window: Duration,
+    ) -> Self {
+        DataPlaneSource {
+            cluster,
+            prom,
+            store,
+            join,
+            health,
+            last_usage: None,
+            bootstrapped: HashSet::new(),
+            bootstrap_window,
+            last_retention: 0,
+            recorded_targets: HashMap::new(),
+        }
+    }
 }
 
 fn err(message: impl Into<String>) -> SourceError {

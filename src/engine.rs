@@ -100,6 +100,27 @@ pub struct Engine<S: Source> {
 }
 
 impl<S: Source> Engine<S> {
+    /// An engine with no decision memory yet, and the receiving end of its snapshot channel.
+    pub fn new(
+        source: S,
+        clock: Arc<dyn Clock>,
+        interval: Duration,
+        telemetry: Arc<Telemetry>,
+        decision: DecisionConfig,
+    ) -> (Self, watch::Receiver<Option<Arc<Snapshot>>>) {
+        let (publish, snapshots) = watch::channel(None);
+        let engine = Engine {
+            source,
+            clock,
+            interval,
+            publish,
+            telemetry,
+            decision,
+            states: DecisionStates::new(),
+        };
+        (engine, snapshots)
+    }
+
     /// Ticks immediately, then every interval, until `cancel` fires. A failed tick keeps the last snapshot.
     pub async fn run(mut self, cancel: CancellationToken) {
         let period = self.clock.real_duration(self.interval);
