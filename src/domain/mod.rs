@@ -5,6 +5,7 @@ pub mod admission;
 pub mod cluster;
 pub mod decision;
 pub mod extender;
+pub mod forecast;
 pub mod hpa;
 pub mod model;
 pub mod quantity;
