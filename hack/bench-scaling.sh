@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Scaling backtest: runs `smart-autoscaler simulate` on every workload trace in ../shared/traces/ and on every
-# built-in scenario, and prints one table of plain HPA vs smart-autoscaler vs oracle.
+# Scaling backtest: runs `smart-autoscaler simulate --predict` on every workload trace in ../shared/traces/ and on
+# every built-in scenario (two at a time), and prints one table of plain HPA vs smart-autoscaler (reactive) vs
+# smart-autoscaler with forecasts (predictive, learned online as the trace replays) vs oracle.
 #   hack/bench-scaling.sh [extra simulate flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,14 +13,23 @@ fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
-run() { # label, simulate args...
+jobs_file=$(mktemp)
+trap 'rm -f "$out" "$jobs_file"' EXIT
+run() { # label, simulate args... (queued; run two at a time below)
+  printf '%q ' "$@" >>"$jobs_file"
+  printf '\n' >>"$jobs_file"
+}
+one() { # label, simulate args...
   local label=$1; shift
-  if json=$("$BIN" simulate --json "$@" 2>&1); then
-    printf '%s\t%s\n' "$label" "$(tr -d '\n' <<<"$json")" >>"$out"
+  local json
+  if json=$("$BIN" simulate --predict --json "$@" 2>&1); then
+    printf '%s\t%s\n' "$label" "$(tr -d '\n' <<<"$json")"
   else
-    printf '%s\tERROR %s\n' "$label" "$(tr '\n' ' ' <<<"$json")" >>"$out"
+    printf '%s\tERROR %s\n' "$label" "$(tr '\n' ' ' <<<"$json")"
   fi
 }
+export -f one
+export BIN
 
 for s in normal_load high_load_spike gradual_load_increase memory_constrained over_provisioned \
          daily_peak_pattern weekend_low_traffic flash_sale_event jvm_startup tiny_requests; do
@@ -35,23 +45,46 @@ else
   echo "note: $TRACES not found; scenarios only" >&2
 fi
 
+# Each line of $jobs_file is one shell-quoted argument list; results come back in any order.
+xargs -P "${JOBS:-2}" -d '\n' -I{} bash -c 'eval "one {}"' <"$jobs_file" >"$out"
+sort -o "$out" "$out"
+
 python3 - "$out" <<'PY'
 import json, sys
 rows = [l.rstrip("\n").split("\t", 1) for l in open(sys.argv[1])]
-hdr = f"{'trace':<52} {'saturated pod-min (plain/smart/oracle)':>40} {'pod-hours (plain/smart/oracle)':>34} {'scale events p/s':>17}  verdict"
+hdr = (f"{'trace':<48} {'acf1d':>5} {'saturated pod-min plain/smart/pred/oracle':>42} "
+       f"{'pod-hours plain/smart/pred/oracle':>40} {'events p/s/pred':>16}  verdict (reactive | predictive)")
 print(hdr); print("-" * len(hdr))
 better = worse = 0
+pred_rows = pred_ok = 0
 for label, body in rows:
     if body.startswith("ERROR"):
-        print(f"{label:<52} {body}"); continue
-    d = json.loads(body); p, s, o = d["plain"], d["smart"], d["oracle"]
-    sat = f"{p['saturated_pod_minutes']:.1f} / {s['saturated_pod_minutes']:.1f} / {o['saturated_pod_minutes']:.1f}"
-    ph = f"{p['pod_hours']:.1f} / {s['pod_hours']:.1f} / {o['pod_hours']:.1f}"
-    ev = f"{p['scale_events']} / {s['scale_events']}"
+        print(f"{label:<48} {body}"); continue
+    d = json.loads(body); p, s, o, q = d["plain"], d["smart"], d["oracle"], d["predictive"]
+    acf = d["config"].get("daily_autocorrelation")
+    sat = f"{p['saturated_pod_minutes']:.1f} / {s['saturated_pod_minutes']:.1f} / {q['saturated_pod_minutes']:.1f} / {o['saturated_pod_minutes']:.1f}"
+    ph = f"{p['pod_hours']:.1f} / {s['pod_hours']:.1f} / {q['pod_hours']:.1f} / {o['pod_hours']:.1f}"
+    ev = f"{p['scale_events']} / {s['scale_events']} / {q['scale_events']}"
     extra = (s['pod_hours'] / p['pod_hours'] - 1) * 100 if p['pod_hours'] else 0.0
     ok_sat = s['saturated_pod_minutes'] <= p['saturated_pod_minutes'] + 1e-6
-    verdict = ("ok" if ok_sat and extra <= 5 else "WORSE") + f" (pod-hours {extra:+.1f}%)"
+    verdict = ("ok" if ok_sat and extra <= 5 else "WORSE") + f" ({extra:+.1f}% ph)"
     better += verdict.startswith("ok"); worse += not verdict.startswith("ok")
-    print(f"{label:<52} {sat:>40} {ph:>34} {ev:>17}  {verdict}")
-print(f"\n{better} runs met 'saturation <= plain at <= 5% extra pod-hours', {worse} did not")
+    # Issue 5's aim, on traces with daily seasonality (autocorrelation at one day >= 0.5): predictive saturation
+    # at most half of plain's, at most 10% extra pod-hours, closing at least half the plain-oracle gap.
+    pextra = (q['pod_hours'] / p['pod_hours'] - 1) * 100 if p['pod_hours'] else 0.0
+    ps, qs, os_ = p['saturated_pod_minutes'], q['saturated_pod_minutes'], o['saturated_pod_minutes']
+    if acf is not None and acf >= 0.5:
+        pred_rows += 1
+        gap = ps - os_
+        closed = (ps - qs) / gap if gap > 1e-9 else 1.0
+        ok = qs <= ps / 2 + 1e-6 and pextra <= 10 and closed >= 0.5
+        pred_ok += ok
+        pv = ("AIM MET" if ok else "aim missed") + f" ({pextra:+.1f}% ph, gap closed {closed*100:.0f}%)"
+    else:
+        pv = f"not seasonal ({pextra:+.1f}% ph)"
+    acfs = f"{acf:.2f}" if acf is not None else "n/a"
+    print(f"{label:<48} {acfs:>5} {sat:>42} {ph:>40} {ev:>16}  {verdict} | {pv}")
+print(f"\nreactive: {better} runs met 'saturation <= plain at <= 5% extra pod-hours', {worse} did not")
+print(f"predictive: {pred_ok} of {pred_rows} daily-seasonal runs met 'saturation <= half of plain, <= 10% extra pod-hours, "
+      f">= half of the plain-oracle gap closed'")
 PY

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
@@ -54,6 +55,7 @@ fn app_state(
     health: Arc<crate::health::Health>,
 ) -> AppState {
     AppState {
+        forecasts: None,
         responses: Default::default(),
         health,
         webhook: Arc::new(http::webhook::WebhookState::from_args(
@@ -181,14 +183,32 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
         health.clone(),
         args.store.store_rollup_retention,
     );
-    let (engine, snapshots) = Engine::new(
+    let (mut engine, snapshots) = Engine::new(
         source,
         clock.clone(),
         args.interval,
         telemetry.clone(),
         args.decision.to_config(),
     );
-    let state = app_state(&args.server, snapshots, clock, telemetry, health);
+    let mut forecasts = None;
+    if !args.no_forecast {
+        let (task, board) = crate::forecasting::ForecastTask::new(
+            store.clone(),
+            clock.clone(),
+            crate::forecasting::ForecastSettings {
+                forecaster: args.forecast.to_config(),
+                round: Duration::from_secs(60),
+                refit_interval: args.forecast_refit_interval,
+                cpu_budget: args.forecast_cpu_budget,
+            },
+            &telemetry,
+        );
+        engine = engine.with_forecasts(board.clone());
+        forecasts = Some(board);
+        tokio::spawn(task.run(cancel.clone()));
+    }
+    let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
+    state.forecasts = forecasts;
     tracing::info!(
         secure = %listeners.secure.local_addr()?,
         metrics = %listeners.metrics.local_addr()?,

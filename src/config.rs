@@ -103,12 +103,31 @@ pub struct SimulateArgs {
 
     #[command(flatten)]
     pub decision: DecisionArgs,
+
+    /// Add a fourth run, `predictive`: smart-autoscaler with forecasts learned online as the trace replays (no
+    /// peeking ahead), and a `forecast` object with the forecasts' accuracy in the JSON.
+    #[arg(long)]
+    pub predict: bool,
+    /// Minutes between model refits during the replay (the server refits on --forecast-refit-interval).
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_REPLAY_REFIT_MINUTES",
+        default_value_t = 60
+    )]
+    pub refit_minutes: u32,
+
+    #[command(flatten)]
+    pub forecast: ForecastArgs,
 }
 
 impl SimulateArgs {
     /// Validates the `simulate` configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.decision.validate()?;
+        self.forecast.validate()?;
+        if self.refit_minutes < 5 {
+            return Err(bad("refit-minutes", "must be at least 5 (one bucket)"));
+        }
         if self.trace.is_none() == self.scenario.is_none() {
             return Err(bad(
                 "trace",
@@ -171,6 +190,107 @@ pub struct ServerArgs {
 
     #[command(flatten)]
     pub extender: crate::http::extender::ExtenderArgs,
+}
+
+/// Forecast settings, shared by `serve` and `simulate --predict`.
+#[derive(Debug, Clone, Args)]
+pub struct ForecastArgs {
+    /// How far ahead the forecast looks (5m-60m): the served value is raised to the largest forecast over this
+    /// lead window, which must cover pod startup plus an HPA sync.
+    #[arg(long, env = "SMART_AUTOSCALER_FORECAST_HORIZON", default_value = "15m", value_parser = parse_duration)]
+    pub forecast_horizon: Duration,
+    /// Least ensemble confidence (0-1) for a forecast to raise the served value.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_FORECAST_MIN_CONFIDENCE",
+        default_value_t = 0.75
+    )]
+    pub forecast_min_confidence: f64,
+    /// Trust in a deployment's forecasts closes while their accuracy (1 - MAPE, 0-1) is below this.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_FORECAST_MIN_ACCURACY",
+        default_value_t = 0.6
+    )]
+    pub forecast_min_accuracy: f64,
+    /// Trust closes while the share of forecast rises that did not come (0-1) is above this.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_FORECAST_MAX_FALSE_POSITIVES",
+        default_value_t = 0.4
+    )]
+    pub forecast_max_false_positives: f64,
+    /// Recent scored forecasts trust is judged on (one is made every 5 minutes; 144 is half a day).
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_FORECAST_TRUST_WINDOW",
+        default_value_t = 144
+    )]
+    pub forecast_trust_window: usize,
+    /// Business time zone as an offset from UTC in minutes (e.g. 60 for CET), for hour-of-day and weekend
+    /// patterns.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_FORECAST_UTC_OFFSET_MINUTES",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    pub forecast_utc_offset_minutes: i32,
+}
+
+impl ForecastArgs {
+    /// Validates the forecast settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let h = self.forecast_horizon.as_secs();
+        if !(300..=3600).contains(&h) {
+            return Err(bad("forecast-horizon", "must be between 5m and 60m"));
+        }
+        for (flag, v) in [
+            ("forecast-min-confidence", self.forecast_min_confidence),
+            ("forecast-min-accuracy", self.forecast_min_accuracy),
+            (
+                "forecast-max-false-positives",
+                self.forecast_max_false_positives,
+            ),
+        ] {
+            if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                return Err(bad(flag, "must be between 0 and 1"));
+            }
+        }
+        if self.forecast_trust_window < 12 {
+            return Err(bad("forecast-trust-window", "must be at least 12"));
+        }
+        if self.forecast_utc_offset_minutes.abs() > 14 * 60 {
+            return Err(bad("forecast-utc-offset-minutes", "must be within ±840"));
+        }
+        Ok(())
+    }
+
+    /// The forecaster settings these flags describe.
+    pub fn to_config(&self) -> crate::domain::forecast::online::ForecasterConfig {
+        use crate::domain::forecast::{self, ensemble, online, profile, validate};
+        let horizon_steps = (self.forecast_horizon.as_millis() as u64)
+            .div_ceil(forecast::STEP_MILLIS as u64)
+            .max(1) as usize;
+        online::ForecasterConfig {
+            ensemble: ensemble::EnsembleConfig {
+                horizon_steps,
+                profile: profile::ProfileConfig {
+                    utc_offset_minutes: self.forecast_utc_offset_minutes,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            trust: validate::TrustConfig {
+                min_accuracy: self.forecast_min_accuracy,
+                max_false_positive_rate: self.forecast_max_false_positives,
+                window: self.forecast_trust_window,
+                ..Default::default()
+            },
+            min_confidence: self.forecast_min_confidence,
+            ..Default::default()
+        }
+    }
 }
 
 /// Decision-core settings: node pressure, safety rules, dry run. Shared by `serve`, `demo` and `simulate`.
@@ -350,6 +470,26 @@ pub struct ServeArgs {
     pub default_target: f64,
 
     #[command(flatten)]
+    pub forecast: ForecastArgs,
+
+    /// Least time between two refits of one deployment's forecast models.
+    #[arg(long, env = "SMART_AUTOSCALER_FORECAST_REFIT_INTERVAL", default_value = "15m", value_parser = parse_duration)]
+    pub forecast_refit_interval: Duration,
+
+    /// Share of one core the background model refits may use (0.01-1); deployments not reached in a round are
+    /// refitted first in the next.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_FORECAST_CPU_BUDGET",
+        default_value_t = 0.25
+    )]
+    pub forecast_cpu_budget: f64,
+
+    /// Turn forecasting off: the served values are the reactive ones.
+    #[arg(long, env = "SMART_AUTOSCALER_NO_FORECAST")]
+    pub no_forecast: bool,
+
+    #[command(flatten)]
     pub k8s: crate::k8s::K8sArgs,
 
     #[command(flatten)]
@@ -486,9 +626,15 @@ impl ServeArgs {
         self.k8s.validate()?;
         self.prom.validate()?;
         self.store.validate()?;
-        self.k8s.validate()?;
-        self.prom.validate()?;
-        self.store.validate()?;
+        self.forecast.validate()?;
+        if !(self.forecast_cpu_budget.is_finite()
+            && (0.01..=1.0).contains(&self.forecast_cpu_budget))
+        {
+            return Err(bad("forecast-cpu-budget", "must be between 0.01 and 1"));
+        }
+        if self.forecast_refit_interval < Duration::from_secs(300) {
+            return Err(bad("forecast-refit-interval", "must be at least 5m"));
+        }
         if !(self.default_target.is_finite()
             && self.default_target > 0.0
             && self.default_target <= 100.0)
@@ -499,15 +645,6 @@ impl ServeArgs {
             return Err(bad("default-startup-filter", "must be at most 1h"));
         }
         validate_interval(self.interval)?;
-        if !(self.default_target.is_finite()
-            && self.default_target > 0.0
-            && self.default_target <= 100.0)
-        {
-            return Err(bad("default-target", "must be in (0, 100]"));
-        }
-        if self.default_startup_filter > Duration::from_secs(3600) {
-            return Err(bad("default-startup-filter", "must be at most 1h"));
-        }
         for (flag, path) in [
             ("tls-cert-file", &self.tls_cert_file),
             ("tls-key-file", &self.tls_key_file),

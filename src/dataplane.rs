@@ -91,12 +91,33 @@ impl DataPlaneSource {
         self.bootstrapped.extend(fresh.iter().cloned());
         let (prom, store, health) = (self.prom.clone(), self.store.clone(), self.health.clone());
         let from = now - self.bootstrap_window.as_millis() as i64;
+        // One pod's CPU request turns the requested cores of each point into a pod count, so the history keeps
+        // demand (utilization x pods), which forecasting needs, not just the utilization the HPA flattened.
+        let pod_request: HashMap<DeploymentKey, f64> = observation
+            .deployments
+            .iter()
+            .filter(|d| d.pod_cpu_request_milli > 0)
+            .map(|d| (d.key.clone(), d.pod_cpu_request_milli as f64 / 1000.0))
+            .collect();
         tokio::spawn(async move {
-            match prom.backfill_many(&fresh, from, now, BOOTSTRAP_STEP).await {
+            match prom
+                .backfill_usage_many(&fresh, from, now, BOOTSTRAP_STEP)
+                .await
+            {
                 Ok(histories) => {
                     let mut points = 0;
                     for (key, history) in histories {
-                        match store.import_history(&key, &history).await {
+                        let per_pod = pod_request.get(&key).copied();
+                        let history: Vec<(UnixMillis, f64, Option<u32>)> = history
+                            .iter()
+                            .map(|p| {
+                                let pods = per_pod.map(|r| {
+                                    (p.requested_cores / r).round().clamp(1.0, 65_000.0) as u32
+                                });
+                                (p.at, p.used_cores / p.requested_cores * 100.0, pods)
+                            })
+                            .collect();
+                        match store.import_history_with_pods(&key, &history).await {
                             Ok(n) => points += n,
                             Err(e) => health.error(
                                 "store",

@@ -12,6 +12,7 @@ use crate::clock::Clock;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::domain::decision::{self, DecisionConfig, DecisionState, Hooks};
+use crate::domain::forecast::online::{Advice, Board};
 use crate::domain::model::{DeploymentKey, Observation, ServedDeployment, Snapshot, UnixMillis};
 use crate::telemetry::{OutcomeLabels, Telemetry};
 
@@ -40,26 +41,56 @@ pub trait Source: Send + 'static {
 /// Per-deployment decision memory carried between ticks.
 pub type DecisionStates = HashMap<DeploymentKey, DecisionState>;
 
+/// Forecasts older than this many five-minute buckets are not used: the forecasting task has stalled.
+const FORECAST_MAX_AGE_BUCKETS: i64 = 3;
+
+/// The decision hooks a published forecast gives a deployment: its lead-window demand over the ready pods, when
+/// the forecast is usable (confident and trusted) and fresh.
+pub fn forecast_hooks(
+    inputs: &crate::domain::model::DeploymentInputs,
+    advice: Option<&Advice>,
+    now: UnixMillis,
+) -> Hooks {
+    let fresh = |a: &&Advice| {
+        a.made_at.is_some_and(|t| {
+            now - t <= FORECAST_MAX_AGE_BUCKETS * crate::domain::forecast::STEP_MILLIS
+        })
+    };
+    Hooks {
+        forecast_percent: advice
+            .filter(|a| a.usable)
+            .filter(fresh)
+            .and_then(|a| a.lead_max_demand)
+            .map(|d| d / f64::from(inputs.ready_pods.max(1))),
+        ..Hooks::default()
+    }
+}
+
 /// Computes a snapshot from an observation: the pure step of a tick. `states` is updated in place; deployments
-/// no longer observed are forgotten.
+/// no longer observed are forgotten. `forecasts` are the latest published forecasts, if forecasting runs.
 pub fn compute(
     observation: Observation,
     interval: Duration,
     config: &DecisionConfig,
     states: &mut DecisionStates,
+    forecasts: Option<&Board>,
 ) -> Snapshot {
     let now = observation.at;
     let deployments: BTreeMap<DeploymentKey, ServedDeployment> = observation
         .deployments
         .into_iter()
         .map(|inputs| {
-            let (explanation, state) = decision::decide(
+            let advice = forecasts
+                .and_then(|b| b.get(&inputs.key))
+                .map(|p| &p.advice);
+            let (mut explanation, state) = decision::decide(
                 &inputs,
                 config,
                 states.get(&inputs.key),
-                Hooks::default(),
+                forecast_hooks(&inputs, advice, now),
                 now,
             );
+            explanation.forecast = advice.cloned();
             states.insert(inputs.key.clone(), state);
             let served = ServedDeployment {
                 raw_percent: explanation.raw_percent,
@@ -97,6 +128,8 @@ pub struct Engine<S: Source> {
     pub decision: DecisionConfig,
     /// Decision memory between ticks.
     pub states: DecisionStates,
+    /// The forecasting task's board, when forecasting runs.
+    pub forecasts: Option<watch::Receiver<Arc<Board>>>,
 }
 
 impl<S: Source> Engine<S> {
@@ -117,8 +150,15 @@ impl<S: Source> Engine<S> {
             telemetry,
             decision,
             states: DecisionStates::new(),
+            forecasts: None,
         };
         (engine, snapshots)
+    }
+
+    /// Blends the forecasts published on `board` into the served values.
+    pub fn with_forecasts(mut self, board: watch::Receiver<Arc<Board>>) -> Self {
+        self.forecasts = Some(board);
+        self
     }
 
     /// Ticks immediately, then every interval, until `cancel` fires. A failed tick keeps the last snapshot.
@@ -140,8 +180,15 @@ impl<S: Source> Engine<S> {
         let now = self.clock.now_millis();
         match self.source.observe(now).await {
             Ok(observation) => {
-                let snapshot =
-                    compute(observation, self.interval, &self.decision, &mut self.states);
+                // Clone the Arc out of the channel: no borrow of the watch is held while computing.
+                let board = self.forecasts.as_ref().map(|b| b.borrow().clone());
+                let snapshot = compute(
+                    observation,
+                    self.interval,
+                    &self.decision,
+                    &mut self.states,
+                    board.as_deref(),
+                );
                 self.source.served(&snapshot);
                 self.telemetry
                     .ticks

@@ -2,7 +2,8 @@
 //! cost-aware by serving an external metric it can scale on.
 //!
 //! Layout: [`domain`] is the pure core; [`http`] is the HTTP adapter; [`engine`] runs ticks and publishes
-//! snapshots; [`demo`] is the simulated cluster; [`app`] wires it together for `main`.
+//! snapshots; [`forecasting`] refits and publishes forecasts in the background; [`demo`] is the simulated
+//! cluster; [`app`] wires it together for `main`.
 
 pub mod app;
 pub mod certs;
@@ -12,6 +13,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod forecasting;
 pub mod health;
 pub mod http;
 pub mod k8s;

@@ -31,6 +31,15 @@ fn parse_time(text: &str) -> Option<i64> {
 /// Reads a trace: a header row, an optional timestamp column, and the value column picked by name or index (or
 /// the first numeric non-time column). Without a timestamp column, `step_seconds` gives the spacing.
 pub fn read_trace(path: &Path, column: Option<&str>, step_seconds: Option<f64>) -> Result<Series> {
+    read_trace_from(path, column, step_seconds).map(|(series, _)| series)
+}
+
+/// [`read_trace`], with the time of the first point (0 when the trace has no timestamps).
+pub fn read_trace_from(
+    path: &Path,
+    column: Option<&str>,
+    step_seconds: Option<f64>,
+) -> Result<(Series, i64)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading trace {}", path.display()))?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
@@ -102,10 +111,13 @@ pub fn read_trace(path: &Path, column: Option<&str>, step_seconds: Option<f64>) 
         values.push(points[idx].1);
         t += step;
     }
-    Ok(Series {
-        step_millis: step,
-        values,
-    })
+    Ok((
+        Series {
+            step_millis: step,
+            values,
+        },
+        start,
+    ))
 }
 
 fn configure(args: &SimulateArgs, base: SimConfig) -> SimConfig {
@@ -152,7 +164,7 @@ fn configure(args: &SimulateArgs, base: SimConfig) -> SimConfig {
 
 /// Runs `simulate` and returns what it prints.
 pub fn run(args: &SimulateArgs) -> Result<String> {
-    let (name, series, config) = match (&args.scenario, &args.trace) {
+    let (name, series, config, start) = match (&args.scenario, &args.trace) {
         (Some(name), None) => {
             let (series, config) = scenarios::build(name, args.seed).with_context(|| {
                 format!(
@@ -160,20 +172,27 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
                     scenarios::NAMES.join(", ")
                 )
             })?;
-            (name.clone(), series, config)
+            (name.clone(), series, config, 0)
         }
         (None, Some(path)) => {
-            let series = read_trace(
+            let (series, start) = read_trace_from(
                 path,
                 args.column.as_deref(),
                 args.step.map(|d| d.as_secs_f64()),
             )?;
             let config = SimConfig::for_series(&series);
-            (path.display().to_string(), series, config)
+            (path.display().to_string(), series, config, start)
         }
         _ => bail!("give exactly one of --trace FILE or --scenario NAME"),
     };
-    let config = configure(args, config);
+    let mut config = configure(args, config);
+    config.start_millis = start;
+    if args.predict {
+        let mut forecast = args.forecast.to_config();
+        forecast.refit_every_steps = (args.refit_minutes as usize / 5).max(1);
+        forecast.score_horizons = vec![3, 6, 12];
+        config.forecast = Some(forecast);
+    }
     let runs = simulate::compare(&series, &config);
     if let Some(plot) = &args.plot {
         plot_svg(plot, &name, &runs, config.target_percent)?;
@@ -190,6 +209,7 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
                 "pool_measured_percent": config.pool_measured_percent,
                 "pool_requested_percent": config.pool_requested_percent,
                 "step_seconds": series.step_millis / 1000, "points": series.values.len(),
+                "daily_autocorrelation": series.autocorrelation(86_400_000),
             }),
         );
         for r in &runs {
@@ -200,6 +220,9 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
                     .to_string(),
                 serde_json::to_value(&r.metrics)?,
             );
+            if let Some(f) = &r.forecast {
+                out.insert("forecast".into(), serde_json::to_value(f)?);
+            }
         }
         return Ok(serde_json::to_string_pretty(&out)? + "\n");
     }
@@ -221,14 +244,14 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
     )?;
     writeln!(
         out,
-        "{:<8} {:>18} {:>18} {:>10} {:>12} {:>8}",
+        "{:<10} {:>18} {:>18} {:>10} {:>12} {:>8}",
         "run", "saturated pod-min", "over-target min", "pod-hours", "scale events", "max pods"
     )?;
     for r in &runs {
         let m = &r.metrics;
         writeln!(
             out,
-            "{:<8} {:>18.1} {:>18.1} {:>10.1} {:>12} {:>8}",
+            "{:<10} {:>18.1} {:>18.1} {:>10.1} {:>12} {:>8}",
             serde_json::to_value(r.mode)?.as_str().unwrap_or(""),
             m.saturated_pod_minutes,
             m.over_target_minutes,
@@ -237,10 +260,39 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
             m.max_replicas
         )?;
     }
+    if let Some(f) = runs.iter().find_map(|r| r.forecast.as_ref()) {
+        writeln!(
+            out,
+            "forecast: trusted {:.0}% of decisions, raised the value in {:.1}%, {} refits, lead-window MAPE {}, \
+             false positives {}, false negatives {}",
+            f.trusted_share * 100.0,
+            f.applied_share * 100.0,
+            f.refits,
+            percent(f.lead_window.mape),
+            percent(f.false_positive_rate),
+            percent(f.false_negative_rate),
+        )?;
+        for (horizon, streams) in &f.horizons {
+            let cells: Vec<String> = streams
+                .iter()
+                .map(|(name, s)| {
+                    format!(
+                        "{name} {}",
+                        s.mase.map_or("n/a".to_string(), |m| format!("{m:.2}"))
+                    )
+                })
+                .collect();
+            writeln!(out, "  MASE at {horizon}: {}", cells.join(", "))?;
+        }
+    }
     Ok(out)
 }
 
-fn plot_svg(path: &Path, title: &str, runs: &[Run; 3], target: f64) -> Result<()> {
+fn percent(v: Option<f64>) -> String {
+    v.map_or("n/a".to_string(), |v| format!("{:.0}%", v * 100.0))
+}
+
+fn plot_svg(path: &Path, title: &str, runs: &[Run], target: f64) -> Result<()> {
     let root = SVGBackend::new(path, (1200, 800)).into_drawing_area();
     root.fill(&WHITE)
         .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
@@ -258,7 +310,7 @@ fn plot_svg(path: &Path, title: &str, runs: &[Run; 3], target: f64) -> Result<()
         .max()
         .unwrap_or(1) as f64
         * 1.1;
-    let colors = [RED, BLUE, GREEN];
+    let colors = [RED, BLUE, GREEN, MAGENTA];
     let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
                 caption: &str,
                 y_max: f64,

@@ -425,6 +425,7 @@ mod tests {
                 Duration::from_millis(step as u64),
                 &config,
                 &mut states,
+                None,
             );
             cluster.apply_hpa(&last);
         }

@@ -208,6 +208,9 @@ pub struct Explanation {
     pub forecast_percent: Option<f64>,
     /// Whether the forecast raised the served value.
     pub forecast_applied: bool,
+    /// The forecast as the forecaster gave it (confidence, trust, why it was not used), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<super::forecast::online::Advice>,
     /// Whether the saturation floor raised the served value to raw.
     pub saturation_floor: bool,
     /// In dry-run mode, the value that would have been served.
@@ -444,6 +447,7 @@ pub fn decide(
         clamped,
         forecast_percent: forecast,
         forecast_applied,
+        forecast: None,
         saturation_floor,
         would_serve_percent: would_serve,
         served_percent: served,

@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::Serialize;
 
 use super::decision::{self, DecisionConfig, DecisionState, Hooks};
+use super::forecast::online::{Forecaster, ForecasterConfig, Stream};
+use super::forecast::{STEP_MILLIS as BUCKET_MILLIS, STEPS_PER_DAY};
 use super::hpa::{self, Behavior, HpaSpec, HpaState, PodCounts};
 use super::model::{DeploymentInputs, DeploymentKey, PoolInputs, UnixMillis};
 
@@ -47,6 +49,26 @@ impl Series {
     /// Length of the series.
     pub fn duration_millis(&self) -> i64 {
         self.values.len().saturating_sub(1) as i64 * self.step_millis
+    }
+
+    /// Autocorrelation of the values at a lag of `lag_millis` (e.g. one day), when the series is longer than
+    /// two lags and not constant: how strongly the trace repeats itself, i.e. whether a seasonal forecast has
+    /// anything to learn.
+    pub fn autocorrelation(&self, lag_millis: i64) -> Option<f64> {
+        let lag = usize::try_from(lag_millis / self.step_millis.max(1)).ok()?;
+        let n = self.values.len();
+        if lag == 0 || n < 2 * lag {
+            return None;
+        }
+        let mean = self.values.iter().sum::<f64>() / n as f64;
+        let var: f64 = self.values.iter().map(|v| (v - mean).powi(2)).sum();
+        if var <= f64::EPSILON {
+            return None;
+        }
+        let cov: f64 = (lag..n)
+            .map(|i| (self.values[i] - mean) * (self.values[i - lag] - mean))
+            .sum();
+        Some(cov / var)
     }
 
     /// The p-th percentile (0-100) of the values.
@@ -101,6 +123,10 @@ pub struct SimConfig {
     pub decision: DecisionConfig,
     /// HPA behavior.
     pub behavior: Behavior,
+    /// Forecasting for the predictive run (`None`: no predictive run).
+    pub forecast: Option<ForecasterConfig>,
+    /// Wall-clock time of the trace's first point, so forecasts see real days of the week and hours.
+    pub start_millis: UnixMillis,
 }
 
 impl SimConfig {
@@ -126,6 +152,8 @@ impl SimConfig {
             measurement_noise: 0.0,
             decision,
             behavior: Behavior::defaults(),
+            forecast: None,
+            start_millis: 0,
         }
     }
 }
@@ -140,6 +168,8 @@ pub enum Mode {
     Smart,
     /// Perfect foresight with the same startup delay.
     Oracle,
+    /// HPA on `smart_cpu_utilization` with the forecast blended in, learned online as the trace replays.
+    Predictive,
 }
 
 /// Outcome of one run.
@@ -182,6 +212,51 @@ pub struct Run {
     /// Timeline.
     #[serde(skip)]
     pub timeline: Vec<Point>,
+    /// How the forecasts did (predictive runs only).
+    pub forecast: Option<ForecastReport>,
+}
+
+/// Forecast accuracy over a whole replay, every forecast scored once its horizon passed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForecastReport {
+    /// Per horizon (`"15m"`, ...), per stream (`profile`, `mstl`, `seasonal_naive`, `ensemble`): MAPE and MASE
+    /// of point forecasts.
+    pub horizons: BTreeMap<String, BTreeMap<&'static str, HorizonScores>>,
+    /// The ensemble's lead-window forecasts (largest demand over the lead window).
+    pub lead_window: HorizonScores,
+    /// Forecast rises that did not come, over forecast rises (lead window).
+    pub false_positive_rate: Option<f64>,
+    /// Rises that came unforecast, over rises (lead window).
+    pub false_negative_rate: Option<f64>,
+    /// Share of decisions taken while the trust gate was open.
+    pub trusted_share: f64,
+    /// Share of decisions where the forecast raised the served value.
+    pub applied_share: f64,
+    /// Times the trust gate opened or closed.
+    pub trust_transitions: u32,
+    /// Model refits.
+    pub refits: u64,
+}
+
+/// Accuracy of one stream at one horizon.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HorizonScores {
+    /// Forecasts scored.
+    pub scored: usize,
+    /// Mean absolute percentage error.
+    pub mape: Option<f64>,
+    /// Mean absolute error over the seasonal-naive forecast's.
+    pub mase: Option<f64>,
+}
+
+impl From<crate::domain::forecast::validate::Scores> for HorizonScores {
+    fn from(s: crate::domain::forecast::validate::Scores) -> Self {
+        HorizonScores {
+            scored: s.scored,
+            mape: s.mape,
+            mase: s.mase,
+        }
+    }
 }
 
 struct Pods {
@@ -250,6 +325,17 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
     let mut smart_samples: VecDeque<(UnixMillis, f64)> = VecDeque::new();
     let mut decision_state: Option<DecisionState> = None;
     let mut served = 0.0;
+    let mut forecaster = match (mode, &config.forecast) {
+        (Mode::Predictive, Some(f)) => Some(Forecaster::new(ForecasterConfig {
+            // A replay keeps the whole trace: nothing here is bounded by memory the way a server is.
+            max_history_steps: f.max_history_steps.max(30 * STEPS_PER_DAY),
+            ..f.clone()
+        })),
+        (Mode::Predictive, None) => Some(Forecaster::new(ForecasterConfig::default())),
+        _ => None,
+    };
+    let mut bucket = (0.0, 0usize);
+    let (mut decisions, mut trusted_decisions, mut applied) = (0usize, 0usize, 0usize);
     let mut metrics = RunMetrics::default();
     let mut timeline = Vec::new();
     let tick_minutes = SYNC_MILLIS as f64 / 60_000.0;
@@ -350,7 +436,22 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                     util,
                 )
             }
-            Mode::Smart => {
+            Mode::Smart | Mode::Predictive => {
+                if let Some(f) = forecaster.as_mut() {
+                    // Demand in the forecasters' unit: the measured usage as percent of one pod's capacity.
+                    if now > 0 && now % BUCKET_MILLIS == 0 && bucket.1 > 0 {
+                        f.push(
+                            config.start_millis + now - BUCKET_MILLIS,
+                            bucket.0 / bucket.1 as f64,
+                        );
+                        bucket = (0.0, 0);
+                        if f.needs_refit() && f.history().observed() >= STEPS_PER_DAY {
+                            f.refit();
+                        }
+                    }
+                    bucket.0 += filtered_usage / capacity * 100.0;
+                    bucket.1 += 1;
+                }
                 if now % config.interval_millis.max(SYNC_MILLIS) == 0 {
                     let avg10 = window_mean(&smart_samples, now, 600_000).unwrap_or(0.0);
                     let capacity_now = ready.max(1) as f64 * capacity;
@@ -387,13 +488,29 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                         window_seconds: 600,
                         observed_at: now,
                     };
+                    let hooks = match &forecaster {
+                        Some(f) => {
+                            let advice = f.advice();
+                            decisions += 1;
+                            trusted_decisions += usize::from(advice.trusted);
+                            Hooks {
+                                forecast_percent: advice
+                                    .lead_max_demand
+                                    .filter(|_| advice.usable)
+                                    .map(|d| d / f64::from(ready.max(1))),
+                                ..Hooks::default()
+                            }
+                        }
+                        None => Hooks::default(),
+                    };
                     let (explanation, state) = decision::decide(
                         &inputs,
                         &config.decision,
                         decision_state.as_ref(),
-                        Hooks::default(),
+                        hooks,
                         now,
                     );
+                    applied += usize::from(explanation.forecast_applied);
                     decision_state = Some(state);
                     served = explanation.served_percent;
                 }
@@ -444,20 +561,54 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
         });
         now += SYNC_MILLIS;
     }
+    let forecast = forecaster.map(|f| {
+        let horizons = f
+            .config()
+            .score_horizons
+            .iter()
+            .map(|h| {
+                let label = format!("{}m", *h as i64 * BUCKET_MILLIS / 60_000);
+                let streams = Stream::ALL
+                    .into_iter()
+                    .filter_map(|s| f.point_lifetime_scores(s, *h).map(|x| (s.name(), x.into())))
+                    .collect();
+                (label, streams)
+            })
+            .collect();
+        let lead = f.lead_lifetime_scores(Stream::Ensemble);
+        let share = |n: usize| {
+            if decisions > 0 {
+                n as f64 / decisions as f64
+            } else {
+                0.0
+            }
+        };
+        ForecastReport {
+            horizons,
+            lead_window: lead.into(),
+            false_positive_rate: lead.false_positive_rate,
+            false_negative_rate: lead.false_negative_rate,
+            trusted_share: share(trusted_decisions),
+            applied_share: share(applied),
+            trust_transitions: f.trust_transitions(),
+            refits: f.refits(),
+        }
+    });
     Run {
         mode,
         metrics,
         timeline,
+        forecast,
     }
 }
 
-/// Runs all three modes.
-pub fn compare(series: &Series, config: &SimConfig) -> [Run; 3] {
-    [
-        run(series, config, Mode::Plain),
-        run(series, config, Mode::Smart),
-        run(series, config, Mode::Oracle),
-    ]
+/// Runs plain, smart and oracle, and the predictive run when `config.forecast` is set.
+pub fn compare(series: &Series, config: &SimConfig) -> Vec<Run> {
+    let mut modes = vec![Mode::Plain, Mode::Smart, Mode::Oracle];
+    if config.forecast.is_some() {
+        modes.push(Mode::Predictive);
+    }
+    modes.into_iter().map(|m| run(series, config, m)).collect()
 }
 
 #[cfg(test)]
@@ -469,6 +620,19 @@ mod tests {
             step_millis: 60_000,
             values: vec![load; minutes],
         }
+    }
+
+    #[test]
+    fn autocorrelation_sees_a_daily_cycle() {
+        let daily = Series {
+            step_millis: 3_600_000,
+            values: (0..24 * 10)
+                .map(|h| 10.0 + ((h % 24) as f64 / 24.0 * std::f64::consts::TAU).sin())
+                .collect(),
+        };
+        assert!(daily.autocorrelation(86_400_000).unwrap() > 0.85);
+        assert!(daily.autocorrelation(43_200_000).unwrap() < -0.8);
+        assert_eq!(flat(1.0, 100).autocorrelation(60_000), None);
     }
 
     #[test]
@@ -508,7 +672,7 @@ mod tests {
         };
         let mut config = SimConfig::for_series(&series);
         config.pod_capacity = 1.0;
-        let [plain, smart, oracle] = compare(&series, &config);
+        let [plain, smart, oracle]: [Run; 3] = compare(&series, &config).try_into().unwrap();
         assert!(plain.metrics.saturated_pod_minutes > 0.0);
         assert!(oracle.metrics.saturated_pod_minutes <= plain.metrics.saturated_pod_minutes);
         assert!(

@@ -65,6 +65,8 @@ pub struct AppState {
     pub responses: Arc<response_cache::ResponseCache>,
     /// Health of the data sources, for `/readyz` detail.
     pub health: Arc<crate::health::Health>,
+    /// The forecasting task's board, when forecasting runs.
+    pub forecasts: Option<watch::Receiver<Arc<crate::domain::forecast::online::Board>>>,
 }
 
 impl AppState {

@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 
 use super::external::STALE_INTERVALS;
 use super::{ApiError, AppState};
+use std::sync::Arc;
+
+use crate::domain::forecast::online::{Board, Published};
 use crate::domain::model::DeploymentKey;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -28,6 +31,52 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/deployments/{namespace}/{name}",
             get(get_deployment),
         )
+        .route("/api/v1/forecasts", get(list_forecasts))
+        .route("/api/v1/forecasts/{namespace}/{name}", get(get_forecast))
+}
+
+fn board(state: &AppState) -> Result<Arc<Board>, ApiError> {
+    state
+        .forecasts
+        .as_ref()
+        .map(|b| b.borrow().clone())
+        .ok_or_else(|| ApiError::not_found("forecasting is off (--no-forecast)"))
+}
+
+/// Every deployment's latest forecast, trust and scores.
+async fn list_forecasts(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let board = board(&state)?;
+    let mut items: Vec<(&DeploymentKey, &Published)> = board.iter().collect();
+    items.sort_by(|a, b| a.0.cmp(b.0));
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|(k, p)| {
+            json!({
+                "namespace": k.namespace, "name": k.name, "usable": p.advice.usable,
+                "trusted": p.advice.trusted, "confidence": p.advice.confidence,
+                "lead_max_demand": p.advice.lead_max_demand, "mape": p.scores.mape, "mase": p.scores.mase,
+                "false_positive_rate": p.scores.false_positive_rate, "reason": p.advice.reason,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+/// One deployment's forecast: advice, scores, members and their weights.
+async fn get_forecast(
+    State(state): State<AppState>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let board = board(&state)?;
+    let key = DeploymentKey::new(namespace, name);
+    let published = board
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found(format!("no forecast for deployment {key}")))?;
+    let mut value =
+        serde_json::to_value(published).map_err(|e| ApiError::internal(e.to_string()))?;
+    value["namespace"] = json!(key.namespace);
+    value["name"] = json!(key.name);
+    Ok(Json(value))
 }
 
 /// Serves OpenMetrics, or Prometheus text format 0.0.4 to clients that ask for `text/plain` and not OpenMetrics.
@@ -121,6 +170,7 @@ async fn list_deployments(State(state): State<AppState>) -> Result<Json<Value>, 
                 "base_target_percent": d.inputs.base_target_percent,
                 "effective_target_percent": d.explanation.effective_target_percent,
                 "replicas": d.inputs.replicas,
+                "forecast_applied": d.explanation.forecast_applied,
             })
         })
         .collect();

@@ -596,6 +596,31 @@ impl PromClient {
         to: UnixMillis,
         step: Duration,
     ) -> Result<BTreeMap<DeploymentKey, Vec<(UnixMillis, f64)>>, PromError> {
+        let usage = self
+            .backfill_usage_many(deployments, from, to, step)
+            .await?;
+        Ok(usage
+            .into_iter()
+            .map(|(key, points)| {
+                let utilization = points
+                    .iter()
+                    .map(|p| (p.at, p.used_cores / p.requested_cores * 100.0))
+                    .collect();
+                (key, utilization)
+            })
+            .collect())
+    }
+
+    /// Like [`PromClient::backfill_many`], with the CPU used and requested (cores) behind each utilization, so
+    /// callers can tell demand from capacity: under an HPA the utilization stays near the target while demand
+    /// and the pod count move together.
+    pub async fn backfill_usage_many(
+        &self,
+        deployments: &[DeploymentKey],
+        from: UnixMillis,
+        to: UnixMillis,
+        step: Duration,
+    ) -> Result<BTreeMap<DeploymentKey, Vec<UsagePoint>>, PromError> {
         if step.subsec_nanos() != 0 || step.is_zero() {
             return Err(PromError::Config(format!(
                 "backfill step must be a whole number of seconds, got {step:?}"
@@ -672,16 +697,29 @@ impl PromClient {
                 }
             }
         }
-        let mut out: BTreeMap<DeploymentKey, Vec<(UnixMillis, f64)>> = BTreeMap::new();
+        let mut out: BTreeMap<DeploymentKey, Vec<UsagePoint>> = BTreeMap::new();
         for ((key, at), (used, requested)) in sums {
             if requested > 0.0 {
-                out.entry(key)
-                    .or_default()
-                    .push((at, used / requested * 100.0));
+                out.entry(key).or_default().push(UsagePoint {
+                    at,
+                    used_cores: used,
+                    requested_cores: requested,
+                });
             }
         }
         Ok(out)
     }
+}
+
+/// CPU of one deployment at one time of a backfill, over the pods that had both usage and requests.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UsagePoint {
+    /// When.
+    pub at: UnixMillis,
+    /// CPU used, cores.
+    pub used_cores: f64,
+    /// CPU requested, cores (above zero).
+    pub requested_cores: f64,
 }
 
 fn data_kind(data: &Data) -> &'static str {

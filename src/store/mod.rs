@@ -458,6 +458,18 @@ impl Store {
         key: &DeploymentKey,
         points: &[(UnixMillis, f64)],
     ) -> Result<usize, StoreError> {
+        let points: Vec<(UnixMillis, f64, Option<u32>)> =
+            points.iter().map(|(at, v)| (*at, *v, None)).collect();
+        self.import_history_with_pods(key, &points).await
+    }
+
+    /// [`Store::import_history`] with the pod count at each point, when known (forecasts need demand, which is
+    /// utilization x pods).
+    pub async fn import_history_with_pods(
+        &self,
+        key: &DeploymentKey,
+        points: &[(UnixMillis, f64, Option<u32>)],
+    ) -> Result<usize, StoreError> {
         let key = key.clone();
         let points = points.to_vec();
         let now = self.clock.now_millis();
@@ -949,7 +961,7 @@ impl Inner {
     fn import(
         &self,
         key: &DeploymentKey,
-        points: &[(UnixMillis, f64)],
+        points: &[(UnixMillis, f64, Option<u32>)],
         now: UnixMillis,
     ) -> Result<usize, StoreError> {
         let id = self.id(key)?;
@@ -959,13 +971,13 @@ impl Inner {
         );
         let rollup_cutoff = now.saturating_sub(self.retention.rollups_millis());
         let mut hours: BTreeMap<UnixMillis, Vec<(UnixMillis, SampleValue)>> = BTreeMap::new();
-        for &(at, cpu) in points {
+        for &(at, cpu, replicas) in points {
             let hour = floor_to(at, HOUR_MILLIS);
             if cpu.is_finite() && hour + HOUR_MILLIS > rollup_cutoff {
                 let value = SampleValue {
                     cpu_percent: cpu,
                     memory_percent: None,
-                    replicas: None,
+                    replicas,
                 };
                 hours.entry(hour).or_default().push((at, value));
             }

@@ -11,6 +11,7 @@
 
 pub mod ensemble;
 pub mod mstl;
+pub mod online;
 pub mod profile;
 pub mod spike;
 pub mod validate;
@@ -138,7 +139,11 @@ impl History {
     /// The last `n` buckets (all of them when shorter), as a history of its own.
     pub fn tail(&self, n: usize) -> History {
         let skip = self.values.len().saturating_sub(n);
-        History::new(self.time_of(skip), self.step_millis, self.values[skip..].to_vec())
+        History::new(
+            self.time_of(skip),
+            self.step_millis,
+            self.values[skip..].to_vec(),
+        )
     }
 
     /// The first `n` buckets, as a history of its own (for replaying without peeking ahead).
@@ -216,7 +221,12 @@ mod tests {
     #[test]
     fn from_points_buckets_means_and_marks_gaps() {
         let h = History::from_points(
-            &[(310_000, 2.0), (320_000, 4.0), (1_000_000, 9.0), (5, f64::NAN)],
+            &[
+                (310_000, 2.0),
+                (320_000, 4.0),
+                (1_000_000, 9.0),
+                (5, f64::NAN),
+            ],
             STEP_MILLIS,
         );
         assert_eq!(h.start, 300_000);

@@ -1,0 +1,349 @@
+//! Validation and adaptive trust: every forecast is kept until its horizon passes, then scored against what
+//! happened (absolute percentage error, error against the seasonal-naive forecast of the same point, and whether
+//! a forecast spike came). A deployment's trust in its forecasts closes while recent accuracy is poor or too many
+//! forecast spikes did not come, and reopens, with a margin, when they recover.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+
+use super::super::model::UnixMillis;
+
+/// When a deployment's forecasts are trusted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrustConfig {
+    /// Trust closes while accuracy (1 - MAPE) over the recent scored forecasts is below this.
+    pub min_accuracy: f64,
+    /// Trust closes while the share of forecast spikes that did not come is above this.
+    pub max_false_positive_rate: f64,
+    /// Scored forecasts considered.
+    pub window: usize,
+    /// Scored forecasts needed before trust can open: an unproven forecast has no say.
+    pub min_scored: usize,
+    /// Margin by which a closed gate's figures must beat the thresholds to reopen, so trust does not flap.
+    pub hysteresis: f64,
+    /// A spike is demand above the demand at the time of the forecast x (1 + rise_margin).
+    pub rise_margin: f64,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            min_accuracy: 0.6,
+            max_false_positive_rate: 0.4,
+            window: 288,
+            min_scored: 12,
+            hysteresis: 0.05,
+            rise_margin: 0.15,
+        }
+    }
+}
+
+/// A forecast waiting for its horizon to pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pending {
+    /// When it was made.
+    pub made_at: UnixMillis,
+    /// When the value it forecasts is known (made_at + horizon).
+    pub due_at: UnixMillis,
+    /// Demand when it was made.
+    pub current: f64,
+    /// Forecast demand.
+    pub predicted: f64,
+    /// The seasonal-naive forecast of the same value (what the same time a season ago did).
+    pub naive: f64,
+}
+
+/// A forecast checked against what happened.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    /// The forecast.
+    pub forecast: Pending,
+    /// What happened.
+    pub actual: f64,
+}
+
+impl Scored {
+    fn predicted_spike(&self, margin: f64) -> bool {
+        self.forecast.predicted > self.forecast.current * (1.0 + margin)
+    }
+    fn actual_spike(&self, margin: f64) -> bool {
+        self.actual > self.forecast.current * (1.0 + margin)
+    }
+}
+
+/// Figures over the recent scored forecasts.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Scores {
+    /// Scored forecasts the figures are over.
+    pub scored: usize,
+    /// Forecasts still waiting for their horizon.
+    pub pending: usize,
+    /// Mean absolute percentage error (over actual values above zero), 0-1+.
+    pub mape: Option<f64>,
+    /// Mean absolute scaled error: the forecasts' mean absolute error over the seasonal-naive forecasts' on the
+    /// same points; below 1 beats seasonal-naive.
+    pub mase: Option<f64>,
+    /// 1 - MAPE, floored at 0.
+    pub accuracy: Option<f64>,
+    /// Forecast spikes that did not come, over forecast spikes.
+    pub false_positive_rate: Option<f64>,
+    /// Spikes that came without a forecast, over spikes that came.
+    pub false_negative_rate: Option<f64>,
+    /// Whether the forecasts may move the served value.
+    pub trusted: bool,
+}
+
+/// One stream of forecasts (one model, or the ensemble, at one horizon) and its trust.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scorecard {
+    config: TrustConfig,
+    pending: VecDeque<Pending>,
+    scored: VecDeque<Scored>,
+    trusted: bool,
+    /// Times trust changed.
+    transitions: u32,
+    /// Every forecast scored so far, for whole-run reports (the window above only holds the recent ones).
+    lifetime: Totals,
+}
+
+/// Running sums over every scored forecast.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Totals {
+    scored: usize,
+    ape: f64,
+    n_ape: usize,
+    err: f64,
+    naive_err: f64,
+    predicted_spikes: usize,
+    false_pos: usize,
+    actual_spikes: usize,
+    false_neg: usize,
+}
+
+impl Totals {
+    fn add(&mut self, s: &Scored, margin: f64) {
+        let e = (s.forecast.predicted - s.actual).abs();
+        self.scored += 1;
+        if s.actual > f64::EPSILON {
+            self.ape += e / s.actual;
+            self.n_ape += 1;
+        }
+        self.err += e;
+        self.naive_err += (s.forecast.naive - s.actual).abs();
+        let (p, a) = (s.predicted_spike(margin), s.actual_spike(margin));
+        self.predicted_spikes += usize::from(p);
+        self.false_pos += usize::from(p && !a);
+        self.actual_spikes += usize::from(a);
+        self.false_neg += usize::from(a && !p);
+    }
+
+    fn scores(&self, pending: usize, trusted: bool) -> Scores {
+        let mape = (self.n_ape > 0).then(|| self.ape / self.n_ape as f64);
+        let ratio = |num: usize, den: usize| (den > 0).then(|| num as f64 / den as f64);
+        Scores {
+            scored: self.scored,
+            pending,
+            mape,
+            mase: if self.naive_err > f64::EPSILON {
+                Some(self.err / self.naive_err)
+            } else if self.scored > 0 && self.err <= f64::EPSILON {
+                Some(1.0)
+            } else {
+                None
+            },
+            accuracy: mape.map(|m| (1.0 - m).max(0.0)),
+            false_positive_rate: ratio(self.false_pos, self.predicted_spikes),
+            false_negative_rate: ratio(self.false_neg, self.actual_spikes),
+            trusted,
+        }
+    }
+}
+
+impl Scorecard {
+    /// An empty scorecard: nothing scored, not trusted.
+    pub fn new(config: TrustConfig) -> Scorecard {
+        Scorecard {
+            config,
+            pending: VecDeque::new(),
+            scored: VecDeque::new(),
+            trusted: false,
+            transitions: 0,
+            lifetime: Totals::default(),
+        }
+    }
+
+    /// Keeps a forecast until it can be scored. Forecasts must be recorded in `due_at` order per scorecard.
+    pub fn record(&mut self, forecast: Pending) {
+        if forecast.predicted.is_finite() && forecast.current.is_finite() {
+            self.pending.push_back(forecast);
+        }
+        // A scorecard nobody scores must not grow without bound.
+        while self.pending.len() > 4 * self.config.window.max(1) {
+            self.pending.pop_front();
+        }
+    }
+
+    /// Scores every pending forecast due at or before `now` with `actual(forecast)` (what happened to the
+    /// quantity it forecast); forecasts whose actual is unknown (a gap in the data) are dropped unscored. Updates
+    /// trust.
+    pub fn score_due(&mut self, now: UnixMillis, actual: impl Fn(&Pending) -> Option<f64>) {
+        while self.pending.front().is_some_and(|p| p.due_at <= now) {
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            if let Some(a) = actual(&p).filter(|a| a.is_finite()) {
+                let scored = Scored {
+                    forecast: p,
+                    actual: a,
+                };
+                self.lifetime.add(&scored, self.config.rise_margin);
+                self.scored.push_back(scored);
+            }
+        }
+        while self.scored.len() > self.config.window.max(1) {
+            self.scored.pop_front();
+        }
+        self.update_trust();
+    }
+
+    fn update_trust(&mut self) {
+        let s = self.figures();
+        let was = self.trusted;
+        let margin = if was { 0.0 } else { self.config.hysteresis };
+        self.trusted = s.scored >= self.config.min_scored
+            && s.accuracy
+                .is_some_and(|a| a >= self.config.min_accuracy + margin)
+            && s.false_positive_rate
+                .is_none_or(|fp| fp <= self.config.max_false_positive_rate - margin);
+        if was != self.trusted {
+            self.transitions += 1;
+        }
+    }
+
+    fn figures(&self) -> Scores {
+        let mut window = Totals::default();
+        for scored in &self.scored {
+            window.add(scored, self.config.rise_margin);
+        }
+        window.scores(self.pending.len(), self.trusted)
+    }
+
+    /// Figures over every forecast scored so far (not just the recent window trust looks at).
+    pub fn lifetime_scores(&self) -> Scores {
+        self.lifetime.scores(self.pending.len(), self.trusted)
+    }
+
+    /// The current figures and trust.
+    pub fn scores(&self) -> Scores {
+        self.figures()
+    }
+
+    /// Whether the forecasts may move the served value.
+    pub fn trusted(&self) -> bool {
+        self.trusted
+    }
+
+    /// How many times trust opened or closed.
+    pub fn transitions(&self) -> u32 {
+        self.transitions
+    }
+
+    /// The scored forecasts, oldest first.
+    pub fn scored(&self) -> impl Iterator<Item = &Scored> {
+        self.scored.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(t: i64, current: f64, predicted: f64, naive: f64) -> Pending {
+        Pending {
+            made_at: t,
+            due_at: t + 10,
+            current,
+            predicted,
+            naive,
+        }
+    }
+
+    #[test]
+    fn scores_mape_mase_and_spike_rates() {
+        let mut card = Scorecard::new(TrustConfig {
+            min_scored: 1,
+            ..Default::default()
+        });
+        // Predicted a spike to 200 that came as 180; predicted a spike that did not come (100); missed one.
+        card.record(pending(0, 100.0, 200.0, 100.0));
+        card.record(pending(1, 100.0, 200.0, 100.0));
+        card.record(pending(2, 100.0, 100.0, 100.0));
+        let actual = |p: &Pending| Some([180.0, 100.0, 150.0][(p.due_at - 10) as usize]);
+        card.score_due(12, actual);
+        let s = card.scores();
+        assert_eq!(s.scored, 3);
+        let mape = (20.0 / 180.0 + 1.0 + 50.0 / 150.0) / 3.0;
+        assert!((s.mape.unwrap() - mape).abs() < 1e-12);
+        assert!((s.mase.unwrap() - (20.0 + 100.0 + 50.0) / (80.0 + 0.0 + 50.0)).abs() < 1e-12);
+        assert_eq!(s.false_positive_rate, Some(0.5));
+        assert_eq!(s.false_negative_rate, Some(0.5));
+    }
+
+    #[test]
+    fn waits_for_the_horizon_and_drops_unknown_actuals() {
+        let mut card = Scorecard::new(TrustConfig::default());
+        card.record(pending(0, 1.0, 1.0, 1.0));
+        card.record(pending(5, 1.0, 1.0, 1.0));
+        card.score_due(9, |_| Some(1.0));
+        assert_eq!((card.scores().scored, card.scores().pending), (0, 2));
+        card.score_due(10, |_| None);
+        assert_eq!((card.scores().scored, card.scores().pending), (0, 1));
+        card.score_due(15, |_| Some(1.0));
+        assert_eq!((card.scores().scored, card.scores().pending), (1, 0));
+    }
+
+    #[test]
+    fn trust_opens_closes_on_false_spikes_and_reopens_with_margin() {
+        let config = TrustConfig {
+            window: 20,
+            min_scored: 5,
+            ..Default::default()
+        };
+        let mut card = Scorecard::new(config);
+        let mut t = 0;
+        let mut feed = |card: &mut Scorecard, predicted: f64, actual: f64, n: usize| {
+            for _ in 0..n {
+                card.record(pending(t, 100.0, predicted, 100.0));
+                card.score_due(t + 10, |_| Some(actual));
+                t += 1;
+            }
+        };
+        feed(&mut card, 100.0, 100.0, 4);
+        assert!(!card.trusted(), "unproven");
+        feed(&mut card, 100.0, 100.0, 1);
+        assert!(card.trusted());
+        // Forecast spikes that never come: false positives pile up and trust closes.
+        feed(&mut card, 160.0, 100.0, 12);
+        assert!(!card.trusted());
+        let closed = card.transitions();
+        // Good forecasts again: trust reopens once the window has recovered past the margin.
+        feed(&mut card, 100.0, 100.0, 20);
+        assert!(card.trusted());
+        assert_eq!(card.transitions(), closed + 1);
+    }
+
+    #[test]
+    fn poor_accuracy_closes_trust() {
+        let mut card = Scorecard::new(TrustConfig {
+            min_scored: 3,
+            ..Default::default()
+        });
+        for t in 0..10 {
+            card.record(pending(t, 100.0, 100.0, 100.0));
+            card.score_due(t + 10, |_| Some(if t < 2 { 100.0 } else { 400.0 }));
+        }
+        let s = card.scores();
+        assert!(s.accuracy.unwrap() < 0.6 && !s.trusted);
+    }
+}
