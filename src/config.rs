@@ -41,7 +41,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run in a cluster: serve the external metrics API from Kubernetes and Prometheus data.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the whole server on an embedded simulated cluster: no Kubernetes or Prometheus needed.
     Demo(DemoArgs),
     /// Generate a CA and a serving certificate for the in-cluster Service and print the caBundle.

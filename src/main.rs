@@ -33,7 +33,7 @@ fn main() -> Result<()> {
         }
         Command::Serve(args) => {
             args.validate()?;
-            runtime()?.block_on(app::run_serve(args.clone()))
+            runtime()?.block_on(app::run_serve((**args).clone()))
         }
         Command::Simulate(args) => {
             args.validate()?;

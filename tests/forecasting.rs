@@ -200,7 +200,7 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
     );
     assert!(
         metrics
-            .contains("smart_autoscaler_forecast_mase{namespace=\"shop\",deployment=\"checkout\"}")
+            .contains("smart_autoscaler_forecast_mape{namespace=\"shop\",deployment=\"checkout\"}")
     );
 }
 

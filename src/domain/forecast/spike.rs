@@ -5,7 +5,7 @@
 //! Every feature is scale-free (ratios and calendar positions, never raw demand), so a forest trained while a
 //! deployment ran at 200 answers the same way when it runs at 2,000:
 //!
-//! - when the horizon falls in the day: sin / cos of the minute of day of the horizon's midpoint,
+//! - the time of day of the horizon's midpoint, as sin / cos of its minute of day (so 23:55 is next to 00:00),
 //! - day of week (0 = Monday) and a weekend flag,
 //! - the current value over the mean of the last 12 steps (an hour: is demand already off its level?),
 //! - the current value over the value 3 steps earlier (momentum),
@@ -53,13 +53,13 @@ pub struct SpikeConfig {
 }
 
 impl Default for SpikeConfig {
-    /// 3 steps (15 minutes) ahead, a 15% rise, 20 trees of depth 4 on samples from the last two weeks
+    /// 3 steps (15 minutes) ahead, a 15% rise, 16 trees of depth 4 on samples from the last two weeks
     /// (4,032 rows): a refit on 30 days of history takes about 10 ms of one core.
     fn default() -> Self {
         SpikeConfig {
             horizon_steps: 3,
             rise_margin: 0.15,
-            trees: 20,
+            trees: 16,
             max_depth: 4,
             max_training_rows: 2 * STEPS_PER_WEEK,
             seed: 0x5EED,
@@ -570,220 +570,5 @@ mod tests {
         let missing = History::new(0, STEP_MILLIS, vec![f64::NAN; 3 * STEPS_PER_DAY]);
         assert!(forest.probability(&missing).is_err());
         assert!(SpikeForest::train(&missing, &SpikeConfig::default()).is_err());
-    }
-}
-
-#[cfg(test)]
-mod scratch_timing {
-    use super::super::STEP_MILLIS;
-    use super::*;
-
-    fn series(days: usize) -> History {
-        let mut s = 1u64;
-        let values = (0..days * STEPS_PER_DAY)
-            .map(|i| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let noise = ((s >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.2;
-                let minute = (i % STEPS_PER_DAY) * 5;
-                let base = if (540..600).contains(&minute) {
-                    300.0
-                } else {
-                    100.0
-                };
-                let daily = 1.0 + 0.5 * (std::f64::consts::TAU * minute as f64 / 1440.0).sin();
-                base * daily * (1.0 + noise)
-            })
-            .collect();
-        History::new(0, STEP_MILLIS, values)
-    }
-
-    fn cpu_ns() -> u64 {
-        std::fs::read_to_string("/proc/thread-self/schedstat")
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    fn weekday_spike(days: usize) -> History {
-        let mut s = 3u64;
-        let values = (0..days * STEPS_PER_DAY)
-            .map(|i| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let noise = ((s >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.2;
-                let minute = (i % STEPS_PER_DAY) * 5;
-                let cal = Calendar::of(i as i64 * STEP_MILLIS, 0);
-                let base = if (540..600).contains(&minute) && !cal.is_weekend() {
-                    300.0
-                } else {
-                    100.0
-                };
-                let daily = 1.0 + 0.5 * (std::f64::consts::TAU * minute as f64 / 1440.0).sin();
-                base * daily * (1.0 + noise)
-            })
-            .collect();
-        History::new(0, STEP_MILLIS, values)
-    }
-
-    fn quality(h: &History, c: &SpikeConfig) -> (f64, f64, f64, f64) {
-        let n = h.values.len();
-        let train = n - 3 * STEPS_PER_DAY;
-        let f = SpikeForest::train(&h.head(train), c).unwrap();
-        let (mut bs, mut bb, mut hit, mut pos) = (0.0, 0.0, 0.0, 0.0);
-        let mut k = 0.0;
-        for t in train..n - c.horizon_steps {
-            let v = h.values[t];
-            let peak = h.values[t + 1..=t + c.horizon_steps]
-                .iter()
-                .cloned()
-                .fold(f64::MIN, f64::max);
-            let y = if peak > v * (1.0 + c.rise_margin) {
-                1.0
-            } else {
-                0.0
-            };
-            let p = f.probability(&h.head(t + 1)).unwrap();
-            bs += (p - y) * (p - y);
-            bb += (f.base_rate() - y) * (f.base_rate() - y);
-            if y > 0.5 {
-                pos += 1.0;
-                if p > 0.5 {
-                    hit += 1.0;
-                }
-            }
-            k += 1.0;
-        }
-        (bs / k, bb / k, hit, pos)
-    }
-
-    #[test]
-    #[ignore]
-    fn scratch_time() {
-        let h = series(30);
-        let w = weekday_spike(30);
-        let cfgs: Vec<(SpikeConfig, usize)> = match std::env::var("CFGS") {
-            Ok(s) => s
-                .split(';')
-                .map(|c| {
-                    let p: Vec<usize> = c.split(',').map(|x| x.parse().unwrap()).collect();
-                    (
-                        SpikeConfig {
-                            trees: p[0],
-                            max_depth: p[1],
-                            max_training_rows: p[2],
-                            ..SpikeConfig::default()
-                        },
-                        p[3],
-                    )
-                })
-                .collect(),
-            Err(_) => vec![(SpikeConfig::default(), 0)],
-        };
-        for (c, d) in cfgs {
-            let _ = d;
-            let mut times = Vec::new();
-            let mut walls = Vec::new();
-            let mut f = None;
-            for _ in 0..21 {
-                let c0 = cpu_ns();
-                let t0 = std::time::Instant::now();
-                f = Some(SpikeForest::train(&h, &c).unwrap());
-                walls.push(t0.elapsed().as_secs_f64() * 1000.0);
-                times.push((cpu_ns() - c0) as f64 / 1e6);
-            }
-            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            walls.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            let f = f.unwrap();
-            let q1 = quality(&h, &c);
-            let q2 = quality(&w, &c);
-            println!(
-                "trees {} depth {} rows {} draws {}: cpu median {:.2} ms (min {:.2} max {:.2}) wall median {:.2}; base {:.3}; daily brier {:.4} vs {:.4} hits {}/{}; weekday brier {:.4} vs {:.4} hits {}/{}",
-                c.trees,
-                c.max_depth,
-                c.max_training_rows,
-                d,
-                times[10],
-                times[0],
-                times[20],
-                walls[10],
-                f.base_rate(),
-                q1.0,
-                q1.1,
-                q1.2,
-                q1.3,
-                q2.0,
-                q2.1,
-                q2.2,
-                q2.3
-            );
-        }
-    }
-
-    #[test]
-    #[ignore]
-    fn scratch_values() {
-        let mk = |days: usize| {
-            let values = (0..days * STEPS_PER_DAY)
-                .map(|i| {
-                    let minute = (i % STEPS_PER_DAY) * 5;
-                    let base = if (540..600).contains(&minute) {
-                        300.0
-                    } else {
-                        100.0
-                    };
-                    base * (1.0 + 0.03 * (((i * 7919) % 101) as f64 / 50.0 - 1.0))
-                })
-                .collect();
-            History::new(0, STEP_MILLIS, values)
-        };
-        let h = mk(9);
-        let f = SpikeForest::train(&h.head(8 * STEPS_PER_DAY), &SpikeConfig::default()).unwrap();
-        for hm in [
-            (8, 30),
-            (8, 40),
-            (8, 45),
-            (8, 50),
-            (8, 55),
-            (9, 0),
-            (9, 20),
-            (9, 50),
-            (14, 0),
-        ] {
-            let i = 8 * STEPS_PER_DAY + (hm.0 * 60 + hm.1) / 5;
-            println!("{hm:?}: {}", f.probability(&h.head(i + 1)).unwrap());
-        }
-        for seed in 1..8u64 {
-            let mut rng = SplitMix64(seed);
-            let mut log = 0.0f64;
-            let values: Vec<f64> = (0..12 * STEPS_PER_DAY)
-                .map(|_| {
-                    log += 0.12 * ((rng.next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0);
-                    100.0 * log.exp()
-                })
-                .collect();
-            let h = History::new(0, STEP_MILLIS, values);
-            let f =
-                SpikeForest::train(&h.head(10 * STEPS_PER_DAY), &SpikeConfig::default()).unwrap();
-            let probs: Vec<f64> = (10 * STEPS_PER_DAY..h.values.len())
-                .step_by(7)
-                .map(|i| f.probability(&h.head(i + 1)).unwrap())
-                .collect();
-            let mean = probs.iter().sum::<f64>() / probs.len() as f64;
-            let conf = probs.iter().filter(|p| **p >= 0.8).count();
-            let mx = probs.iter().cloned().fold(0.0, f64::max);
-            println!(
-                "seed {seed}: base {:.3} mean {:.3} max {:.3} confident {conf}/{}",
-                f.base_rate(),
-                mean,
-                mx,
-                probs.len()
-            );
-        }
     }
 }
