@@ -115,7 +115,13 @@ fn main() {
         let t0 = Instant::now();
         let observation = cluster::join(&snapshot, &usage, now, &join_config);
         let t1 = Instant::now();
-        let served = engine::compute(observation, Duration::from_secs(15), &decision, &mut states, None);
+        let served = engine::compute(
+            observation,
+            Duration::from_secs(15),
+            &decision,
+            &mut states,
+            None,
+        );
         let t2 = Instant::now();
         assert_eq!(served.deployments.len(), deployments);
         joins.push(t1 - t0);

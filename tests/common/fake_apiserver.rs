@@ -228,3 +228,168 @@ pub async fn start(forbidden: Vec<&'static str>) -> Harness {
         kubeconfig,
     }
 }
+
+/// A collection generated in memory (the RSS benchmark's synthetic cluster): compact JSON items, listed in pages
+/// (`limit` and `continue`, as the apiserver does and kube-runtime's watcher asks for, 500 at a time) and
+/// watched with no events until the watch's `timeoutSeconds`, when the stream ends as the apiserver ends it.
+pub struct Generated {
+    pub path: &'static str,
+    /// `PodList`, `NodeList`, ...
+    pub kind: &'static str,
+    pub api_version: &'static str,
+    /// One compact JSON object per item.
+    pub items: Vec<String>,
+}
+
+impl Generated {
+    /// Bytes of all items' JSON.
+    pub fn bytes(&self) -> usize {
+        self.items.iter().map(String::len).sum()
+    }
+}
+
+pub struct GeneratedApi {
+    pub collections: Vec<Generated>,
+    /// resourceVersion of every list.
+    pub resource_version: String,
+    pub seen: Mutex<Vec<Seen>>,
+}
+
+/// One page of `c` from item `offset`, at most `limit` items (0: all).
+fn page(c: &Generated, resource_version: &str, offset: usize, limit: usize) -> String {
+    let end = if limit == 0 {
+        c.items.len()
+    } else {
+        offset.saturating_add(limit).min(c.items.len())
+    };
+    let items = &c.items[offset.min(end)..end];
+    let mut metadata = serde_json::json!({ "resourceVersion": resource_version });
+    if end < c.items.len() {
+        metadata["continue"] = Value::from(end.to_string());
+        metadata["remainingItemCount"] = Value::from(c.items.len() - end);
+    }
+    let mut body = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 256);
+    body.push_str(&format!(
+        "{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{metadata},\"items\":[",
+        c.kind, c.api_version
+    ));
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(item);
+    }
+    body.push_str("]}");
+    body
+}
+
+pub async fn handle_generated(State(api): State<Arc<GeneratedApi>>, uri: Uri) -> Response {
+    let query: BTreeMap<String, String> =
+        serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
+    let seen = Seen {
+        path: uri.path().to_string(),
+        query,
+    };
+    api.seen.lock().unwrap().push(seen.clone());
+    let Some(c) = api.collections.iter().find(|c| c.path == uri.path()) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+    };
+    if seen.is_watch() {
+        // The apiserver ends a watch after its timeoutSeconds; kube-runtime then watches again from the
+        // last resourceVersion (no re-list).
+        let timeout: u64 = seen
+            .query
+            .get("timeoutSeconds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1800);
+        let (tx, rx) = mpsc::channel::<Bytes>(1);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(timeout)) => {}
+                () = tx.closed() => {}
+            }
+        });
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::new(ChannelBody(rx)))
+            .unwrap();
+    }
+    let limit: usize = seen
+        .query
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let offset: usize = match seen.query.get("continue") {
+        None => 0,
+        Some(token) => match token.parse() {
+            Ok(offset) => offset,
+            Err(_) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "invalid continue token",
+                );
+            }
+        },
+    };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        page(c, &api.resource_version, offset, limit),
+    )
+        .into_response()
+}
+
+/// The fake apiserver over generated collections, and its kubeconfig.
+pub struct GeneratedHarness {
+    pub api: Arc<GeneratedApi>,
+    pub server: tokio::task::JoinHandle<()>,
+    pub _dir: tempfile::TempDir,
+    pub kubeconfig: std::path::PathBuf,
+}
+
+impl Drop for GeneratedHarness {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Serves `collections` (every list at `resource_version`) on a free loopback port.
+pub async fn start_generated(
+    collections: Vec<Generated>,
+    resource_version: &str,
+) -> GeneratedHarness {
+    let api = Arc::new(GeneratedApi {
+        collections,
+        resource_version: resource_version.to_string(),
+        seen: Mutex::new(Vec::new()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router = axum::Router::new()
+        .fallback(handle_generated)
+        .with_state(api.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: generated\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+             contexts:\n- name: generated\n  context:\n    cluster: generated\n    user: generated\n\
+             current-context: generated\nusers:\n- name: generated\n  user:\n    token: generated-cluster\n"
+        ),
+    )
+    .unwrap();
+    GeneratedHarness {
+        api,
+        server,
+        _dir: dir,
+        kubeconfig,
+    }
+}

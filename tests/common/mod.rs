@@ -171,3 +171,4 @@ pub fn http_status(url: &str) -> std::io::Result<u16> {
 }
 pub mod fake_apiserver;
 pub mod prometheus;
+pub mod scale;
