@@ -2,6 +2,8 @@
 # Scaling backtest: runs `smart-autoscaler simulate --predict` on every workload trace in ../shared/traces/ and on
 # every built-in scenario (two at a time), and prints one table of plain HPA vs smart-autoscaler (reactive) vs
 # smart-autoscaler with forecasts (predictive, learned online as the trace replays) vs oracle.
+# Traces are scored after a warm-up of WARMUP (default 2d) that every run replays but no run's metrics count:
+# the forecasters' training period (a train/test split). Scenarios (about two days long) are scored whole.
 #   hack/bench-scaling.sh [extra simulate flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,10 +38,11 @@ for s in normal_load high_load_spike gradual_load_increase memory_constrained ov
   run "scenario:$s" --scenario "$s" "$@"
 done
 if [ -d "$TRACES" ]; then
-  run "azure2019:cpu_usage" --trace "$TRACES/datacenter/azure_v2/vm_cpu_readings_month_aggregated_cpu_mem.csv" --column cpu_usage "$@"
-  run "google2019:avg_cpu" --trace "$TRACES/datacenter/google2019/instance_usage_grouped_300_seconds_month.csv" --column avg_cpu --step 5m "$@"
+  w=(--warmup "${WARMUP:-2d}")
+  run "azure2019:cpu_usage" --trace "$TRACES/datacenter/azure_v2/vm_cpu_readings_month_aggregated_cpu_mem.csv" --column cpu_usage "${w[@]}" "$@"
+  run "google2019:avg_cpu" --trace "$TRACES/datacenter/google2019/instance_usage_grouped_300_seconds_month.csv" --column avg_cpu --step 5m "${w[@]}" "$@"
   for f in "$TRACES"/nab/data/*/*.csv; do
-    run "nab:$(basename "$(dirname "$f")")/$(basename "$f" .csv)" --trace "$f" "$@"
+    run "nab:$(basename "$(dirname "$f")")/$(basename "$f" .csv)" --trace "$f" "${w[@]}" "$@"
   done
 else
   echo "note: $TRACES not found; scenarios only" >&2

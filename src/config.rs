@@ -108,6 +108,10 @@ pub struct SimulateArgs {
     /// peeking ahead), and a `forecast` object with the forecasts' accuracy in the JSON.
     #[arg(long)]
     pub predict: bool,
+    /// Replay this much of the trace before scoring, e.g. `2d`: every run (plain, smart, oracle, predictive)
+    /// replays it, the forecasters learn from it, and no run's metrics count it (a train/test split).
+    #[arg(long, env = "SMART_AUTOSCALER_WARMUP", default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
     /// Minutes between model refits during the replay (the server refits on --forecast-refit-interval).
     #[arg(
         long,

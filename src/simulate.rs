@@ -187,6 +187,14 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
     };
     let mut config = configure(args, config);
     config.start_millis = start;
+    config.score_from_millis = args.warmup.as_millis() as i64;
+    if config.score_from_millis >= series.duration_millis() {
+        bail!(
+            "--warmup {:?} covers the whole trace ({} s)",
+            args.warmup,
+            series.duration_millis() / 1000
+        );
+    }
     if args.predict {
         let mut forecast = args.forecast.to_config();
         forecast.refit_every_steps = (args.refit_minutes as usize / 5).max(1);
@@ -210,6 +218,7 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
                 "pool_requested_percent": config.pool_requested_percent,
                 "step_seconds": series.step_millis / 1000, "points": series.values.len(),
                 "daily_autocorrelation": series.autocorrelation(86_400_000),
+                "warmup_seconds": config.score_from_millis / 1000,
             }),
         );
         for r in &runs {

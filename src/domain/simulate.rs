@@ -127,6 +127,9 @@ pub struct SimConfig {
     pub forecast: Option<ForecasterConfig>,
     /// Wall-clock time of the trace's first point, so forecasts see real days of the week and hours.
     pub start_millis: UnixMillis,
+    /// Time since the start from which runs are scored: the warm-up before it is replayed (models learn from
+    /// it) but counted in no run's metrics, like the training part of a train/test split.
+    pub score_from_millis: UnixMillis,
 }
 
 impl SimConfig {
@@ -154,6 +157,7 @@ impl SimConfig {
             behavior: Behavior::defaults(),
             forecast: None,
             start_millis: 0,
+            score_from_millis: 0,
         }
     }
 }
@@ -534,20 +538,24 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                 )
             }
         };
+        // The warm-up (training) period is replayed but not scored, for every run alike.
+        let scored = now >= config.score_from_millis;
         if desired != current {
-            metrics.scale_events += 1;
+            metrics.scale_events += u32::from(scored);
             pods.resize(now, desired);
         }
 
-        let ready_capacity_pods = ready as f64;
-        let demand_pods = demand / capacity;
-        metrics.saturated_pod_minutes +=
-            (demand_pods - ready_capacity_pods).max(0.0) * tick_minutes;
-        if true_util > target {
-            metrics.over_target_minutes += tick_minutes;
+        if scored {
+            let ready_capacity_pods = ready as f64;
+            let demand_pods = demand / capacity;
+            metrics.saturated_pod_minutes +=
+                (demand_pods - ready_capacity_pods).max(0.0) * tick_minutes;
+            if true_util > target {
+                metrics.over_target_minutes += tick_minutes;
+            }
+            metrics.pod_hours += current as f64 * tick_minutes / 60.0;
+            metrics.max_replicas = metrics.max_replicas.max(pods.starts.len() as u32);
         }
-        metrics.pod_hours += current as f64 * tick_minutes / 60.0;
-        metrics.max_replicas = metrics.max_replicas.max(pods.starts.len() as u32);
         timeline.push(Point {
             t: now,
             replicas: pods.starts.len() as u32,
