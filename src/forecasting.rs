@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::domain::forecast::online::{Board, Forecaster, ForecasterConfig};
 use crate::domain::forecast::{History, STEP_MILLIS, STEPS_PER_DAY};
 use crate::domain::model::{DeploymentKey, UnixMillis};
-use crate::store::{Rollup, Store};
+use crate::store::{Prediction, Rollup, Store};
 use crate::telemetry::Telemetry;
 
 /// History a refit looks at.
@@ -115,7 +115,8 @@ pub struct ForecastTask {
     clock: Arc<dyn Clock>,
     settings: ForecastSettings,
     metrics: ForecastMetrics,
-    forecasters: HashMap<DeploymentKey, (Forecaster, Option<UnixMillis>)>,
+    /// Per deployment: its forecaster, when it was last refitted, and the time of the last forecast stored.
+    forecasters: HashMap<DeploymentKey, (Forecaster, Option<UnixMillis>, Option<UnixMillis>)>,
     publish: watch::Sender<Arc<Board>>,
 }
 
@@ -163,14 +164,16 @@ impl ForecastTask {
         let now = self.clock.now_millis();
         let complete = now.div_euclid(STEP_MILLIS) * STEP_MILLIS;
         let keys = self.store.deployments();
-        self.forecasters.retain(|k, _| keys.contains(k));
+        let known: std::collections::HashSet<&DeploymentKey> = keys.iter().collect();
+        self.forecasters.retain(|k, _| known.contains(k));
         let memory = ForecasterConfig::SERVER_HISTORY_STEPS as i64 * STEP_MILLIS;
         for key in &keys {
             if !self.forecasters.contains_key(key) {
                 let forecaster = self.start(key, complete).await;
-                self.forecasters.insert(key.clone(), (forecaster, None));
+                self.forecasters
+                    .insert(key.clone(), (forecaster, None, None));
             }
-            let Some((forecaster, _)) = self.forecasters.get_mut(key) else {
+            let Some((forecaster, _, _)) = self.forecasters.get_mut(key) else {
                 continue;
             };
             let from = forecaster.end().unwrap_or(complete - memory);
@@ -189,7 +192,50 @@ impl ForecastTask {
             }
         }
         self.refit_due(now).await;
+        self.store_predictions().await;
         self.publish_board();
+    }
+
+    /// Stores each deployment's newest lead-window forecast (once per bucket), with the spread of the members'
+    /// lead-window values as its interval, so forecasts can be checked against history later.
+    async fn store_predictions(&mut self) {
+        let horizon_seconds =
+            (self.settings.forecaster.ensemble.horizon_steps as i64 * STEP_MILLIS / 1000) as u32;
+        let mut new = Vec::new();
+        for (key, (forecaster, _, stored)) in &mut self.forecasters {
+            let Some(f) = forecaster.latest() else {
+                continue;
+            };
+            let (Some(value), true) = (f.lead_max, *stored != Some(f.made_at)) else {
+                continue;
+            };
+            let steps = self.settings.forecaster.ensemble.horizon_steps.max(1);
+            let members: Vec<f64> = f
+                .members
+                .iter()
+                .filter(|m| m.weight > 0.0)
+                .filter_map(|m| m.values.as_ref())
+                .filter_map(|v| v.iter().take(steps).copied().reduce(f64::max))
+                .collect();
+            let lower = members.iter().copied().fold(value, f64::min);
+            let upper = members.iter().copied().fold(value, f64::max);
+            *stored = Some(f.made_at);
+            new.push((
+                key.clone(),
+                f.made_at,
+                Prediction {
+                    horizon_seconds,
+                    value,
+                    lower,
+                    upper,
+                },
+            ));
+        }
+        for (key, at, prediction) in new {
+            if let Err(error) = self.store.put_prediction(&key, at, &prediction).await {
+                tracing::warn!(%key, %error, "storing a forecast");
+            }
+        }
     }
 
     /// A forecaster for a deployment seen for the first time (at start, or newly managed): warmed up on its
@@ -240,10 +286,10 @@ impl ForecastTask {
         let mut due: Vec<(Option<UnixMillis>, DeploymentKey)> = self
             .forecasters
             .iter()
-            .filter(|(_, (f, last))| {
+            .filter(|(_, (f, last, _))| {
                 f.history().observed() >= STEPS_PER_DAY && last.is_none_or(|t| now - t >= interval)
             })
-            .map(|(k, (_, last))| (*last, k.clone()))
+            .map(|(k, (_, last, _))| (*last, k.clone()))
             .collect();
         due.sort();
         let budget = self
@@ -255,7 +301,7 @@ impl ForecastTask {
             if spent >= budget {
                 break;
             }
-            let Some(end) = self.forecasters.get(&key).and_then(|(f, _)| f.end()) else {
+            let Some(end) = self.forecasters.get(&key).and_then(|(f, _, _)| f.end()) else {
                 continue;
             };
             let rollups = match self.store.rollups(&key, end - FIT_WINDOW_MILLIS, end).await {
@@ -265,7 +311,7 @@ impl ForecastTask {
                     continue;
                 }
             };
-            let Some((mut forecaster, _)) = self.forecasters.remove(&key) else {
+            let Some((mut forecaster, _, stored)) = self.forecasters.remove(&key) else {
                 continue;
             };
             let points: Vec<(UnixMillis, f64)> =
@@ -288,7 +334,8 @@ impl ForecastTask {
                     spent += took;
                     self.metrics.refits.inc();
                     self.metrics.refit_seconds.inc_by(took.as_secs_f64());
-                    self.forecasters.insert(key, (forecaster, Some(now)));
+                    self.forecasters
+                        .insert(key, (forecaster, Some(now), stored));
                 }
                 Err(error) => tracing::error!(%key, %error, "refit task failed"),
             }
@@ -299,7 +346,7 @@ impl ForecastTask {
         let board: Board = self
             .forecasters
             .iter()
-            .map(|(k, (f, _))| (k.clone(), f.published()))
+            .map(|(k, (f, _, _))| (k.clone(), f.published()))
             .collect();
         for (key, p) in &board {
             let labels = DeploymentLabels {

@@ -142,6 +142,14 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
     assert_eq!(spike.scores.scored, 144, "{:?}", spike.scores);
     assert!(spike.refits >= 2, "warm-up fit and a refit");
 
+    // The forecast is stored, with the members' spread as its interval.
+    let stored = store.predictions(&checkout, 0, i64::MAX).await.unwrap();
+    let (at, p) = stored.last().expect("a stored forecast");
+    assert_eq!(*at, NOW);
+    assert_eq!(p.horizon_seconds, 900);
+    assert!((p.value - lead).abs() < 1e-3 * lead, "{p:?} vs {lead}");
+    assert!(p.lower <= p.value && p.value <= p.upper, "{p:?}");
+
     let calm = &board[&noisy];
     assert!(!calm.advice.usable, "{:#?}", calm);
     assert!(calm.advice.reason.is_some());

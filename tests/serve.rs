@@ -220,6 +220,28 @@ async fn serve_end_to_end_with_real_prometheus_and_recorded_api() {
         "node utilization reached the pool: {explained}"
     );
 
+    // Forecasting runs in the background: its board is served (a few hours of history are too little for a
+    // forecast, and each deployment says so once the task has seen it).
+    let forecasts = http
+        .get(format!("http://{metrics}/api/v1/forecasts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forecasts.status(), 200);
+    let forecasts: Value = forecasts.json().await.unwrap();
+    for item in forecasts["items"].as_array().unwrap() {
+        assert_eq!(item["usable"], false, "{item}");
+        assert!(item["reason"].is_string(), "{item}");
+    }
+    let missing = http
+        .get(format!("http://{metrics}/api/v1/forecasts/shop/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let status: Value = missing.json().await.unwrap();
+    assert_eq!(status["kind"], "Status");
+
     assert!(
         dir.path().join("data").join("store").exists(),
         "sled store created"
