@@ -15,6 +15,7 @@
 pub mod convert;
 pub mod quantity;
 pub mod rate;
+pub mod slim;
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -303,14 +304,6 @@ impl ClusterWatch {
     }
 }
 
-/// Drops what the snapshot never reads and what dominates object size in the store.
-fn slim<K: Resource>(object: &mut K) {
-    object.managed_fields_mut().clear();
-    object
-        .annotations_mut()
-        .remove("kubectl.kubernetes.io/last-applied-configuration");
-}
-
 fn spawn_reflector<K>(
     api: Api<K>,
     index: usize,
@@ -318,13 +311,20 @@ fn spawn_reflector<K>(
     cancel: CancellationToken,
 ) -> (Store<K>, JoinHandle<()>)
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + slim::Slim
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let kind = KINDS[index];
     let (store, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
-        .modify(slim::<K>)
+        .modify(K::slim)
         .reflect(writer);
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
