@@ -88,14 +88,20 @@ fn inputs(key: &DeploymentKey, utilization: f64, pods: u32) -> DeploymentInputs 
     }
 }
 
-#[tokio::test]
-async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise() {
-    let dir = tempfile::tempdir().unwrap();
+/// A real sled store in `dir` whose clock (and the task's) is pinned at [`NOW`].
+async fn pinned_store(dir: &tempfile::TempDir) -> (Store, Arc<dyn Clock>) {
     let clock: Arc<dyn Clock> = Arc::new(Pinned(NOW));
     let store = Store::open(dir.path().join("store"), Retention::default())
         .await
         .unwrap()
         .with_clock(clock.clone());
+    (store, clock)
+}
+
+#[tokio::test]
+async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, clock) = pinned_store(&dir).await;
     let checkout = DeploymentKey::new("shop", "checkout");
     let noisy = DeploymentKey::new("shop", "noisy");
     store
@@ -215,11 +221,7 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
 #[tokio::test]
 async fn a_deployment_with_little_history_has_no_forecast_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(Pinned(NOW));
-    let store = Store::open(dir.path().join("store"), Retention::default())
-        .await
-        .unwrap()
-        .with_clock(clock.clone());
+    let (store, clock) = pinned_store(&dir).await;
     let fresh = DeploymentKey::new("shop", "fresh");
     store
         .import_history_with_pods(&fresh, &spiky(14)[14 * 1440 - 600..])
