@@ -311,7 +311,11 @@ mod tests {
         let long = SeasonalProfile::fit(&daily_spike(10, 0.05), &ProfileConfig::default()).unwrap();
         assert!(short.confidence() < long.confidence());
         // Two days of four: half the confidence a perfectly consistent history would have at most.
-        assert!(short.confidence() <= 0.5 + 1e-9, "short {}", short.confidence());
+        assert!(
+            short.confidence() <= 0.5 + 1e-9,
+            "short {}",
+            short.confidence()
+        );
         // Noise that swings each point by up to ±60% of its level: each slot predicts the others badly.
         let noisy = SeasonalProfile::fit(&daily_spike(10, 0.6), &ProfileConfig::default()).unwrap();
         assert!(noisy.confidence() < 0.75, "noisy {}", noisy.confidence());
