@@ -325,18 +325,7 @@ async fn run() {
     let written = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let tsdb = dir.path().join("tsdb");
-    let out = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&om_path)
-        .arg(&tsdb)
-        .output()
-        .expect("promtool must be installed (hack/install-tools.sh installs the Debian prometheus package)");
-    assert!(
-        out.status.success(),
-        "promtool failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::prometheus::backfill(&om_path, &tsdb);
     std::fs::remove_file(&om_path).unwrap();
     setup.push(format!(
         "Prometheus: {:.1} M samples ({} h of history at 1 min, {} min ahead), {:.0} MiB of OpenMetrics written in \

@@ -46,6 +46,23 @@ pub async fn wait_ready(child: &mut Child, url: &str, ca: Option<&Path>) -> bool
     false
 }
 
+/// Writes the OpenMetrics file `input` into TSDB blocks under `tsdb` with `promtool`, panicking with its output
+/// when it fails.
+pub fn backfill(input: &Path, tsdb: &Path) {
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(input)
+        .arg(tsdb)
+        .output()
+        .expect("promtool must be installed (hack/install-tools.sh installs the Debian prometheus package)");
+    assert!(
+        out.status.success(),
+        "promtool failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()
@@ -87,18 +104,7 @@ impl Prometheus {
         let input = dir.path().join("data.om");
         let tsdb = dir.path().join("tsdb");
         std::fs::write(&input, openmetrics).unwrap();
-        let out = Command::new("promtool")
-            .args(["tsdb", "create-blocks-from", "openmetrics"])
-            .arg(&input)
-            .arg(&tsdb)
-            .output()
-            .expect("promtool must be installed (hack/install-tools.sh installs the Debian prometheus package)");
-        assert!(
-            out.status.success(),
-            "promtool failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        backfill(&input, &tsdb);
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
         let mut web_args = Vec::new();
