@@ -1,14 +1,17 @@
-//! Pure conversions from Kubernetes API objects (as the reflectors store them) to the plain structs of
-//! [`crate::domain::cluster`]. No IO here: everything is a function of the objects passed in.
+//! Pure conversions from the watched objects (as [`super::objects`] parses them) to the entries the caches
+//! keep and to the plain structs of [`crate::domain::cluster`]. No IO here: everything is a function of the
+//! objects passed in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
+use super::objects::{
+    Condition, ContainerFields, PartialDeployment, PartialNode, PartialPod, PartialReplicaSet,
+    PodSpecFields,
+};
 use super::quantity::parse_memory_bytes;
 use crate::domain::cluster::{DeploymentInfo, NodeInfo, NodeRequirement, PodInfo};
 use crate::domain::model::DeploymentKey;
@@ -28,28 +31,68 @@ fn controller_of<'a>(meta: &'a ObjectMeta, kind: &str) -> Option<&'a OwnerRefere
         .find(|r| r.controller == Some(true) && r.kind == kind)
 }
 
-/// Resolves a pod's owning Deployment through its controlling ReplicaSet. `replica_set` looks a ReplicaSet up
-/// by `(namespace, name)`; the ReplicaSet's uid must match the pod's owner reference, so a ReplicaSet recreated
-/// under the same name is not mistaken for the pod's owner.
-pub fn owning_deployment<'a>(
-    pod: &Pod,
-    replica_set: impl Fn(&str, &str) -> Option<&'a ReplicaSet>,
-) -> Option<String> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let owner = controller_of(&pod.metadata, "ReplicaSet")?;
-    let rs = replica_set(namespace, &owner.name)?;
-    if rs
-        .metadata
-        .uid
-        .as_deref()
-        .is_some_and(|uid| uid != owner.uid)
-    {
-        return None;
-    }
-    controller_of(&rs.metadata, "Deployment").map(|d| d.name.clone())
+/// A controlling owner reference: name and uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Owner name.
+    pub name: String,
+    /// Owner uid.
+    pub uid: String,
 }
 
-fn resource<'a>(container: &'a Container, name: &str) -> Option<&'a Quantity> {
+/// What the cache keeps of a ReplicaSet: its uid and controlling Deployment, the link of a pod's owner chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaSetEntry {
+    /// The ReplicaSet's uid.
+    pub uid: Option<String>,
+    /// Name of its controlling Deployment.
+    pub deployment: Option<String>,
+}
+
+/// Converts a ReplicaSet.
+pub fn replica_set_entry(rs: &PartialReplicaSet) -> ReplicaSetEntry {
+    ReplicaSetEntry {
+        uid: rs.metadata.uid.clone(),
+        deployment: controller_of(&rs.metadata, "Deployment").map(|d| d.name.clone()),
+    }
+}
+
+/// What the cache keeps of a Pod: its converted info (owner not yet resolved) and its controlling ReplicaSet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodEntry {
+    /// The pod, `deployment` unset.
+    pub info: PodInfo,
+    /// Its controlling ReplicaSet.
+    pub owner: Option<Owner>,
+}
+
+/// Converts a Pod.
+pub fn pod_entry(pod: &PartialPod) -> PodEntry {
+    PodEntry {
+        info: pod_info(pod, None),
+        owner: controller_of(&pod.metadata, "ReplicaSet").map(|r| Owner {
+            name: r.name.clone(),
+            uid: r.uid.clone(),
+        }),
+    }
+}
+
+/// Resolves a pod's owning Deployment through its controlling ReplicaSet. `replica_set` looks a ReplicaSet up
+/// by name in the pod's namespace; its uid must match the pod's owner reference, so a ReplicaSet recreated
+/// under the same name is not mistaken for the pod's owner.
+pub fn owning_deployment<'a>(
+    owner: Option<&Owner>,
+    replica_set: impl Fn(&str) -> Option<&'a ReplicaSetEntry>,
+) -> Option<String> {
+    let owner = owner?;
+    let rs = replica_set(&owner.name)?;
+    if rs.uid.as_deref().is_some_and(|uid| uid != owner.uid) {
+        return None;
+    }
+    rs.deployment.clone()
+}
+
+fn resource<'a>(container: &'a ContainerFields, name: &str) -> Option<&'a Quantity> {
     let resources = container.resources.as_ref()?;
     // A missing request defaults to the limit (apiserver defaulting does this for pods, not for templates).
     resources
@@ -61,14 +104,14 @@ fn resource<'a>(container: &'a Container, name: &str) -> Option<&'a Quantity> {
 
 /// Whether an init container is a restartable sidecar (`restartPolicy: Always`), which runs for the pod's
 /// whole life and so counts towards its requests.
-fn restartable(container: &Container) -> bool {
+fn restartable(container: &ContainerFields) -> bool {
     container.restart_policy.as_deref() == Some("Always")
 }
 
 /// Total CPU (milli-cores) and memory (bytes) request of one pod: every container plus restartable init
 /// containers. A pod-level `spec.resources` request (PodLevelResources) wins when set. Unparseable quantities
 /// count as zero.
-pub fn pod_requests(spec: &PodSpec) -> (i64, i64) {
+pub fn pod_requests(spec: &PodSpecFields) -> (i64, i64) {
     let pod_level = |name: &str| {
         spec.resources
             .as_ref()?
@@ -100,17 +143,15 @@ pub fn pod_requests(spec: &PodSpec) -> (i64, i64) {
     )
 }
 
-fn condition_true<'a>(
-    conditions: impl IntoIterator<Item = (&'a str, &'a str)>,
-    wanted: &str,
-) -> bool {
+fn condition_true(conditions: Option<&[Condition]>, wanted: &str) -> bool {
     conditions
-        .into_iter()
-        .any(|(kind, status)| kind == wanted && status == "True")
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == wanted && c.status == "True")
 }
 
 /// Converts a Pod; `deployment` is its resolved owner (see [`owning_deployment`]).
-pub fn pod_info(pod: &Pod, deployment: Option<String>) -> PodInfo {
+pub fn pod_info(pod: &PartialPod, deployment: Option<String>) -> PodInfo {
     let status = pod.status.as_ref();
     let (cpu, memory) = pod.spec.as_ref().map(pod_requests).unwrap_or((0, 0));
     PodInfo {
@@ -125,14 +166,7 @@ pub fn pod_info(pod: &Pod, deployment: Option<String>) -> PodInfo {
         phase: status
             .and_then(|s| s.phase.clone())
             .unwrap_or_else(|| "Pending".to_string()),
-        ready: condition_true(
-            status
-                .and_then(|s| s.conditions.as_deref())
-                .unwrap_or_default()
-                .iter()
-                .map(|c| (c.type_.as_str(), c.status.as_str())),
-            "Ready",
-        ),
+        ready: condition_true(status.and_then(|s| s.conditions.as_deref()), "Ready"),
         started_at: status
             .and_then(|s| s.start_time.as_ref())
             .map(|t| t.0.as_millisecond()),
@@ -142,7 +176,7 @@ pub fn pod_info(pod: &Pod, deployment: Option<String>) -> PodInfo {
     }
 }
 
-fn required_affinity(spec: &PodSpec) -> Vec<Vec<NodeRequirement>> {
+fn required_affinity(spec: &PodSpecFields) -> Vec<Vec<NodeRequirement>> {
     let Some(required) = spec
         .affinity
         .as_ref()
@@ -171,14 +205,13 @@ fn required_affinity(spec: &PodSpec) -> Vec<Vec<NodeRequirement>> {
         .collect()
 }
 
-/// Converts a Deployment; `hpa_targets` comes from [`hpa_targets`].
-pub fn deployment_info(deployment: &Deployment, hpa_targets: &HpaTargets) -> DeploymentInfo {
+/// Converts a Deployment; `hpa_target_percent` is left unset (the snapshot fills it from [`hpa_targets`]).
+pub fn deployment_info(deployment: &PartialDeployment) -> DeploymentInfo {
     let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
     let name = deployment.metadata.name.clone().unwrap_or_default();
     let spec = deployment.spec.as_ref();
     let pod = spec.and_then(|s| s.template.spec.as_ref());
     let (cpu, memory) = pod.map(pod_requests).unwrap_or((0, 0));
-    let hpa_target_percent = hpa_targets.get(&(namespace.clone(), name.clone())).copied();
     DeploymentInfo {
         key: DeploymentKey::new(namespace, name),
         // The apiserver defaults `spec.replicas` to 1.
@@ -192,24 +225,17 @@ pub fn deployment_info(deployment: &Deployment, hpa_targets: &HpaTargets) -> Dep
         required_affinity: pod.map(required_affinity).unwrap_or_default(),
         pod_cpu_request_milli: cpu,
         pod_memory_request_bytes: memory,
-        hpa_target_percent,
+        hpa_target_percent: None,
     }
 }
 
 /// Converts a Node.
-pub fn node_info(node: &Node) -> NodeInfo {
+pub fn node_info(node: &PartialNode) -> NodeInfo {
     let status = node.status.as_ref();
     NodeInfo {
         name: node.metadata.name.clone().unwrap_or_default(),
         labels: node.metadata.labels.clone().unwrap_or_default(),
-        ready: condition_true(
-            status
-                .and_then(|s| s.conditions.as_deref())
-                .unwrap_or_default()
-                .iter()
-                .map(|c| (c.type_.as_str(), c.status.as_str())),
-            "Ready",
-        ),
+        ready: condition_true(status.and_then(|s| s.conditions.as_deref()), "Ready"),
         schedulable: !node
             .spec
             .as_ref()
@@ -222,7 +248,6 @@ pub fn node_info(node: &Node) -> NodeInfo {
             .unwrap_or(0),
     }
 }
-
 /// The value a label selector pins the `deployment` label to: `matchLabels.deployment`, or a
 /// `matchExpressions` `In` requirement with exactly one value.
 fn pinned_deployment(selector: &LabelSelector) -> Option<&str> {
@@ -266,42 +291,24 @@ pub fn hpa_target(hpa: &HorizontalPodAutoscaler) -> Option<(String, f64)> {
     })
 }
 
-/// HPA targets by `(namespace, deployment)`. When several HPAs claim one Deployment (itself a misconfiguration
-/// the HPA controller reports), the one whose name sorts first wins, so the result does not depend on store
-/// order.
-pub fn hpa_targets<'a>(hpas: impl IntoIterator<Item = &'a HorizontalPodAutoscaler>) -> HpaTargets {
-    let mut sorted: Vec<&HorizontalPodAutoscaler> = hpas.into_iter().collect();
-    sorted.sort_by(|a, b| {
-        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
-    });
+/// HPA targets by `(namespace, deployment)`, from each HPA's `(namespace, name)` and [`hpa_target`]. When
+/// several HPAs claim one Deployment (itself a misconfiguration the HPA controller reports), the one whose name
+/// sorts first wins, so the result does not depend on cache order.
+pub fn hpa_targets<'a>(
+    hpas: impl IntoIterator<Item = (&'a NamespacedName, &'a Option<(String, f64)>)>,
+) -> HpaTargets {
+    let mut sorted: Vec<_> = hpas.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut targets = HpaTargets::new();
-    for hpa in sorted {
-        if let Some((deployment, percent)) = hpa_target(hpa) {
-            let namespace = hpa.metadata.namespace.clone().unwrap_or_default();
-            targets.entry((namespace, deployment)).or_insert(percent);
+    for ((namespace, _), target) in sorted {
+        if let Some((deployment, percent)) = target {
+            targets
+                .entry((namespace.clone(), deployment.clone()))
+                .or_insert(*percent);
         }
     }
     targets
 }
-
-/// Index of ReplicaSets by `(namespace, name)`.
-pub fn replica_set_index<'a>(
-    replica_sets: impl IntoIterator<Item = &'a ReplicaSet>,
-) -> BTreeMap<(&'a str, &'a str), &'a ReplicaSet> {
-    replica_sets
-        .into_iter()
-        .map(|rs| {
-            (
-                (
-                    rs.metadata.namespace.as_deref().unwrap_or_default(),
-                    rs.metadata.name.as_deref().unwrap_or_default(),
-                ),
-                rs,
-            )
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,7 +318,7 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
-    fn pod() -> Pod {
+    fn pod() -> PartialPod {
         from(json!({
             "metadata": {
                 "name": "api-7d9f8b6c5d-x2x4q", "namespace": "shop", "uid": "p1",
@@ -340,7 +347,7 @@ mod tests {
         }))
     }
 
-    fn replica_set(uid: &str) -> ReplicaSet {
+    fn replica_set(uid: &str) -> PartialReplicaSet {
         from(json!({
             "metadata": {
                 "name": "api-7d9f8b6c5d", "namespace": "shop", "uid": uid,
@@ -373,19 +380,28 @@ mod tests {
 
     #[test]
     fn owner_chain_goes_through_the_replica_set() {
-        let rs = replica_set("rs1");
-        let lookup =
-            |ns: &str, name: &str| (ns == "shop" && name == "api-7d9f8b6c5d").then_some(&rs);
-        assert_eq!(owning_deployment(&pod(), lookup).as_deref(), Some("api"));
-        let other = replica_set("rs-recreated");
+        let rs = replica_set_entry(&replica_set("rs1"));
+        assert_eq!(rs.deployment.as_deref(), Some("api"));
+        let lookup = |name: &str| (name == "api-7d9f8b6c5d").then_some(&rs);
+        let entry = pod_entry(&pod());
+        assert_eq!(entry.info.deployment, None);
         assert_eq!(
-            owning_deployment(&pod(), |_: &str, _: &str| Some(&other)),
+            owning_deployment(entry.owner.as_ref(), lookup).as_deref(),
+            Some("api")
+        );
+        let other = replica_set_entry(&replica_set("rs-recreated"));
+        assert_eq!(
+            owning_deployment(entry.owner.as_ref(), |_: &str| Some(&other)),
             None
         );
-        assert_eq!(owning_deployment(&pod(), |_: &str, _: &str| None), None);
+        assert_eq!(
+            owning_deployment(entry.owner.as_ref(), |_: &str| None),
+            None
+        );
         let mut orphan = pod();
         orphan.metadata.owner_references = None;
-        assert_eq!(owning_deployment(&orphan, lookup), None);
+        assert_eq!(pod_entry(&orphan).owner, None);
+        assert_eq!(owning_deployment(None, lookup), None);
     }
 
     fn hpa(metric: &str, selector: serde_json::Value, kind: &str) -> HorizontalPodAutoscaler {
@@ -446,13 +462,25 @@ mod tests {
         );
         let metrics = h.spec.as_mut().unwrap().metrics.as_mut().unwrap();
         metrics[1].external.as_mut().unwrap().target.value = Some(Quantity("65500m".into()));
-        let targets = hpa_targets([&h]);
-        assert_eq!(targets.get(&("shop".into(), "api".into())), Some(&65.5));
+        let key = ("shop".to_string(), "api".to_string());
+        let target = hpa_target(&h);
+        let mut other = h.clone();
+        other.spec.as_mut().unwrap().metrics.as_mut().unwrap()[1]
+            .external
+            .as_mut()
+            .unwrap()
+            .target
+            .value = Some(Quantity("80".into()));
+        let later = ("shop".to_string(), "zz-api".to_string());
+        let other = hpa_target(&other);
+        // Two HPAs on one deployment: the first by name wins, whatever the order given.
+        let targets = hpa_targets([(&later, &other), (&key, &target)]);
+        assert_eq!(targets.get(&key), Some(&65.5));
     }
 
     #[test]
     fn deployment_template_fields() {
-        let d: Deployment = from(json!({
+        let d: PartialDeployment = from(json!({
             "metadata": {"name": "api", "namespace": "shop", "annotations": {"a": "b"}},
             "spec": {
                 "selector": {"matchLabels": {"app": "api"}},
@@ -470,7 +498,7 @@ mod tests {
                 }
             }
         }));
-        let info = deployment_info(&d, &HpaTargets::new());
+        let info = deployment_info(&d);
         assert_eq!(info.replicas, 1);
         assert_eq!(info.pod_cpu_request_milli, 500);
         assert_eq!(info.pod_memory_request_bytes, 1_000_000_000);
@@ -486,7 +514,7 @@ mod tests {
 
     #[test]
     fn cordoned_node_is_not_schedulable() {
-        let n: Node = from(json!({
+        let n: PartialNode = from(json!({
             "metadata": {"name": "n1", "labels": {"pool": "general"}},
             "spec": {"unschedulable": true},
             "status": {"allocatable": {"cpu": "3920m"},

@@ -4,38 +4,42 @@
 //!
 //! Each kind is listed once and then followed with a watch (`watch=true`, `allowWatchBookmarks=true`) from the
 //! list's resourceVersion; kube-runtime's watcher resumes broken watches and re-lists only when the apiserver
-//! answers 410 Gone. Nothing polls. [`ClusterWatch::snapshot`] is synchronous: it copies `Arc`s out of the
-//! stores under their short read locks and converts them (see [`convert`]) without holding any lock.
+//! answers 410 Gone. Nothing polls. Objects are parsed as partial types ([`objects`]) and each is converted
+//! once, when its event arrives, into the small entry its [`cache`] keeps. [`ClusterWatch::snapshot`] is
+//! synchronous: it copies `Arc`s out of the caches under their short read locks and joins them (owner chains,
+//! HPA targets) without holding any lock.
 //!
 //! Requests go through a client-side token bucket ([`rate`]) configured by `--kube-qps`/`--kube-burst`.
 //!
 //! RBAC: the service account needs `list` and `watch` on `deployments` and `replicasets` (apps), `pods` and
 //! `nodes` (core) and `horizontalpodautoscalers` (autoscaling), cluster-wide.
 
+pub mod cache;
 pub mod convert;
+pub mod objects;
 pub mod quantity;
 pub mod rate;
-pub mod slim;
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use self::cache::{Cache, Key, Writer};
+use self::convert::{PodEntry, ReplicaSetEntry};
+use self::objects::{PartialDeployment, PartialNode, PartialPod, PartialReplicaSet};
 use crate::config::ConfigError;
-use crate::domain::cluster::ClusterSnapshot;
+use crate::domain::cluster::{ClusterSnapshot, DeploymentInfo, NodeInfo};
 
 /// Kubernetes API connection flags of `serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -174,38 +178,38 @@ pub struct WatchHealth {
     pub last_error: Option<String>,
 }
 
-/// Reflectors over the five kinds the data plane needs, started on a client and stopped by a
-/// [`CancellationToken`].
+/// Watches over the five kinds the data plane needs, each filling a [`Cache`], started on a client and stopped
+/// by a [`CancellationToken`].
 pub struct ClusterWatch {
-    deployments: Store<Deployment>,
-    replica_sets: Store<ReplicaSet>,
-    pods: Store<Pod>,
-    nodes: Store<Node>,
-    hpas: Store<HorizontalPodAutoscaler>,
+    deployments: Cache<DeploymentInfo>,
+    replica_sets: Cache<ReplicaSetEntry>,
+    pods: Cache<PodEntry>,
+    nodes: Cache<NodeInfo>,
+    hpas: Cache<Option<(String, f64)>>,
     status: Arc<Status>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl ClusterWatch {
-    /// Starts one reflector task per kind, cluster-wide. The tasks run until `cancel` fires (or
+    /// Starts one watch task per kind, cluster-wide. The tasks run until `cancel` fires (or
     /// [`ClusterWatch::shutdown`]). Must be called inside a tokio runtime.
     pub fn start(client: Client, cancel: CancellationToken) -> Self {
         let status = Arc::new(Status::default());
-        let mut tasks = Vec::with_capacity(KINDS.len());
-        let (deployments, task) =
-            spawn_reflector(Api::all(client.clone()), 0, status.clone(), cancel.clone());
-        tasks.push(task);
-        let (replica_sets, task) =
-            spawn_reflector(Api::all(client.clone()), 1, status.clone(), cancel.clone());
-        tasks.push(task);
-        let (pods, task) =
-            spawn_reflector(Api::all(client.clone()), 2, status.clone(), cancel.clone());
-        tasks.push(task);
-        let (nodes, task) =
-            spawn_reflector(Api::all(client.clone()), 3, status.clone(), cancel.clone());
-        tasks.push(task);
-        let (hpas, task) = spawn_reflector(Api::all(client), 4, status.clone(), cancel);
-        tasks.push(task);
+        let start = |index| Watched {
+            index,
+            status: status.clone(),
+            cancel: cancel.clone(),
+        };
+        let (deployments, t0) = start(0)
+            .spawn::<PartialDeployment, _>(Api::all(client.clone()), convert::deployment_info);
+        let (replica_sets, t1) = start(1)
+            .spawn::<PartialReplicaSet, _>(Api::all(client.clone()), convert::replica_set_entry);
+        let (pods, t2) =
+            start(2).spawn::<PartialPod, _>(Api::all(client.clone()), convert::pod_entry);
+        let (nodes, t3) =
+            start(3).spawn::<PartialNode, _>(Api::all(client.clone()), convert::node_info);
+        let (hpas, t4) =
+            start(4).spawn::<HorizontalPodAutoscaler, _>(Api::all(client), convert::hpa_target);
         ClusterWatch {
             deployments,
             replica_sets,
@@ -213,12 +217,12 @@ impl ClusterWatch {
             nodes,
             hpas,
             status,
-            tasks,
+            tasks: vec![t0, t1, t2, t3, t4],
         }
     }
 
     /// Whether every kind has completed its initial list. Stays true across later watch errors and re-lists:
-    /// the stores keep their last complete state meanwhile.
+    /// the caches keep their last complete state meanwhile.
     pub fn ready(&self) -> bool {
         self.status
             .synced
@@ -256,37 +260,44 @@ impl ClusterWatch {
         }
     }
 
-    /// The cluster as the stores hold it now, sorted by namespace and name. Before [`ClusterWatch::ready`]
+    /// The cluster as the caches hold it now, sorted by namespace and name. Before [`ClusterWatch::ready`]
     /// it may be partial.
     pub fn snapshot(&self) -> ClusterSnapshot {
-        // Each `state()` takes its store's read lock only while copying the `Arc`s.
-        let replica_sets = self.replica_sets.state();
-        let hpas = self.hpas.state();
-        let targets = convert::hpa_targets(hpas.iter().map(Arc::as_ref));
-        let rs_index = convert::replica_set_index(replica_sets.iter().map(Arc::as_ref));
-        let lookup = |ns: &str, name: &str| rs_index.get(&(ns, name)).copied();
+        let hpas = self.hpas.sorted();
+        let targets = convert::hpa_targets(hpas.iter().map(|(k, v)| (k, v.as_ref())));
+        let replica_sets: HashMap<Key, Arc<ReplicaSetEntry>> =
+            self.replica_sets.sorted().into_iter().collect();
 
-        let mut deployments: Vec<_> = self
+        let deployments = self
             .deployments
-            .state()
-            .iter()
-            .map(|d| convert::deployment_info(d, &targets))
+            .sorted()
+            .into_iter()
+            .map(|(key, d)| {
+                let mut info = DeploymentInfo::clone(&d);
+                info.hpa_target_percent = targets.get(&key).copied();
+                info
+            })
             .collect();
-        deployments.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut pods: Vec<_> = self
+        let pods = self
             .pods
-            .state()
-            .iter()
-            .map(|p| convert::pod_info(p, convert::owning_deployment(p, lookup)))
+            .sorted()
+            .into_iter()
+            .map(|((namespace, _), p)| {
+                let mut info = p.info.clone();
+                info.deployment = convert::owning_deployment(p.owner.as_ref(), |name| {
+                    replica_sets
+                        .get(&(namespace.clone(), name.to_string()))
+                        .map(Arc::as_ref)
+                });
+                info
+            })
             .collect();
-        pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        let mut nodes: Vec<_> = self
+        let nodes = self
             .nodes
-            .state()
-            .iter()
-            .map(|n| convert::node_info(n))
+            .sorted()
+            .into_iter()
+            .map(|(_, n)| NodeInfo::clone(&n))
             .collect();
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
         ClusterSnapshot {
             deployments,
             pods,
@@ -294,7 +305,7 @@ impl ClusterWatch {
         }
     }
 
-    /// Cancels the reflector tasks through `cancel` (the token given to [`ClusterWatch::start`]) and waits for
+    /// Cancels the watch tasks through `cancel` (the token given to [`ClusterWatch::start`]) and waits for
     /// them to end.
     pub async fn shutdown(self, cancel: &CancellationToken) {
         cancel.cancel();
@@ -304,49 +315,51 @@ impl ClusterWatch {
     }
 }
 
-fn spawn_reflector<K>(
-    api: Api<K>,
+/// One kind's watch task: its index in [`KINDS`] and the shared status it reports to.
+struct Watched {
     index: usize,
     status: Arc<Status>,
     cancel: CancellationToken,
-) -> (Store<K>, JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()>
-        + slim::Slim
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let kind = KINDS[index];
-    let (store, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(K::slim)
-        .reflect(writer);
-    let task = tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        loop {
-            let event = tokio::select! {
-                () = cancel.cancelled() => break,
-                event = next(stream.as_mut()) => event,
-            };
-            match event {
-                Some(Ok(watcher::Event::InitDone)) => {
-                    if !status.synced[index].swap(true, Ordering::AcqRel) {
-                        tracing::info!(kind, "initial list complete; watching");
+}
+
+impl Watched {
+    fn spawn<K, E>(self, api: Api<K>, convert: fn(&K) -> E) -> (Cache<E>, JoinHandle<()>)
+    where
+        K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
+        let Watched {
+            index,
+            status,
+            cancel,
+        } = self;
+        let kind = KINDS[index];
+        let mut writer = Writer::new(convert);
+        let cache = writer.cache();
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                let event = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    event = next(stream.as_mut()) => event,
+                };
+                match event {
+                    Some(Ok(event)) => {
+                        if writer.apply(&event)
+                            && !status.synced[index].swap(true, Ordering::AcqRel)
+                        {
+                            tracing::info!(kind, "initial list complete; watching");
+                        }
                     }
+                    Some(Err(error)) => status.record_error(kind, &error),
+                    None => break,
                 }
-                Some(Ok(_)) => {}
-                Some(Err(error)) => status.record_error(kind, &error),
-                None => break,
             }
-        }
-        tracing::debug!(kind, "reflector stopped");
-    });
-    (store, task)
+            tracing::debug!(kind, "watch stopped");
+        });
+        (cache, task)
+    }
 }
 
 /// The next item of a stream. kube-runtime's streams implement `futures::Stream`; this crate has no direct
