@@ -7,8 +7,10 @@
 //! `/metrics` and shown in `/readyz`. Nothing here panics on bad data.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::task::JoinHandle;
 
 use crate::domain::cluster::{self, JoinConfig, Usage};
 use crate::domain::model::{DeploymentKey, Observation, Snapshot, UnixMillis};
@@ -20,6 +22,14 @@ use crate::store::Store;
 
 /// Step of bootstrapped history.
 const BOOTSTRAP_STEP: Duration = Duration::from_secs(300);
+
+/// Pods whose history one bootstrap batch asks for. At the default 30 days, 5-minute step and a 5-minute rate
+/// window over a 30 s scrape, Prometheus loads about 86,000 samples per pod series per query: 250 pods stay at
+/// ~22 M, under its default `--query.max-samples` of 50 M, and a batch's response is a few MiB to parse.
+const BOOTSTRAP_PODS_PER_BATCH: u32 = 250;
+
+/// Deployments per bootstrap batch, whatever their size (keeps the query's regular expressions short).
+const BOOTSTRAP_DEPLOYMENTS_PER_BATCH: usize = 100;
 
 /// Kubernetes + Prometheus + store, as an engine source.
 pub struct DataPlaneSource {
@@ -37,6 +47,10 @@ pub struct DataPlaneSource {
     last_usage: Option<(UnixMillis, Usage)>,
     /// Deployments whose history has been (or is being) bootstrapped.
     bootstrapped: HashSet<DeploymentKey>,
+    /// Deployments of batches that failed, to try again once the running bootstrap has ended.
+    bootstrap_failed: Arc<Mutex<Vec<DeploymentKey>>>,
+    /// The bootstrap task in progress: one at a time, its batches one after another.
+    bootstrap_task: Option<JoinHandle<()>>,
     /// How far back to bootstrap.
     pub bootstrap_window: Duration,
     /// When retention was last enforced.
@@ -63,6 +77,8 @@ impl DataPlaneSource {
             health,
             last_usage: None,
             bootstrapped: HashSet::new(),
+            bootstrap_failed: Arc::default(),
+            bootstrap_task: None,
             bootstrap_window,
             last_retention: 0,
             recorded_targets: HashMap::new(),
@@ -77,19 +93,75 @@ fn err(message: impl Into<String>) -> SourceError {
     }
 }
 
+/// Splits deployments (each with its pod count) into bootstrap batches of at most `max_pods` pods and
+/// `max_deployments` deployments, in the order given; a deployment larger than `max_pods` is a batch of its own.
+pub fn bootstrap_batches(
+    deployments: &[(DeploymentKey, u32)],
+    max_pods: u32,
+    max_deployments: usize,
+) -> Vec<Vec<DeploymentKey>> {
+    let mut batches: Vec<Vec<DeploymentKey>> = Vec::new();
+    let mut pods = 0;
+    for (key, n) in deployments {
+        let n = (*n).max(1);
+        match batches.last_mut() {
+            Some(batch) if batch.len() < max_deployments && pods + n <= max_pods => {
+                batch.push(key.clone());
+                pods += n;
+            }
+            _ => {
+                batches.push(vec![key.clone()]);
+                pods = n;
+            }
+        }
+    }
+    batches
+}
+
 impl DataPlaneSource {
+    /// Starts backfilling the history of deployments seen for the first time (and of those whose batch failed
+    /// before), unless a bootstrap is still running. Batches go one after another, each imported into the
+    /// store as it arrives, so memory and the load on Prometheus stay bounded by one batch.
     fn bootstrap(&mut self, observation: &Observation, now: UnixMillis) {
-        let fresh: Vec<DeploymentKey> = observation
+        if self
+            .bootstrap_task
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+        {
+            return;
+        }
+        let failed = std::mem::take(
+            &mut *self
+                .bootstrap_failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for key in failed {
+            self.bootstrapped.remove(&key);
+        }
+        let fresh: Vec<(DeploymentKey, u32)> = observation
             .deployments
             .iter()
-            .map(|d| d.key.clone())
-            .filter(|k| !self.bootstrapped.contains(k))
+            .filter(|d| !self.bootstrapped.contains(&d.key))
+            .map(|d| {
+                (
+                    d.key.clone(),
+                    d.replicas.max(d.ready_pods + d.starting_pods),
+                )
+            })
             .collect();
         if fresh.is_empty() {
             return;
         }
-        self.bootstrapped.extend(fresh.iter().cloned());
+        self.bootstrapped
+            .extend(fresh.iter().map(|(k, _)| k.clone()));
+        let batches = bootstrap_batches(
+            &fresh,
+            BOOTSTRAP_PODS_PER_BATCH,
+            BOOTSTRAP_DEPLOYMENTS_PER_BATCH,
+        );
         let (prom, store, health) = (self.prom.clone(), self.store.clone(), self.health.clone());
+        let failed = self.bootstrap_failed.clone();
         let from = now - self.bootstrap_window.as_millis() as i64;
         // One pod's CPU request turns the requested cores of each point into a pod count, so the history keeps
         // demand (utilization x pods), which forecasting needs, not just the utilization the HPA flattened.
@@ -99,45 +171,62 @@ impl DataPlaneSource {
             .filter(|d| d.pod_cpu_request_milli > 0)
             .map(|d| (d.key.clone(), d.pod_cpu_request_milli as f64 / 1000.0))
             .collect();
-        tokio::spawn(async move {
-            match prom
-                .backfill_usage_many(&fresh, from, now, BOOTSTRAP_STEP)
-                .await
-            {
-                Ok(histories) => {
-                    let mut points = 0;
-                    for (key, history) in histories {
-                        let per_pod = pod_request.get(&key).copied();
-                        let history: Vec<(UnixMillis, f64, Option<u32>)> = history
-                            .iter()
-                            .map(|p| {
-                                let pods = per_pod.map(|r| {
-                                    (p.requested_cores / r).round().clamp(1.0, 65_000.0) as u32
-                                });
-                                (p.at, p.used_cores / p.requested_cores * 100.0, pods)
-                            })
-                            .collect();
-                        match store.import_history_with_pods(&key, &history).await {
-                            Ok(n) => points += n,
-                            Err(e) => health.error(
-                                "store",
-                                format!("bootstrap import for {key}: {e}"),
-                                now,
-                            ),
+        self.bootstrap_task = Some(tokio::spawn(async move {
+            let (mut points, mut failed_batches) = (0, 0);
+            let count = batches.len();
+            for batch in batches {
+                match prom
+                    .backfill_usage_many(&batch, from, now, BOOTSTRAP_STEP)
+                    .await
+                {
+                    Ok(histories) => {
+                        for (key, history) in histories {
+                            let per_pod = pod_request.get(&key).copied();
+                            let history: Vec<(UnixMillis, f64, Option<u32>)> = history
+                                .iter()
+                                .map(|p| {
+                                    let pods = per_pod.map(|r| {
+                                        (p.requested_cores / r).round().clamp(1.0, 65_000.0) as u32
+                                    });
+                                    (p.at, p.used_cores / p.requested_cores * 100.0, pods)
+                                })
+                                .collect();
+                            match store.import_history_with_pods(&key, &history).await {
+                                Ok(n) => points += n,
+                                Err(e) => health.error(
+                                    "store",
+                                    format!("bootstrap import for {key}: {e}"),
+                                    now,
+                                ),
+                            }
                         }
                     }
-                    tracing::info!(
-                        deployments = fresh.len(),
-                        points,
-                        "bootstrapped history from Prometheus"
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "bootstrap from Prometheus failed; history will build up from ticks");
-                    health.error("bootstrap", e.to_string(), now);
+                    Err(e) => {
+                        failed_batches += 1;
+                        tracing::warn!(error = %e, deployments = batch.len(), "bootstrap batch failed; will retry on a later tick");
+                        health.error("bootstrap", e.to_string(), now);
+                        failed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .extend(batch);
+                    }
                 }
             }
-        });
+            if failed_batches == 0 {
+                health.ok(
+                    "bootstrap",
+                    format!("{} deployments, {points} points", fresh.len()),
+                    now,
+                );
+            }
+            tracing::info!(
+                deployments = fresh.len(),
+                batches = count,
+                failed_batches,
+                points,
+                "bootstrapped history from Prometheus"
+            );
+        }));
     }
 }
 
@@ -239,5 +328,40 @@ impl Source for DataPlaneSource {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_batches_respect_both_limits_and_keep_order() {
+        let d = |name: &str, pods| (DeploymentKey::new("ns", name), pods);
+        let names = |batches: Vec<Vec<DeploymentKey>>| -> Vec<Vec<String>> {
+            batches
+                .into_iter()
+                .map(|b| b.into_iter().map(|k| k.name).collect())
+                .collect()
+        };
+        let input = [
+            d("a", 100),
+            d("b", 100),
+            d("c", 60),
+            d("huge", 900),
+            d("e", 0),
+            d("f", 10),
+        ];
+        assert_eq!(
+            names(bootstrap_batches(&input, 250, 100)),
+            [vec!["a", "b"], vec!["c"], vec!["huge"], vec!["e", "f"]]
+        );
+        // A deployment with no pods counts as one, and the deployment limit applies on its own.
+        let many: Vec<_> = (0..5).map(|i| d(&format!("d{i}"), 0)).collect();
+        assert_eq!(
+            names(bootstrap_batches(&many, 250, 2)),
+            [vec!["d0", "d1"], vec!["d2", "d3"], vec!["d4"]]
+        );
+        assert!(bootstrap_batches(&[], 250, 100).is_empty());
     }
 }

@@ -58,6 +58,12 @@ pub struct PromArgs {
     #[arg(long, env = "SMART_AUTOSCALER_PROMETHEUS_TIMEOUT", default_value = "10s", value_parser = crate::config::parse_duration)]
     pub prometheus_timeout: Duration,
 
+    /// Time limit for one attempt of one history range query (the bootstrap of a new deployment's history,
+    /// sent in batches of deployments), e.g. `60s`. Longer than --prometheus-timeout: a month of history for a
+    /// batch of pods is far more work for Prometheus than a tick's instant queries.
+    #[arg(long, env = "SMART_AUTOSCALER_PROMETHEUS_HISTORY_TIMEOUT", default_value = "60s", value_parser = crate::config::parse_duration)]
+    pub prometheus_history_timeout: Duration,
+
     /// JSON file overriding the PromQL templates and label names (fields of `prom::QueryTemplates`: pod_cpu_10m,
     /// pod_cpu_5m, pod_cpu_1m, pod_memory, node_cpu, history_cpu, history_cpu_requests, namespace_label, pod_label,
     /// node_label).
@@ -82,6 +88,12 @@ impl PromArgs {
         if self.prometheus_timeout.is_zero() {
             return Err(bad(
                 "prometheus-timeout",
+                "must be greater than zero".into(),
+            ));
+        }
+        if self.prometheus_history_timeout.is_zero() {
+            return Err(bad(
+                "prometheus-history-timeout",
                 "must be greater than zero".into(),
             ));
         }
@@ -115,6 +127,7 @@ impl PromArgs {
             token_file: self.prometheus_token_file.clone(),
             ca_file: self.prometheus_ca_file.clone(),
             timeout: self.prometheus_timeout,
+            history_timeout: self.prometheus_history_timeout,
             templates,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
@@ -131,8 +144,10 @@ pub struct PromSettings {
     pub token_file: Option<PathBuf>,
     /// PEM CA bundle; only these roots are trusted when set.
     pub ca_file: Option<PathBuf>,
-    /// Time limit of one attempt.
+    /// Time limit of one attempt of an instant query.
     pub timeout: Duration,
+    /// Time limit of one attempt of a history range query.
+    pub history_timeout: Duration,
     /// PromQL.
     pub templates: QueryTemplates,
     /// Retries of transient failures.
@@ -149,6 +164,7 @@ impl PromSettings {
             token_file: None,
             ca_file: None,
             timeout: Duration::from_secs(10),
+            history_timeout: Duration::from_secs(60),
             templates: QueryTemplates::default(),
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
@@ -324,6 +340,7 @@ pub struct PromClient {
     templates: QueryTemplates,
     token_file: Option<PathBuf>,
     timeout: Duration,
+    history_timeout: Duration,
     retry: RetryPolicy,
     breaker: Mutex<CircuitBreaker>,
     clock: Arc<dyn Clock>,
@@ -349,7 +366,8 @@ impl PromClient {
     pub fn new(settings: PromSettings) -> Result<PromClient, PromError> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(settings.timeout)
-            .timeout(settings.timeout)
+            // The longest a request may take; each query kind has its own, shorter or equal, limit (`with_timeout`).
+            .timeout(settings.timeout.max(settings.history_timeout))
             .no_proxy();
         if let Some(path) = &settings.ca_file {
             let pem = std::fs::read(path).map_err(|e| {
@@ -378,6 +396,7 @@ impl PromClient {
             templates: settings.templates,
             token_file: settings.token_file,
             timeout: settings.timeout,
+            history_timeout: settings.history_timeout,
             retry: settings.retry,
             breaker: Mutex::new(CircuitBreaker::new(settings.breaker)),
             clock: Arc::new(SystemClock),
@@ -478,16 +497,13 @@ impl PromClient {
     }
 
     async fn with_timeout<T>(
-        &self,
         query: &'static str,
+        timeout: Duration,
         call: impl Future<Output = Result<T, prometheus_http_query::Error>>,
     ) -> Result<T, PromError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(|e| map_error(query, self.timeout, e)),
-            Err(_) => Err(PromError::Timeout {
-                query,
-                timeout: self.timeout,
-            }),
+        match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result.map_err(|e| map_error(query, timeout, e)),
+            Err(_) => Err(PromError::Timeout { query, timeout }),
         }
     }
 
@@ -507,7 +523,7 @@ impl PromClient {
             if let Some(value) = auth {
                 builder = builder.header(reqwest::header::AUTHORIZATION, value.clone());
             }
-            let result = self.with_timeout(name, builder.get()).await?;
+            let result = Self::with_timeout(name, self.timeout, builder.get()).await?;
             match result.into_inner().0 {
                 Data::Vector(v) => Ok(v),
                 other => Err(PromError::Decode {
@@ -530,12 +546,12 @@ impl PromClient {
             let mut builder = self
                 .client
                 .query_range(promql, start, end, step as f64)
-                .timeout(self.timeout.as_millis() as i64);
+                .timeout(self.history_timeout.as_millis() as i64);
             if let Some(value) = auth {
                 builder = builder.header(reqwest::header::AUTHORIZATION, value.clone());
             }
             // POST: the deployment regexes can make the query too long for a URL.
-            let result = self.with_timeout(name, builder.post()).await?;
+            let result = Self::with_timeout(name, self.history_timeout, builder.post()).await?;
             match result.into_inner().0 {
                 Data::Matrix(m) => Ok(m),
                 other => Err(PromError::Decode {
@@ -858,6 +874,7 @@ mod tests {
             prometheus_token_file: None,
             prometheus_ca_file: None,
             prometheus_timeout: Duration::from_secs(10),
+            prometheus_history_timeout: Duration::from_secs(60),
             prometheus_queries: None,
         };
         assert_eq!(args.validate().unwrap_err().flag, "prometheus-url");
