@@ -398,6 +398,7 @@ async fn synthetic_cluster_usage_matches_the_backfilled_data() {
         prometheus_token_file: None,
         prometheus_ca_file: None,
         prometheus_timeout: Duration::from_secs(10),
+        prometheus_history_timeout: Duration::from_secs(60),
         prometheus_queries: Some(PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/fixtures/prom/queries-node-label.json"
@@ -776,6 +777,7 @@ impl FakeServer {
 fn quick(url: &str) -> PromSettings {
     let mut s = PromSettings::new(url);
     s.timeout = Duration::from_millis(500);
+    s.history_timeout = Duration::from_millis(500);
     s.retry = RetryPolicy {
         attempts: 2,
         initial_backoff: Duration::from_millis(10),
