@@ -26,10 +26,10 @@ const BOOTSTRAP_STEP: Duration = Duration::from_secs(300);
 /// Pods whose history one bootstrap batch asks for. At the default 30 days, 5-minute step and a 5-minute rate
 /// window over a 30 s scrape, Prometheus loads about 86,000 samples per pod series per query: 250 pods stay at
 /// ~22 M, under its default `--query.max-samples` of 50 M, and a batch's response is a few MiB to parse.
-const BOOTSTRAP_PODS_PER_BATCH: u32 = 250;
+pub const BOOTSTRAP_PODS_PER_BATCH: u32 = 250;
 
 /// Deployments per bootstrap batch, whatever their size (keeps the query's regular expressions short).
-const BOOTSTRAP_DEPLOYMENTS_PER_BATCH: usize = 100;
+pub const BOOTSTRAP_DEPLOYMENTS_PER_BATCH: usize = 100;
 
 /// Kubernetes + Prometheus + store, as an engine source.
 pub struct DataPlaneSource {

@@ -354,6 +354,9 @@ impl Forecaster {
                     current,
                     predicted: lead_max,
                     naive: naive_lead,
+                    // Members are scored as forecasters; the ensemble as the one that acts.
+                    usable: stream != Stream::Ensemble
+                        || f.confidence >= self.config.min_confidence,
                 });
             }
             for h in &self.config.score_horizons {
@@ -366,6 +369,7 @@ impl Forecaster {
                         current,
                         predicted: *v,
                         naive: naive[h - 1],
+                        usable: true,
                     });
                 }
             }

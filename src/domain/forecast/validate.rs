@@ -52,6 +52,11 @@ pub struct Pending {
     pub predicted: f64,
     /// The seasonal-naive forecast of the same value (what the same time a season ago did).
     pub naive: f64,
+    /// Whether the forecast was confident enough to act on. A rise it predicts counts as a predicted spike
+    /// (and so can be a false positive) only then: a rise the ensemble itself vetoed moved nothing, and
+    /// counting it closed trust just before the rises it had timed right (one early, vetoed rise per day on a
+    /// square wave read as 100% false positives over a half-day window).
+    pub usable: bool,
 }
 
 /// A forecast checked against what happened.
@@ -65,7 +70,7 @@ pub struct Scored {
 
 impl Scored {
     fn predicted_spike(&self, margin: f64) -> bool {
-        self.forecast.predicted > self.forecast.current * (1.0 + margin)
+        self.forecast.usable && self.forecast.predicted > self.forecast.current * (1.0 + margin)
     }
     fn actual_spike(&self, margin: f64) -> bool {
         self.actual > self.forecast.current * (1.0 + margin)
@@ -175,8 +180,13 @@ impl Scorecard {
 
     /// Keeps a forecast until it can be scored. Forecasts must be recorded in `due_at` order per scorecard.
     pub fn record(&mut self, forecast: Pending) {
-        if forecast.predicted.is_finite() && forecast.current.is_finite() {
-            self.pending.push_back(forecast);
+        if !(forecast.predicted.is_finite() && forecast.current.is_finite()) {
+            return;
+        }
+        // A forecast made again at the same time (after a refit) replaces the earlier one: one vote per time.
+        match self.pending.back_mut() {
+            Some(last) if last.made_at == forecast.made_at => *last = forecast,
+            _ => self.pending.push_back(forecast),
         }
         // A scorecard nobody scores must not grow without bound.
         while self.pending.len() > 4 * self.config.window.max(1) {
@@ -266,6 +276,7 @@ mod tests {
             current,
             predicted,
             naive,
+            usable: true,
         }
     }
 
@@ -288,6 +299,27 @@ mod tests {
         assert!((s.mase.unwrap() - (20.0 + 100.0 + 50.0) / (80.0 + 0.0 + 50.0)).abs() < 1e-12);
         assert_eq!(s.false_positive_rate, Some(0.5));
         assert_eq!(s.false_negative_rate, Some(0.5));
+    }
+
+    #[test]
+    fn only_usable_rises_are_spike_claims_and_a_remade_forecast_replaces_the_first() {
+        let mut card = Scorecard::new(TrustConfig {
+            min_scored: 1,
+            ..Default::default()
+        });
+        // A rise the ensemble vetoed (not usable) that did not come: no false positive, and no claim at all.
+        card.record(Pending {
+            usable: false,
+            ..pending(0, 100.0, 200.0, 100.0)
+        });
+        // Made twice at t = 1 (before and after a refit): only the second, usable and right, counts.
+        card.record(pending(1, 100.0, 100.0, 100.0));
+        card.record(pending(1, 100.0, 190.0, 100.0));
+        card.score_due(11, |p| Some(if p.made_at == 0 { 100.0 } else { 180.0 }));
+        let s = card.scores();
+        assert_eq!(s.scored, 2);
+        assert_eq!(s.false_positive_rate, Some(0.0));
+        assert_eq!(s.false_negative_rate, Some(0.0));
     }
 
     #[test]
