@@ -2,15 +2,51 @@
 //! five-minute series the models fit on), the time of each member's fit and of the whole ensemble refit; then
 //! the refit of 1,000 deployments one after the other, as the server's background task does them. The series
 //! are the Azure 2019 trace (30 days at 5 minutes, interpolated to 1 minute) with a per-deployment phase shift,
-//! scale and deterministic noise, so no two fits see the same data. `cargo bench --bench forecast` prints a
-//! table of medians; `cargo test` runs it on a tiny size as a smoke test.
+//! scale and deterministic noise, so no two fits see the same data. Last, the memory a warmed-up forecaster
+//! holds (the server's: 8 days of history, fitted models, scorecards), as live heap bytes counted by this
+//! benchmark's global allocator over 100 of them. `cargo bench --bench forecast` prints a table of medians;
+//! `cargo test` runs it on a tiny size as a smoke test.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use smart_autoscaler::domain::forecast::ensemble::{EnsembleConfig, Fitted};
+use smart_autoscaler::domain::forecast::online::{Forecaster, ForecasterConfig};
 use smart_autoscaler::domain::forecast::profile::{ProfileConfig, SeasonalProfile};
 use smart_autoscaler::domain::forecast::spike::{SpikeConfig, SpikeForest};
-use smart_autoscaler::domain::forecast::{History, STEP_MILLIS, mstl};
+use smart_autoscaler::domain::forecast::{History, STEP_MILLIS, STEPS_PER_DAY, mstl};
+
+/// The system allocator, counting live bytes.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to `System` with the same arguments; the counter does not touch memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded unchanged.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE.fetch_add(new_size, Ordering::Relaxed);
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 const TRACE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -124,4 +160,32 @@ fn main() {
         "| refit of {fleet} deployments, sequential | {:>7.2} s  |          |",
         total.as_secs_f64()
     );
+    // Memory held per deployment by serve's forecasting task once warmed up on its stored history.
+    let sample = if full { 100 } else { 2 };
+    let mut config = ForecasterConfig {
+        max_history_steps: ForecasterConfig::SERVER_HISTORY_STEPS,
+        ..ForecasterConfig::default()
+    };
+    // serve's default --forecast-trust-window.
+    config.trust.window = 144;
+    let before = LIVE.load(Ordering::Relaxed);
+    let warmed: Vec<Forecaster> = histories
+        .iter()
+        .take(sample)
+        .map(|h| {
+            let mut f = Forecaster::new(config.clone());
+            f.warm_up(h, STEPS_PER_DAY);
+            f
+        })
+        .collect();
+    let per = LIVE.load(Ordering::Relaxed).saturating_sub(before) as f64 / warmed.len() as f64;
+    println!(
+        "| live heap per warmed-up forecaster     | {:>7.1} KiB |          |",
+        per / 1024.0
+    );
+    println!(
+        "| ... for 2,000 deployments              | {:>7.1} MiB |          |",
+        per * 2000.0 / 1_048_576.0
+    );
+    drop(warmed);
 }

@@ -153,7 +153,15 @@ impl Forecaster {
         let points = Stream::ALL
             .into_iter()
             .flat_map(|s| config.score_horizons.iter().map(move |h| (s, *h)))
-            .map(|k| (k, Scorecard::new(config.trust.clone())))
+            // Point forecasts are only reported, over their lifetime: no trust window to keep (it would be
+            // 12 of a forecaster's 16 windows).
+            .map(|k| {
+                let trust = TrustConfig {
+                    window: 0,
+                    ..config.trust.clone()
+                };
+                (k, Scorecard::new(trust))
+            })
             .collect();
         Forecaster {
             history: History::new(0, STEP_MILLIS, Vec::new()),
@@ -397,11 +405,6 @@ impl Forecaster {
             .unwrap_or_default()
     }
 
-    /// Scores of a stream's point forecasts at `horizon` steps (only for configured score horizons).
-    pub fn point_scores(&self, stream: Stream, horizon: usize) -> Option<Scores> {
-        self.points.get(&(stream, horizon)).map(Scorecard::scores)
-    }
-
     /// Scores of a stream at the lead window over every forecast so far.
     pub fn lead_lifetime_scores(&self, stream: Stream) -> Scores {
         self.lead
@@ -547,7 +550,7 @@ mod tests {
         assert!(a.lead_max_demand.unwrap() > 200.0, "{a:?}");
         assert!(a.spike_probability.unwrap() > 0.5, "{a:?}");
         // The ensemble beats seasonal-naive... or at least matches it on this easy series.
-        let s = f.point_scores(Stream::Ensemble, 3).unwrap();
+        let s = f.point_lifetime_scores(Stream::Ensemble, 3).unwrap();
         assert!(s.mase.unwrap() < 1.2, "{s:?}");
     }
 

@@ -25,9 +25,9 @@
 //! The series is expected at [`STEP_MILLIS`](super::STEP_MILLIS): the day and week lags are
 //! [`STEPS_PER_DAY`] and [`STEPS_PER_WEEK`] steps.
 
-use linfa::prelude::{Fit, ParamGuard, Predict};
+use linfa::prelude::{Fit, ParamGuard};
 use linfa::{Dataset, DatasetBase};
-use linfa_trees::{DecisionTree, DecisionTreeValidParams};
+use linfa_trees::{DecisionTree, DecisionTreeValidParams, TreeNode};
 use ndarray::{Array1, Array2, Axis};
 
 use super::{Calendar, ForecastError, History, STEPS_PER_DAY, STEPS_PER_WEEK};
@@ -88,12 +88,88 @@ const MIN_SPLIT_ROWS: f32 = 4.0;
 /// Each side of a split must carry at least this bootstrap weight.
 const MIN_LEAF_WEIGHT: f32 = 2.0;
 
+/// One node of a [`Tree`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Node {
+    /// A leaf and its class.
+    Leaf(bool),
+    /// Goes to `left` when the feature is below the threshold, else to `right` (linfa's rule).
+    Split {
+        feature: u8,
+        threshold: f64,
+        left: u16,
+        right: u16,
+    },
+}
+
+/// A trained linfa-trees decision tree, flattened into an array. linfa keeps a boxed node per split, each with
+/// its feature's name as a `String`: about 2 KB per tree of depth 4, 32 KB per forest, which was most of a
+/// warmed-up forecaster's memory (`cargo bench --bench forecast`). This is 16 bytes a node.
+#[derive(Debug, Clone, PartialEq)]
+struct Tree {
+    nodes: Vec<Node>,
+}
+
+impl Tree {
+    fn from_linfa(tree: &DecisionTree<f64, bool>) -> Tree {
+        fn add(node: &TreeNode<f64, bool>, nodes: &mut Vec<Node>) -> u16 {
+            let at = nodes.len();
+            nodes.push(Node::Leaf(false));
+            if let Some(class) = node.prediction() {
+                nodes[at] = Node::Leaf(class);
+                return at as u16;
+            }
+            let (feature, threshold, _) = node.split();
+            let children = node.children();
+            let mut child = |i: usize| match children.get(i).and_then(|c| c.as_deref()) {
+                Some(c) => add(c, nodes),
+                // linfa never leaves a split without both children; a lone leaf keeps the walk total.
+                None => {
+                    nodes.push(Node::Leaf(false));
+                    (nodes.len() - 1) as u16
+                }
+            };
+            let (left, right) = (child(0), child(1));
+            nodes[at] = Node::Split {
+                feature: feature as u8,
+                threshold,
+                left,
+                right,
+            };
+            at as u16
+        }
+        let mut nodes = Vec::new();
+        add(tree.root_node(), &mut nodes);
+        nodes.shrink_to_fit();
+        Tree { nodes }
+    }
+
+    fn predict(&self, row: &[f64]) -> bool {
+        let mut at = 0;
+        loop {
+            match self.nodes.get(at) {
+                Some(Node::Leaf(class)) => return *class,
+                Some(Node::Split {
+                    feature,
+                    threshold,
+                    left,
+                    right,
+                }) => {
+                    let x = row.get(usize::from(*feature)).copied().unwrap_or(f64::NAN);
+                    at = usize::from(if x < *threshold { *left } else { *right });
+                }
+                None => return false,
+            }
+        }
+    }
+}
+
 /// A trained forest, or, when the training rows held a single class, just that class's base rate.
 #[derive(Debug, Clone)]
 pub struct SpikeForest {
     /// Empty when the training rows held a single class: there is nothing to discriminate, and the honest
     /// answer to every question is the base rate (0 or 1).
-    trees: Vec<DecisionTree<f64, bool>>,
+    trees: Vec<Tree>,
     base_rate: f64,
     rows: usize,
     horizon_steps: usize,
@@ -171,7 +247,8 @@ impl SpikeForest {
             let y: Array1<bool> = drawn.iter().map(|i| labels[*i]).collect();
             let w: Array1<f32> = drawn.iter().map(|i| counts[*i] as f32).collect();
             let sample: DatasetBase<Array2<f64>, Array1<bool>> = Dataset::new(x, y).with_weights(w);
-            forest.trees.push(params.fit(&sample).map_err(model_error)?);
+            let tree = params.fit(&sample).map_err(model_error)?;
+            forest.trees.push(Tree::from_linfa(&tree));
         }
         Ok(forest)
     }
@@ -203,15 +280,7 @@ impl SpikeForest {
             self.horizon_steps,
             self.utc_offset_minutes,
         );
-        let x = Array2::from_shape_vec((1, FEATURES), row.to_vec()).map_err(model_error)?;
-        let votes = self
-            .trees
-            .iter()
-            .filter(|tree| {
-                let y: Array1<bool> = tree.predict(&x);
-                y.first().copied().unwrap_or(false)
-            })
-            .count();
+        let votes = self.trees.iter().filter(|tree| tree.predict(&row)).count();
         Ok(votes as f64 / self.trees.len() as f64)
     }
 
@@ -362,6 +431,28 @@ impl SplitMix64 {
 mod tests {
     use super::super::STEP_MILLIS;
     use super::*;
+    use linfa::prelude::Predict;
+
+    #[test]
+    fn flattened_trees_predict_exactly_like_linfa() {
+        let history = daily_spike(10, 0.2);
+        let filled = history.filled();
+        let config = SpikeConfig::default();
+        let (records, labels) = training_rows(&history, &filled, &config);
+        assert!(labels.iter().any(|l| *l) && labels.iter().any(|l| !*l));
+        for depth in [1, 4, 8] {
+            let tree = DecisionTree::params()
+                .max_depth(Some(depth))
+                .fit(&Dataset::new(records.clone(), Array1::from(labels.clone())))
+                .unwrap();
+            let flat = Tree::from_linfa(&tree);
+            assert!(flat.nodes.len() < 1 << (depth + 1));
+            let linfa: Array1<bool> = tree.predict(&records);
+            for (row, want) in records.rows().into_iter().zip(linfa) {
+                assert_eq!(flat.predict(row.as_slice().unwrap()), want);
+            }
+        }
+    }
 
     /// Base 100, 300 from 09:00 to 10:00 every day (UTC, from a Thursday midnight), with deterministic noise
     /// of `noise` relative.
