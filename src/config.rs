@@ -480,8 +480,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SMART_AUTOSCALER_FORECAST_REFIT_INTERVAL", default_value = "15m", value_parser = parse_duration)]
     pub forecast_refit_interval: Duration,
 
-    /// Share of one core the background model refits may use (0.01-1); deployments not reached in a round are
-    /// refitted first in the next.
+    /// Share of one core the background model refits and warm-ups may use (0.01-1); deployments not reached in a
+    /// round are refitted (or warmed up) first in the next.
     #[arg(
         long,
         env = "SMART_AUTOSCALER_FORECAST_CPU_BUDGET",

@@ -167,9 +167,21 @@ impl ForecastTask {
         let known: std::collections::HashSet<&DeploymentKey> = keys.iter().collect();
         self.forecasters.retain(|k, _| known.contains(k));
         let memory = ForecasterConfig::SERVER_HISTORY_STEPS as i64 * STEP_MILLIS;
+        // Warm-ups (a fit and a day's replay each) and refits share one CPU budget per round: after a restart
+        // with thousands of deployments, they start over several rounds instead of all at once.
+        let budget = self
+            .settings
+            .round
+            .mul_f64(self.settings.cpu_budget.clamp(0.01, 1.0));
+        let mut spent = Duration::ZERO;
         for key in &keys {
             if !self.forecasters.contains_key(key) {
+                if spent >= budget {
+                    continue;
+                }
+                let started = Instant::now();
                 let forecaster = self.start(key, complete).await;
+                spent += started.elapsed();
                 self.forecasters
                     .insert(key.clone(), (forecaster, None, None));
             }
@@ -191,7 +203,7 @@ impl ForecastTask {
                 Err(error) => tracing::warn!(%key, %error, "reading rollups for forecasting"),
             }
         }
-        self.refit_due(now).await;
+        self.refit_due(now, budget.saturating_sub(spent)).await;
         self.store_predictions().await;
         self.publish_board();
     }
@@ -280,7 +292,8 @@ impl ForecastTask {
         forecaster
     }
 
-    async fn refit_due(&mut self, now: UnixMillis) {
+    /// Refits forecasters whose refit is due, oldest first, until `budget` is spent.
+    async fn refit_due(&mut self, now: UnixMillis, budget: Duration) {
         let interval = self.settings.refit_interval.as_millis() as i64;
         // Oldest refit first, so a budget too small for everyone still reaches everyone in turn.
         let mut due: Vec<(Option<UnixMillis>, DeploymentKey)> = self
@@ -292,10 +305,6 @@ impl ForecastTask {
             .map(|(k, (_, last, _))| (*last, k.clone()))
             .collect();
         due.sort();
-        let budget = self
-            .settings
-            .round
-            .mul_f64(self.settings.cpu_budget.clamp(0.01, 1.0));
         let mut spent = Duration::ZERO;
         for (_, key) in due {
             if spent >= budget {

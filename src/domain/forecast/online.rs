@@ -200,6 +200,15 @@ impl Forecaster {
         } else if bucket_start < self.history.end() {
             return;
         }
+        let max = self.config.max_history_steps.max(STEPS_PER_DAY);
+        if self.history.values.capacity() < max + STEPS_PER_DAY + 1 {
+            // Room for the most the trim below lets the history hold, once, exactly: growth by doubling left
+            // up to a third of a server forecaster's history buffer unused (8 days held in 4096 slots).
+            let len = self.history.values.len();
+            self.history
+                .values
+                .reserve_exact(max + STEPS_PER_DAY + 1 - len);
+        }
         while self.history.end() < bucket_start {
             self.history.values.push(f64::NAN);
         }
@@ -210,7 +219,6 @@ impl Forecaster {
         });
         self.pushed_since_fit += 1;
         // Trim in chunks of a day so trimming costs nothing per push.
-        let max = self.config.max_history_steps.max(STEPS_PER_DAY);
         if self.history.values.len() > max + STEPS_PER_DAY {
             let drop = self.history.values.len() - max;
             self.history.values.drain(..drop);
