@@ -92,10 +92,12 @@ fn main() {
         rollup_hours,
         history_deployments,
         history_days,
+        steady_deployments,
+        steady_days,
     ) = if full {
-        (2_000, 120, 2_000, 6, 500, 28)
+        (2_000, 120, 2_000, 6, 500, 28, 200, 30)
     } else {
-        (20, 3, 5, 2, 3, 28)
+        (20, 3, 5, 2, 3, 28, 3, 3)
     };
     // STORE_BENCH_ROLLUP=DEPLOYMENTS,HOURS overrides the tick-path data set.
     let (rollup_deployments, rollup_hours) = std::env::var("STORE_BENCH_ROLLUP")
@@ -117,6 +119,8 @@ fn main() {
         rollup_hours,
         history_deployments,
         history_days,
+        steady_deployments,
+        steady_days,
     }));
     println!("store benchmark ({})", if full { "full" } else { "smoke" });
     println!("| {:<58} | {:>14} | {:<8} |", "measurement", "value", "aim");
@@ -133,6 +137,8 @@ struct Sizes {
     rollup_hours: i64,
     history_deployments: usize,
     history_days: i64,
+    steady_deployments: usize,
+    steady_days: i64,
 }
 
 struct Fixed(UnixMillis);
@@ -151,6 +157,8 @@ async fn run(sizes: Sizes) -> Vec<Row> {
         rollup_hours,
         history_deployments,
         history_days,
+        steady_deployments,
+        steady_days,
     } = sizes;
     let mut rows = Vec::new();
     let t0: UnixMillis = 1_750_000_000_000 / HOUR * HOUR;
@@ -301,6 +309,53 @@ async fn run(sizes: Sizes) -> Vec<Row> {
     rows.push(Row(
         "encoded rollup bytes per sample (12 B key + 169 B/hour)".into(),
         format!("{:.2}", (12.0 + 169.0) / 60.0),
+        "",
+    ));
+
+    // 4. The tick path in steady state: a long run of 60 s ticks with the retention pass every hour (serve runs
+    // it every minute), so sled reuses the space of rolled-up samples for new ones. At the end the store holds
+    // the last 48 h as samples and everything older as rollups; the figure is disk bytes over every sample
+    // written (each still stored, raw or rolled up).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path, Retention::default()).await.unwrap();
+    let keys_d = keys(steady_deployments);
+    let ticks = steady_days * 24 * 60;
+    let started = Instant::now();
+    let mut peak = 0;
+    for tick in 0..ticks {
+        let at = t0 + tick * MINUTE;
+        store
+            .record_tick(&observation(at, &keys_d, tick))
+            .await
+            .unwrap();
+        if tick % 60 == 59 {
+            store.enforce_retention(at).await.unwrap();
+        }
+        if tick % (24 * 60) == 24 * 60 - 1 {
+            store.flush().await.unwrap();
+            peak = peak.max(store.size_on_disk().await.unwrap());
+        }
+    }
+    store.flush().await.unwrap();
+    let run_time = started.elapsed();
+    let size = store.size_on_disk().await.unwrap();
+    peak = peak.max(size);
+    let written = (ticks as usize * steady_deployments) as f64;
+    drop(store);
+    let label = format!(
+        "{} deployments x {} d of 60 s ticks",
+        steady_deployments, steady_days
+    );
+    rows.push(Row(format!("steady state: {label}: run"), ms(run_time), ""));
+    rows.push(Row(
+        "steady state: bytes on disk per sample written, at the end".into(),
+        format!("{:.2}", size as f64 / written),
+        "< 8",
+    ));
+    rows.push(Row(
+        "steady state: largest end-of-day size on disk".into(),
+        format!("{:.1} MiB", peak as f64 / 1_048_576.0),
         "",
     ));
     rows
