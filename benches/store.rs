@@ -123,10 +123,10 @@ fn main() {
         steady_days,
     }));
     println!("store benchmark ({})", if full { "full" } else { "smoke" });
-    println!("| {:<58} | {:>14} | {:<8} |", "measurement", "value", "aim");
-    println!("|{:-<60}|{:-<16}|{:-<10}|", "", "", "");
+    println!("| {:<68} | {:>14} | {:<8} |", "measurement", "value", "aim");
+    println!("|{:-<70}|{:-<16}|{:-<10}|", "", "", "");
     for Row(name, value, aim) in rows {
-        println!("| {name:<58} | {value:>14} | {aim:<8} |");
+        println!("| {name:<68} | {value:>14} | {aim:<8} |");
     }
 }
 
@@ -312,51 +312,95 @@ async fn run(sizes: Sizes) -> Vec<Row> {
         "",
     ));
 
-    // 4. The tick path in steady state: a long run of 60 s ticks with the retention pass every hour (serve runs
-    // it every minute), so sled reuses the space of rolled-up samples for new ones. At the end the store holds
-    // the last 48 h as samples and everything older as rollups; the figure is disk bytes over every sample
-    // written (each still stored, raw or rolled up).
+    // 4. The tick path in steady state: a month of 60 s ticks with the retention pass every hour (serve runs it
+    // every minute), once without compaction and once with the check serve runs after each retention pass
+    // (`Store::compact_if_grown`). Disk bytes over every sample written (each still stored, raw or rolled up).
+    let written = (steady_days * 24 * 60) as f64 * steady_deployments as f64;
+    let label = format!("{steady_deployments} deployments x {steady_days} d of 60 s ticks");
+    for compaction in [false, true] {
+        let run = steady_state(t0, &keys(steady_deployments), steady_days, compaction).await;
+        let name = if compaction {
+            "with compaction"
+        } else {
+            "no compaction"
+        };
+        rows.push(Row(
+            format!("steady state, {name}: {label}: run"),
+            ms(run.time),
+            "",
+        ));
+        rows.push(Row(
+            format!("steady state, {name}: bytes/sample at the end"),
+            format!("{:.2}", run.end as f64 / written),
+            "< 8",
+        ));
+        rows.push(Row(
+            format!("steady state, {name}: size on disk, days 1/3/7/14/30"),
+            [1, 3, 7, 14, 30]
+                .iter()
+                .filter_map(|d| run.daily.get(d - 1))
+                .map(|b| format!("{}", b >> 20))
+                .collect::<Vec<_>>()
+                .join("/")
+                + " MiB",
+            "",
+        ));
+        if compaction {
+            rows.push(Row(
+                format!("steady state, {name}: compactions, longest"),
+                format!("{}, {}", run.compactions, ms(run.longest)),
+                "",
+            ));
+        }
+    }
+    rows
+}
+
+/// What a month of ticks did to the store.
+struct Steady {
+    time: Duration,
+    end: u64,
+    daily: Vec<u64>,
+    compactions: usize,
+    longest: Duration,
+}
+
+async fn steady_state(
+    t0: UnixMillis,
+    keys: &[DeploymentKey],
+    days: i64,
+    compaction: bool,
+) -> Steady {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store");
-    let store = Store::open(&path, Retention::default()).await.unwrap();
-    let keys_d = keys(steady_deployments);
-    let ticks = steady_days * 24 * 60;
+    let store = Store::open(dir.path().join("store"), Retention::default())
+        .await
+        .unwrap();
     let started = Instant::now();
-    let mut peak = 0;
-    for tick in 0..ticks {
+    let (mut daily, mut compactions, mut longest) = (Vec::new(), 0, Duration::ZERO);
+    for tick in 0..days * 24 * 60 {
         let at = t0 + tick * MINUTE;
         store
-            .record_tick(&observation(at, &keys_d, tick))
+            .record_tick(&observation(at, keys, tick))
             .await
             .unwrap();
         if tick % 60 == 59 {
             store.enforce_retention(at).await.unwrap();
+            if compaction && let Some(report) = store.compact_if_grown().await.unwrap() {
+                compactions += 1;
+                longest = longest.max(Duration::from_millis(report.millis));
+            }
         }
         if tick % (24 * 60) == 24 * 60 - 1 {
             store.flush().await.unwrap();
-            peak = peak.max(store.size_on_disk().await.unwrap());
+            daily.push(store.size_on_disk().await.unwrap());
         }
     }
     store.flush().await.unwrap();
-    let run_time = started.elapsed();
-    let size = store.size_on_disk().await.unwrap();
-    peak = peak.max(size);
-    let written = (ticks as usize * steady_deployments) as f64;
-    drop(store);
-    let label = format!(
-        "{} deployments x {} d of 60 s ticks",
-        steady_deployments, steady_days
-    );
-    rows.push(Row(format!("steady state: {label}: run"), ms(run_time), ""));
-    rows.push(Row(
-        "steady state: bytes on disk per sample written, at the end".into(),
-        format!("{:.2}", size as f64 / written),
-        "< 8",
-    ));
-    rows.push(Row(
-        "steady state: largest end-of-day size on disk".into(),
-        format!("{:.1} MiB", peak as f64 / 1_048_576.0),
-        "",
-    ));
-    rows
+    Steady {
+        time: started.elapsed(),
+        end: store.size_on_disk().await.unwrap(),
+        daily,
+        compactions,
+        longest,
+    }
 }

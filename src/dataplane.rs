@@ -51,6 +51,8 @@ pub struct DataPlaneSource {
     bootstrap_failed: Arc<Mutex<Vec<DeploymentKey>>>,
     /// The bootstrap task in progress: one at a time, its batches one after another.
     bootstrap_task: Option<JoinHandle<()>>,
+    /// The store compaction check in progress, if any (see [`Store::compact_if_grown`]).
+    compaction_task: Option<JoinHandle<()>>,
     /// How far back to bootstrap.
     pub bootstrap_window: Duration,
     /// When retention was last enforced.
@@ -79,6 +81,7 @@ impl DataPlaneSource {
             bootstrapped: HashSet::new(),
             bootstrap_failed: Arc::default(),
             bootstrap_task: None,
+            compaction_task: None,
             bootstrap_window,
             last_retention: 0,
             recorded_targets: HashMap::new(),
@@ -90,6 +93,33 @@ fn err(message: impl Into<String>) -> SourceError {
     SourceError {
         source_name: "data plane",
         message: message.into(),
+    }
+}
+
+impl DataPlaneSource {
+    /// Checks in the background whether the store has grown enough to compact, and compacts it. Store
+    /// operations, this source's tick writes among them, wait while it runs.
+    fn compact_if_grown(&mut self, now: UnixMillis) {
+        if self
+            .compaction_task
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+        {
+            return;
+        }
+        let (store, health) = (self.store.clone(), self.health.clone());
+        self.compaction_task = Some(tokio::spawn(async move {
+            match store.compact_if_grown().await {
+                Ok(Some(report)) => tracing::info!(
+                    before_mib = report.before_bytes >> 20,
+                    after_mib = report.after_bytes >> 20,
+                    millis = report.millis,
+                    "store compacted"
+                ),
+                Ok(None) => {}
+                Err(e) => health.error("store", format!("compaction: {e}"), now),
+            }
+        }));
     }
 }
 
@@ -288,6 +318,7 @@ impl Source for DataPlaneSource {
             if let Err(e) = self.store.enforce_retention(now).await {
                 self.health.error("store", format!("retention: {e}"), now);
             }
+            self.compact_if_grown(now);
         }
         self.bootstrap(&observation, now);
         Ok(observation)

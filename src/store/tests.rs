@@ -498,7 +498,7 @@ async fn open_errors_name_the_path_and_the_reason() {
     // A store written by a newer format is refused, not misread.
     {
         let store = Store::open(&path, Retention::default()).await.unwrap();
-        store.inner.db.insert(FORMAT_KEY, &[9]).unwrap();
+        store.inner().db.insert(FORMAT_KEY, &[9]).unwrap();
         store.flush().await.unwrap();
     }
     let e = Store::open(&path, Retention::default()).await.unwrap_err();
@@ -516,9 +516,9 @@ async fn corrupt_values_are_reported_not_misread() {
         .record_tick(&tick(T0, &[(&api(), 1.0)]))
         .await
         .unwrap();
-    let id = store.inner.known_id(&api()).unwrap();
+    let id = store.inner().known_id(&api()).unwrap();
     store
-        .inner
+        .inner()
         .tree(Kind::Samples)
         .insert(codec::key(id, T0 + 1), &[2u8, 0, 0][..])
         .unwrap();
@@ -561,7 +561,7 @@ async fn the_journal_is_replayed_after_a_crash_while_closing_an_hour() {
         }
         // Hour T0 was closed into a block when the first tick of T0 + 1 h came; its journal records were
         // dropped. Put one back, as if the process died between writing the blocks and dropping the records.
-        let id = store.inner.known_id(&api()).unwrap();
+        let id = store.inner().known_id(&api()).unwrap();
         let again = codec::encode_journal(&[(
             id,
             codec::SampleValue {
@@ -571,11 +571,11 @@ async fn the_journal_is_replayed_after_a_crash_while_closing_an_hour() {
             },
         )]);
         store
-            .inner
+            .inner()
             .journal
             .insert(codec::key(0, T0 + 5 * MINUTE), again)
             .unwrap();
-        assert_eq!(store.inner.journal.len(), 31);
+        assert_eq!(store.inner().journal.len(), 31);
         store.flush().await.unwrap();
     }
     let store = Store::open(&path, Retention::default()).await.unwrap();
@@ -588,7 +588,7 @@ async fn the_journal_is_replayed_after_a_crash_while_closing_an_hour() {
             .all(|(i, s)| s.at == T0 + i as i64 * MINUTE && s.cpu_percent == i as f64)
     );
     assert_eq!(
-        store.inner.journal.len(),
+        store.inner().journal.len(),
         30,
         "only the open hour is journalled"
     );
@@ -604,5 +604,86 @@ async fn the_journal_is_replayed_after_a_crash_while_closing_an_hour() {
             .unwrap()
             .len(),
         91
+    );
+}
+
+#[tokio::test]
+async fn compaction_keeps_every_record_gives_back_space_and_the_store_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let store = Store::open(&path, Retention::default()).await.unwrap();
+    let retention = Retention::default();
+    let samples_ms = retention.samples.as_millis() as i64;
+    // Three days of minute ticks for two deployments, rolled up as they age: the churn that leaves sled's log
+    // behind (closed hours, deleted journal records and sample blocks). The last tick stays in the open hour.
+    let ticks = 3 * 24 * 60 + 30;
+    for i in 0..ticks {
+        let at = T0 + i * MINUTE;
+        store
+            .record_tick(&tick(at, &[(&api(), (i % 97) as f64), (&web(), 50.0)]))
+            .await
+            .unwrap();
+        if i % 60 == 59 {
+            store.enforce_retention(at).await.unwrap();
+        }
+    }
+    let end = T0 + ticks * MINUTE;
+    store
+        .put_decision(&api(), T0, br#"{"served":71.5}"#)
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let read = |store: Store| async move {
+        (
+            store.samples(&api(), end - samples_ms, end).await.unwrap(),
+            store.rollups(&api(), T0, end).await.unwrap(),
+            store.rollups(&web(), T0, end).await.unwrap(),
+            store.decisions(&api(), T0, T0 + 1).await.unwrap(),
+            store.deployments(),
+        )
+    };
+    let before = read(store.clone()).await;
+    assert!(before.0.len() > 2_000 && !before.1.is_empty() && !before.3.is_empty());
+
+    let report = store.compact().await.unwrap();
+    assert!(
+        report.after_bytes < report.before_bytes,
+        "compaction gave nothing back: {report:?}"
+    );
+    assert_eq!(read(store.clone()).await, before);
+    assert_eq!(store.size_on_disk().await.unwrap(), report.after_bytes);
+    // No copy or old directory is left beside the store.
+    let mut entries: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["store"]);
+    // Just compacted: not grown, so nothing to do.
+    assert_eq!(store.compact_if_grown().await.unwrap(), None);
+
+    // The open hour survived (it lives in the journal), and the store takes writes and reopens as usual.
+    store
+        .record_tick(&tick(end, &[(&api(), 12.0)]))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let last_hour = store
+        .samples(&api(), end - 30 * MINUTE, end + 1)
+        .await
+        .unwrap();
+    assert_eq!(last_hour.len(), 31);
+    drop(store);
+    let reopened = Store::open(&path, Retention::default()).await.unwrap();
+    assert_eq!(
+        reopened
+            .samples(&api(), end - 30 * MINUTE, end + 1)
+            .await
+            .unwrap(),
+        last_hour
+    );
+    assert_eq!(
+        reopened.decisions(&api(), T0, T0 + 1).await.unwrap(),
+        before.3
     );
 }
