@@ -300,7 +300,7 @@ impl ForecastTask {
             .forecasters
             .iter()
             .filter(|(_, (f, last, _))| {
-                f.history().observed() >= STEPS_PER_DAY && last.is_none_or(|t| now - t >= interval)
+                f.observed() >= STEPS_PER_DAY && last.is_none_or(|t| now - t >= interval)
             })
             .map(|(k, (_, last, _))| (*last, k.clone()))
             .collect();

@@ -449,7 +449,7 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                             bucket.0 / bucket.1 as f64,
                         );
                         bucket = (0.0, 0);
-                        if f.needs_refit() && f.history().observed() >= STEPS_PER_DAY {
+                        if f.needs_refit() && f.observed() >= STEPS_PER_DAY {
                             f.refit();
                         }
                     }

@@ -130,11 +130,39 @@ pub struct Published {
 /// The latest forecasts of every deployment, as the server's forecasting task publishes them.
 pub type Board = std::collections::HashMap<crate::domain::model::DeploymentKey, Published>;
 
+/// The forecaster's own history: [`History`] with `f32` values, half the memory of the 8 days a server keeps per
+/// deployment (demand has nothing to say beyond `f32`'s 7 significant digits). Converted to a [`History`] for
+/// each fit and forecast.
+#[derive(Debug, Clone)]
+struct Series {
+    start: UnixMillis,
+    step_millis: i64,
+    values: Vec<f32>,
+}
+
+impl Series {
+    fn end(&self) -> UnixMillis {
+        self.start + self.values.len() as i64 * self.step_millis
+    }
+
+    fn observed(&self) -> usize {
+        self.values.iter().filter(|v| v.is_finite()).count()
+    }
+
+    fn to_history(&self) -> History {
+        History::new(
+            self.start,
+            self.step_millis,
+            self.values.iter().map(|v| f64::from(*v)).collect(),
+        )
+    }
+}
+
 /// One deployment's online forecaster.
 #[derive(Debug, Clone)]
 pub struct Forecaster {
     config: ForecasterConfig,
-    history: History,
+    history: Series,
     fitted: Option<Fitted>,
     pushed_since_fit: usize,
     lead: BTreeMap<Stream, Scorecard>,
@@ -164,7 +192,11 @@ impl Forecaster {
             })
             .collect();
         Forecaster {
-            history: History::new(0, STEP_MILLIS, Vec::new()),
+            history: Series {
+                start: 0,
+                step_millis: STEP_MILLIS,
+                values: Vec::new(),
+            },
             config,
             fitted: None,
             pushed_since_fit: 0,
@@ -180,9 +212,14 @@ impl Forecaster {
         &self.config
     }
 
-    /// The in-memory history.
-    pub fn history(&self) -> &History {
-        &self.history
+    /// The in-memory history (a copy).
+    pub fn history(&self) -> History {
+        self.history.to_history()
+    }
+
+    /// Buckets of the in-memory history with a value.
+    pub fn observed(&self) -> usize {
+        self.history.observed()
     }
 
     /// End of the pushed history (start of the next bucket to push), if any was pushed.
@@ -210,12 +247,12 @@ impl Forecaster {
                 .reserve_exact(max + STEPS_PER_DAY + 1 - len);
         }
         while self.history.end() < bucket_start {
-            self.history.values.push(f64::NAN);
+            self.history.values.push(f32::NAN);
         }
         self.history.values.push(if demand.is_finite() {
-            demand.max(0.0)
+            demand.max(0.0) as f32
         } else {
-            f64::NAN
+            f32::NAN
         });
         self.pushed_since_fit += 1;
         // Trim in chunks of a day so trimming costs nothing per push.
@@ -259,7 +296,7 @@ impl Forecaster {
 
     /// Refits the members on the in-memory history.
     pub fn refit(&mut self) {
-        let history = self.history.clone();
+        let history = self.history.to_history();
         self.refit_on(&history);
     }
 
@@ -295,7 +332,7 @@ impl Forecaster {
         usize::try_from(i)
             .ok()
             .and_then(|i| self.history.values.get(i))
-            .copied()
+            .map(|v| f64::from(*v))
             .filter(|v| v.is_finite())
     }
 
@@ -343,12 +380,13 @@ impl Forecaster {
         };
         let horizon = self.config.ensemble.horizon_steps.max(1);
         let steps = horizon.max(self.max_score_horizon());
-        let f = fitted.forecast(&self.history, steps, &self.weights(), &self.config.ensemble);
+        let history = self.history.to_history();
+        let f = fitted.forecast(&history, steps, &self.weights(), &self.config.ensemble);
         let Some(current) = f.current else {
             self.latest = Some(f);
             return;
         };
-        let filled = self.history.filled();
+        let filled = history.filled();
         let n = filled.len();
         let step = self.history.step_millis;
         let made_at = f.made_at;
@@ -538,7 +576,7 @@ mod tests {
             };
             let v = base * (1.0 + 0.05 * (((i * 7919) % 101) as f64 / 50.0 - 1.0));
             f.push(i as i64 * STEP_MILLIS, v);
-            if f.needs_refit() && f.history().observed() >= STEPS_PER_DAY {
+            if f.needs_refit() && f.observed() >= STEPS_PER_DAY {
                 f.refit();
             }
         }
@@ -592,7 +630,7 @@ mod tests {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             let r = (z ^ (z >> 31)) % 1000;
             f.push(i as i64 * STEP_MILLIS, 50.0 + r as f64 * 0.35);
-            if f.needs_refit() && f.history().observed() >= STEPS_PER_DAY {
+            if f.needs_refit() && f.observed() >= STEPS_PER_DAY {
                 f.refit();
             }
             usable += usize::from(f.advice().usable);

@@ -29,21 +29,41 @@ impl Default for ProfileConfig {
     }
 }
 
+/// A cell while fitting: the sum and count of its daily values.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Cell {
+struct Acc {
     sum: f64,
-
     n: u32,
 }
 
-impl Cell {
+impl Acc {
     fn add(&mut self, v: f64) {
         self.sum += v;
-
         self.n += 1;
     }
+}
+
+/// A fitted cell: its mean and how many days it was seen on, in 8 bytes (a server keeps 960 cells per
+/// deployment: 7 days x 96 slots, 2 day types x 96, 96).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Cell {
+    mean: f32,
+    n: u16,
+}
+
+impl Cell {
+    fn of(acc: &Acc) -> Cell {
+        Cell {
+            mean: if acc.n > 0 {
+                (acc.sum / f64::from(acc.n)) as f32
+            } else {
+                0.0
+            },
+            n: u16::try_from(acc.n).unwrap_or(u16::MAX),
+        }
+    }
     fn mean(&self) -> Option<f64> {
-        (self.n > 0).then(|| self.sum / f64::from(self.n))
+        (self.n > 0).then_some(f64::from(self.mean))
     }
 }
 
@@ -85,9 +105,9 @@ impl SeasonalProfile {
                 ..config.clone()
             },
             slots,
-            by_day: vec![Cell::default(); 7 * slots],
-            by_type: vec![Cell::default(); 2 * slots],
-            by_time: vec![Cell::default(); slots],
+            by_day: Vec::new(),
+            by_type: Vec::new(),
+            by_time: Vec::new(),
             days: observed as f64 * history.step_millis as f64 / 86_400_000.0,
             consistency: 0.0,
             spread: 0.0,
@@ -120,11 +140,16 @@ impl SeasonalProfile {
         if let Some((_, at, sum, n)) = current {
             visits.push((at, sum / f64::from(n)));
         }
+        let (mut by_day, mut by_type, mut by_time) = (
+            vec![Acc::default(); 7 * slots],
+            vec![Acc::default(); 2 * slots],
+            vec![Acc::default(); slots],
+        );
         for (t, v) in &visits {
             let (d, ty, s) = profile.cells(*t);
-            profile.by_day[d].add(*v);
-            profile.by_type[ty].add(*v);
-            profile.by_time[s].add(*v);
+            by_day[d].add(*v);
+            by_type[ty].add(*v);
+            by_time[s].add(*v);
         }
         // Leave-one-out error of each day's value against the other days of its cell: an in-sample error would
         // call a cell seen once perfectly consistent.
@@ -132,7 +157,13 @@ impl SeasonalProfile {
         let mut abs_val = 0.0;
         let mut rel = Vec::new();
         for (t, v) in &visits {
-            let Some(cell) = profile.cell_at(*t) else {
+            // The most specific cell with enough data, as in `cell_at`.
+            let (d, ty, s) = profile.cells(*t);
+            let Some(cell) = [(by_day[d], 2), (by_type[ty], 1), (by_time[s], 1)]
+                .into_iter()
+                .find(|(c, min)| c.n >= *min)
+                .map(|(c, _)| c)
+            else {
                 continue;
             };
             if cell.n < 2 {
@@ -150,6 +181,9 @@ impl SeasonalProfile {
         } else {
             0.0
         };
+        profile.by_day = by_day.iter().map(Cell::of).collect();
+        profile.by_type = by_type.iter().map(Cell::of).collect();
+        profile.by_time = by_time.iter().map(Cell::of).collect();
         rel.sort_by(f64::total_cmp);
         profile.spread = rel
             .get((rel.len() as f64 * 0.8) as usize)
