@@ -251,6 +251,8 @@ struct Shared {
     /// Size on disk after the last compaction (or at open): the next compaction is due at
     /// [`COMPACT_GROWTH`] times this.
     compacted_size: AtomicU64,
+    /// What [`Store::deployments`] last returned, for while a compaction holds the database.
+    last_deployments: Mutex<Vec<DeploymentKey>>,
 }
 
 /// sled 0.34 reclaims little of the space its log leaves behind: measured by `hack/bench-store.sh`, a store
@@ -327,6 +329,7 @@ impl Store {
                 retention,
                 inner: RwLock::new(Some(Arc::new(inner))),
                 compacted_size: AtomicU64::new(size),
+                last_deployments: Mutex::default(),
             }),
             clock: Arc::new(SystemClock),
         })
@@ -348,14 +351,31 @@ impl Store {
         self.shared.retention
     }
 
-    /// Deployments the store has seen.
+    /// Deployments the store has seen. Never waits for a compaction (callers run on async threads): while one
+    /// runs, the list from the last call is returned.
     pub fn deployments(&self) -> Vec<DeploymentKey> {
-        let guard = self.shared.read();
+        let last = || {
+            self.shared
+                .last_deployments
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        let guard = match self.shared.inner.try_read() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return last(),
+        };
         let Some(inner) = guard.as_ref() else {
-            return Vec::new();
+            return last();
         };
         let mut keys: Vec<DeploymentKey> = inner.lock_ids().by_key.keys().cloned().collect();
         keys.sort();
+        *self
+            .shared
+            .last_deployments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = keys.clone();
         keys
     }
 
