@@ -144,7 +144,7 @@ pub enum StoreError {
         /// What is wrong.
         detail: String,
     },
-    /// The blocking task panicked or was cancelled.
+    /// The database is closed: a compaction failed and could not reopen it.
     #[error("store at {path} is unavailable: {reason}")]
     Unavailable {
         /// The store's directory.
