@@ -38,15 +38,19 @@ impl<E> Default for Cache<E> {
 }
 
 impl<E> Cache<E> {
-    /// Every entry with its key, sorted by key. The read lock is held only while the `Arc`s are copied.
+    /// Every entry with its key, in no particular order. The read lock is held only while the `Arc`s are
+    /// copied.
+    pub fn entries(&self) -> Vec<(Key, Arc<E>)> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Every entry with its key, sorted by key.
     pub fn sorted(&self) -> Vec<(Key, Arc<E>)> {
-        let mut all: Vec<(Key, Arc<E>)> = {
-            let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-            entries
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        };
+        let mut all = self.entries();
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         all
     }

@@ -263,10 +263,11 @@ impl ClusterWatch {
     /// The cluster as the caches hold it now, sorted by namespace and name. Before [`ClusterWatch::ready`]
     /// it may be partial.
     pub fn snapshot(&self) -> ClusterSnapshot {
-        let hpas = self.hpas.sorted();
+        // Neither needs an order: `hpa_targets` sorts what it is given, and the ReplicaSets go into a map.
+        let hpas = self.hpas.entries();
         let targets = convert::hpa_targets(hpas.iter().map(|(k, v)| (k, v.as_ref())));
         let replica_sets: HashMap<Key, Arc<ReplicaSetEntry>> =
-            self.replica_sets.sorted().into_iter().collect();
+            self.replica_sets.entries().into_iter().collect();
 
         let deployments = self
             .deployments
