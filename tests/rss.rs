@@ -597,22 +597,17 @@ async fn run() {
         .await
         .unwrap();
     let managed = listed["items"].as_array().map_or(0, Vec::len);
-    let metrics_text = http
-        .get(format!("http://{metrics}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let readyz = http
-        .get(format!("http://{metrics}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let get_text = async |path: &str| {
+        http.get(format!("http://{metrics}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let metrics_text = get_text("/metrics").await;
+    let readyz = get_text("/readyz").await;
     let end = mem(pid).unwrap_or_default();
     let end_at = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
