@@ -8,7 +8,9 @@
 # deployment's metric over TLS once per tick meanwhile), and prints a table of VmRSS/VmHWM per phase read from
 # /proc/<pid>/status, with tick times.
 #
-#   hack/bench-rss.sh                          # 2,000 deployments, 6 h of history, --interval 15s, 8 ticks
+#   hack/bench-rss.sh                          # 2,000 deployments, 6 h of history in Prometheus, 30 days in the
+#                                              # store (SEED_DAYS), --interval 15s, 8 ticks once every forecaster is fitted
+#   SEED_DAYS=0 hack/bench-rss.sh              # a new server: no stored history, so no forecaster fits
 #   RUNS=2 hack/bench-rss.sh                   # repeat the whole run
 #   HOURS=24 TICKS=4 hack/bench-rss.sh         # longer history: a bigger bootstrap (~4x the backfill time)
 #   DEPLOYMENTS=200 NODES=50 hack/bench-rss.sh # a quick smaller run
@@ -23,6 +25,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-1}
+# A month of five-minute history per deployment written into serve's store before it starts (through the store's
+# own import): what a server finds after running for a month, so every deployment's forecaster warms up on it.
+export SEED_DAYS=${SEED_DAYS:-30}
 for tool in prometheus promtool; do
   command -v "$tool" >/dev/null || { echo "$tool is required (hack/install-tools.sh installs it)" >&2; exit 1; }
 done

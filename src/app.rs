@@ -164,7 +164,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let telemetry = Arc::new(Telemetry::new());
     let health = Arc::new(crate::health::Health::new(&telemetry));
-    let store = crate::store::Store::open(args.data_dir.join("store"), args.store.retention())
+    let store = crate::store::Store::open(args.data_dir.join("store"), args.store.config())
         .await?
         .with_clock(clock.clone());
     let prom = Arc::new(crate::prom::PromClient::from_args(&args.prom)?.with_clock(clock.clone()));

@@ -46,6 +46,8 @@ pub struct ForecastMetrics {
     pub trusted: Family<DeploymentLabels, Gauge>,
     /// Ensemble confidence.
     pub confidence: Family<DeploymentLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Deployments whose models have been fitted at least once (warm-up or refit).
+    pub fitted: Gauge,
     /// Refits done.
     pub refits: Counter,
     /// CPU seconds spent refitting.
@@ -79,6 +81,12 @@ impl ForecastMetrics {
             "forecast_confidence",
             "Ensemble confidence of the latest forecast",
             self.confidence.clone(),
+        );
+        telemetry.register(
+            "forecast_fitted_deployments",
+            "Deployments whose forecast models are fitted; the others have too little history or wait for their \
+             warm-up",
+            self.fitted.clone(),
         );
         telemetry.register("forecast_refits", "Model refits", self.refits.clone());
         telemetry.register(
@@ -383,6 +391,12 @@ impl ForecastTask {
                 .get_or_create(&labels)
                 .set(p.advice.confidence);
         }
+        let fitted = self
+            .forecasters
+            .values()
+            .filter(|(f, _, _)| f.refits() > 0)
+            .count();
+        self.metrics.fitted.set(fitted as i64);
         self.publish.send_replace(Arc::new(board));
     }
 }

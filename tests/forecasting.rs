@@ -216,6 +216,11 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
         metrics
             .contains("smart_autoscaler_forecast_mape{namespace=\"shop\",deployment=\"checkout\"}")
     );
+    // Both have two weeks of history: both warmed up, so both fitted (the noisy one fits, but is not usable).
+    assert!(
+        metrics.contains("smart_autoscaler_forecast_fitted_deployments 2\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -248,5 +253,10 @@ async fn a_deployment_with_little_history_has_no_forecast_and_says_so() {
         advice.reason.as_deref(),
         Some("not fitted yet"),
         "{advice:?}"
+    );
+    let metrics = telemetry.encode();
+    assert!(
+        metrics.contains("smart_autoscaler_forecast_fitted_deployments 0\n"),
+        "{metrics}"
     );
 }

@@ -19,7 +19,10 @@
 //! serve sends them (30 days at 5 minutes), to report the response sizes and Prometheus's time for them.
 //!
 //! Environment: `BIN`, `DEPLOYMENTS` (2000), `NODES` (500), `NAMESPACES` (50), `HOURS` of history (6),
-//! `INTERVAL` seconds (15), `TICKS` after the bootstrap (8), `SERVE_ARGS` (extra flags, space-separated).
+//! `INTERVAL` seconds (15), `TICKS` after the bootstrap (8), `SERVE_ARGS` (extra flags, space-separated),
+//! `SEED_DAYS` (0): days of five-minute history written into serve's store before it starts (through the store's
+//! own import), so that every deployment's forecaster warms up and holds fitted models; the ticks are then
+//! counted once the bootstrap is done and every deployment's models are fitted.
 
 mod common;
 
@@ -261,6 +264,41 @@ async fn bootstrap_queries(
     out
 }
 
+/// Writes `days` of five-minute history (a daily wave around 50% with noise, at the deployment's pod count)
+/// for every deployment into a store at `path`, through the same import serve's bootstrap uses; returns the
+/// points written.
+async fn seed_store(path: &Path, cluster: &Cluster, days: i64) -> usize {
+    use smart_autoscaler::domain::model::DeploymentKey;
+    use smart_autoscaler::store::{Retention, Store};
+    let store = Store::open(path, Retention::default()).await.unwrap();
+    let step = 300_000i64;
+    let end = unix_millis().div_euclid(step) * step;
+    let steps = days * 86_400_000 / step;
+    let mut written = 0;
+    for (i, d) in cluster.deployments.iter().enumerate() {
+        let phase = i as f64 * 0.37;
+        let pods = d.pods.len() as u32;
+        let points: Vec<(i64, f64, Option<u32>)> = (0..steps)
+            .map(|s| {
+                let at = end - (steps - s) * step;
+                let day = (at % 86_400_000) as f64 / 86_400_000.0;
+                let noise = ((s as f64 * 12.9898 + phase).sin() * 43_758.545).fract() * 6.0;
+                let value = 50.0 + 20.0 * (std::f64::consts::TAU * day + phase).sin() + noise;
+                (at, value, Some(pods))
+            })
+            .collect();
+        written += store
+            .import_history_with_pods(
+                &DeploymentKey::new(d.namespace.as_str(), d.name.as_str()),
+                &points,
+            )
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    written
+}
+
 #[test]
 #[ignore = "benchmark; run by hack/bench-rss.sh"]
 fn serve_peak_rss_at_cluster_scale() {
@@ -352,8 +390,22 @@ async fn run() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // serve.
+    // A month of stored history (optional): what serve finds in its store after running for that long, so
+    // every deployment's forecaster warms up on it and holds fitted models, as in a long-running server.
     let data = dir.path().join("data");
+    let seed_days: i64 = env_or("SEED_DAYS", 0);
+    if seed_days > 0 {
+        let t = Instant::now();
+        let points = seed_store(&data.join("store"), &cluster, seed_days).await;
+        setup.push(format!(
+            "store seeded with {seed_days} days of 5-minute history per deployment ({:.1} M points) in {:.0} s",
+            points as f64 / 1e6,
+            t.elapsed().as_secs_f64()
+        ));
+        eprintln!("{}", setup.last().unwrap());
+    }
+
+    // serve.
     let started = Instant::now();
     let mut child = Command::new(&bin)
         .args([
@@ -483,12 +535,18 @@ async fn run() {
         all[0].0, all[0].1
     );
 
-    let deadline = Instant::now() + Duration::from_secs(600 + 3 * ticks as u64 * interval);
+    // Warm-ups run within serve's forecasting CPU budget (a quarter of a core by default), a few hundred
+    // deployments a minute.
+    let warm_up_allowance = if seed_days > 0 { 2400 } else { 0 };
+    let deadline =
+        Instant::now() + Duration::from_secs(600 + warm_up_allowance + 3 * ticks as u64 * interval);
     let mut last_collected = 0i64;
     let mut tick_times: Vec<f64> = Vec::new();
     let mut after_bootstrap = 0usize;
     let mut lists_row = false;
     let mut bootstrap_row = false;
+    // Without seeded history there is nothing to warm up on (6 h is too little to fit).
+    let mut fitted_row = seed_days == 0;
     let mut hpa: Option<tokio::task::JoinHandle<(usize, usize, f64)>> = None;
     let mut hpa_rounds: Vec<(usize, usize, f64)> = Vec::new();
     while after_bootstrap < ticks {
@@ -558,11 +616,33 @@ async fn run() {
             let first = last_collected == 0;
             last_collected = collected;
             tick_times.push(tick_ms);
+            if !fitted_row
+                && let Ok(r) = http.get(format!("http://{metrics}/metrics")).send().await
+                && let Ok(text) = r.text().await
+            {
+                let fitted = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("smart_autoscaler_forecast_fitted_deployments "))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if fitted == all.len() {
+                    fitted_row = true;
+                    rows.push(Row {
+                        phase: "forecasts fitted (all)".into(),
+                        at: started.elapsed().as_secs_f64(),
+                        mem: mem(pid).unwrap_or_default(),
+                        tick_ms: None,
+                        note: format!("{fitted} deployments with fitted models"),
+                    });
+                }
+            }
             let phase = if first {
                 "first snapshot".to_string()
-            } else if bootstrap_row {
+            } else if bootstrap_row && fitted_row {
                 after_bootstrap += 1;
                 format!("tick {after_bootstrap} after bootstrap")
+            } else if bootstrap_row {
+                "tick (warm-ups running)".to_string()
             } else {
                 "tick (bootstrap running)".to_string()
             };
@@ -740,10 +820,12 @@ async fn run() {
         }
     );
     println!(
-        "store on disk {:.1} MiB; {}; {}",
+        "store on disk {:.1} MiB; {}; {}; {}; {}",
         store_bytes as f64 / 1_048_576.0,
         count("smart_autoscaler_engine_ticks_total"),
-        count("smart_autoscaler_source_errors_total")
+        count("smart_autoscaler_source_errors_total"),
+        count("smart_autoscaler_forecast_fitted_deployments"),
+        count("smart_autoscaler_forecast_refits_total")
     );
     for (name, bytes, series, points, seconds) in &bootstrap {
         println!(

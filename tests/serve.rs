@@ -252,7 +252,7 @@ async fn serve_end_to_end_with_real_prometheus_and_recorded_api() {
     // The first decision of each managed deployment was recorded, and the store reopens after the kill.
     let store = smart_autoscaler::store::Store::open(
         dir.path().join("data").join("store"),
-        Default::default(),
+        smart_autoscaler::store::Retention::default(),
     )
     .await
     .unwrap();

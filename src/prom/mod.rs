@@ -569,19 +569,30 @@ impl PromClient {
         self.guarded(now, async {
             let auth = self.authorization().await?;
             let t = &self.templates;
-            let (cpu_10m, cpu_5m, cpu_1m, memory, nodes) = tokio::try_join!(
-                self.instant("pod_cpu_10m", &t.pod_cpu_10m, now, &auth),
-                self.instant("pod_cpu_5m", &t.pod_cpu_5m, now, &auth),
-                self.instant("pod_cpu_1m", &t.pod_cpu_1m, now, &auth),
-                self.instant("pod_memory", &t.pod_memory, now, &auth),
-                self.instant("node_cpu", &t.node_cpu, now, &auth),
+            // Each response becomes its small map as soon as it arrives, so the decoded vectors (a label map
+            // and strings per series) of the five are never all held at once.
+            let pods = async |name, promql| {
+                self.instant(name, promql, now, &auth)
+                    .await
+                    .map(|v| pod_values(v, t))
+            };
+            let (pod_cpu_10m, pod_cpu_5m, pod_cpu_1m, pod_memory_bytes, node_cpu_percent) = tokio::try_join!(
+                pods("pod_cpu_10m", &t.pod_cpu_10m),
+                pods("pod_cpu_5m", &t.pod_cpu_5m),
+                pods("pod_cpu_1m", &t.pod_cpu_1m),
+                pods("pod_memory", &t.pod_memory),
+                async {
+                    self.instant("node_cpu", &t.node_cpu, now, &auth)
+                        .await
+                        .map(|v| node_values(v, &t.node_label))
+                },
             )?;
             Ok(Usage {
-                pod_cpu_10m: pod_values(cpu_10m, t),
-                pod_cpu_5m: pod_values(cpu_5m, t),
-                pod_cpu_1m: pod_values(cpu_1m, t),
-                pod_memory_bytes: pod_values(memory, t),
-                node_cpu_percent: node_values(nodes, &t.node_label),
+                pod_cpu_10m,
+                pod_cpu_5m,
+                pod_cpu_1m,
+                pod_memory_bytes,
+                node_cpu_percent,
             })
         })
         .await

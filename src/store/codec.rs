@@ -283,6 +283,34 @@ impl SampleValue {
     }
 }
 
+/// A [`SampleValue`] as it is encoded (`f32` values, NaN for no memory, replicas saturated at 65534 and
+/// `u16::MAX` for none), for samples held in memory until they are written: 12 bytes instead of 32, and read
+/// back exactly as they will be after the write.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PackedSample {
+    cpu_percent: f32,
+    memory_percent: f32,
+    replicas: u16,
+}
+
+impl PackedSample {
+    pub(crate) fn pack(value: &SampleValue) -> Self {
+        PackedSample {
+            cpu_percent: value.cpu_percent as f32,
+            memory_percent: opt_f32(value.memory_percent) as f32,
+            replicas: replicas_u16(value.replicas),
+        }
+    }
+
+    pub(crate) fn unpack(&self) -> SampleValue {
+        SampleValue {
+            cpu_percent: f64::from(self.cpu_percent),
+            memory_percent: read_opt(f64::from(self.memory_percent)),
+            replicas: read_replicas(self.replicas),
+        }
+    }
+}
+
 /// Encodes `(u32 tag, sample)` rows behind the version byte and a count of `count_len` bytes.
 fn encode_rows(
     rows: impl ExactSizeIterator<Item = (u32, SampleValue)>,

@@ -538,9 +538,15 @@ fn store_args_validate_retentions() {
     let mut args = StoreArgs {
         store_sample_retention: Duration::from_secs(48 * 3600),
         store_rollup_retention: Duration::from_secs(30 * 86400),
+        store_cache_mib: DEFAULT_CACHE_MIB,
     };
     assert!(args.validate().is_ok());
     assert_eq!(args.retention(), Retention::default());
+    assert_eq!(args.config(), StoreConfig::from(Retention::default()));
+    args.store_cache_mib = 0;
+    assert_eq!(args.validate().unwrap_err().flag, "store-cache-mib");
+    args.store_cache_mib = 8;
+    assert_eq!(args.config().cache_bytes, 8 << 20);
     args.store_rollup_retention = Duration::from_secs(3600);
     assert_eq!(args.validate().unwrap_err().flag, "store-rollup-retention");
     args.store_sample_retention = Duration::from_secs(60);
@@ -686,4 +692,39 @@ async fn compaction_keeps_every_record_gives_back_space_and_the_store_goes_on() 
         reopened.decisions(&api(), T0, T0 + 1).await.unwrap(),
         before.3
     );
+}
+
+#[test]
+fn the_open_hour_keeps_samples_packed_in_order_and_reads_them_as_stored() {
+    let hour = 10 * HOUR_MILLIS;
+    let value = |cpu: f64, replicas: Option<u32>| SampleValue {
+        cpu_percent: cpu,
+        memory_percent: None,
+        replicas,
+    };
+    let mut rows = HourRows::default();
+    rows.insert(hour, hour + 2 * MINUTE, value(2.0, Some(2)));
+    rows.insert(hour, hour + MINUTE, value(1.0, Some(1)));
+    rows.insert(hour, hour + 3 * MINUTE, value(3.1, Some(70_000)));
+    // A second tick at the same time replaces the first.
+    rows.insert(hour, hour + 2 * MINUTE, value(2.5, None));
+    let all: Vec<(UnixMillis, SampleValue)> = rows.range(hour, hour, hour + HOUR_MILLIS).collect();
+    assert_eq!(
+        all.iter()
+            .map(|(at, _)| (at - hour) / MINUTE)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(all[1].1, value(2.5, None));
+    // What the codec would give back after the hour is written: f32 values, replicas saturated.
+    let block = codec::encode_block(hour, &[(hour + 3 * MINUTE, value(3.1, Some(70_000)))]);
+    assert_eq!(all[2].1, codec::decode_block(hour, &block).unwrap()[0].1);
+    assert!(rows.contains(hour, hour + MINUTE) && !rows.contains(hour, hour + 4 * MINUTE));
+    assert!(!rows.contains(hour, hour - MINUTE));
+    assert_eq!(
+        rows.range(hour, hour + 2 * MINUTE, hour + 3 * MINUTE)
+            .count(),
+        1
+    );
+    assert_eq!(std::mem::size_of::<(u32, codec::PackedSample)>(), 16);
 }
