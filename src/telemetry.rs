@@ -52,6 +52,16 @@ pub struct Telemetry {
     pub deployments: Gauge,
     /// Engine ticks by outcome.
     pub ticks: Family<OutcomeLabels, Counter>,
+    /// jemalloc's statistics, refreshed at each scrape: bytes allocated and live, and bytes resident.
+    allocator: Family<AllocatorLabels, Gauge>,
+}
+
+/// Labels of the allocator gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AllocatorLabels {
+    /// `allocated` (live heap), `active` (pages holding it), `resident` (the allocator's resident pages, live or
+    /// not yet returned) or `retained` (address space kept unmapped for reuse).
+    pub kind: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -104,7 +114,15 @@ impl Telemetry {
             "Collection ticks, by outcome",
             ticks.clone(),
         );
+        let allocator = Family::<AllocatorLabels, Gauge>::default();
+        registry.register_with_unit(
+            "allocator",
+            "Heap statistics of jemalloc, the binary's allocator (zero where it is not the allocator, as in tests)",
+            prometheus_client::registry::Unit::Bytes,
+            allocator.clone(),
+        );
         Telemetry {
+            allocator,
             registry: std::sync::Mutex::new(registry),
             requests,
             latency,
@@ -116,6 +134,7 @@ impl Telemetry {
 
     /// Renders the OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        self.refresh_allocator();
         let mut out = String::new();
         // Writing to a String cannot fail.
         let registry = self
@@ -125,6 +144,33 @@ impl Telemetry {
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
+
+    #[cfg(all(unix, not(target_env = "musl")))]
+    fn refresh_allocator(&self) {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        // The statistics are a snapshot taken when the epoch advances.
+        if epoch::advance().is_err() {
+            return;
+        }
+        for (kind, read) in [
+            (
+                "allocated",
+                stats::allocated::read as fn() -> tikv_jemalloc_ctl::Result<usize>,
+            ),
+            ("active", stats::active::read),
+            ("resident", stats::resident::read),
+            ("retained", stats::retained::read),
+        ] {
+            if let Ok(bytes) = read() {
+                self.allocator
+                    .get_or_create(&AllocatorLabels { kind })
+                    .set(bytes as i64);
+            }
+        }
+    }
+
+    #[cfg(not(all(unix, not(target_env = "musl"))))]
+    fn refresh_allocator(&self) {}
 
     /// Registers a family owned by another module (webhook, extender, data plane) under the same prefix.
     pub fn register(

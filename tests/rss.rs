@@ -827,6 +827,21 @@ async fn run() {
         count("smart_autoscaler_forecast_fitted_deployments"),
         count("smart_autoscaler_forecast_refits_total")
     );
+    let allocator: Vec<String> = metrics_text
+        .lines()
+        .filter_map(|l| l.strip_prefix("smart_autoscaler_allocator_bytes{kind=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .map(|(kind, v)| {
+            format!(
+                "{kind} {:.1} MiB",
+                v.parse::<f64>().unwrap_or(0.0) / 1_048_576.0
+            )
+        })
+        .collect();
+    println!(
+        "allocator at the end (jemalloc's statistics): {}",
+        allocator.join(", ")
+    );
     for (name, bytes, series, points, seconds) in &bootstrap {
         println!(
             "bootstrap query {name} (one batch: {} deployments, 30 d at 5 min), timed after the run: {:.1} MiB of \

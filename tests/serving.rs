@@ -274,6 +274,22 @@ async fn probes_and_openmetrics_exposition() {
     assert!(text.contains("smart_autoscaler_http_requests_total{server=\"secure\",route=\"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}\",method=\"GET\",code=\"200\"}"), "{text}");
     assert!(text.contains("smart_autoscaler_snapshot_age_seconds"));
     assert!(text.trim_end().ends_with("# EOF"));
+    // The binary's allocator is jemalloc, and its statistics are exported.
+    let heap = |kind: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "smart_autoscaler_allocator_bytes{{kind=\"{kind}\"}} "
+                ))
+            })
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no allocator {kind} in {text}"))
+    };
+    let (allocated, resident) = (heap("allocated"), heap("resident"));
+    assert!(
+        allocated > 1 << 20 && resident >= allocated,
+        "allocated {allocated}, resident {resident}"
+    );
 
     let explained: Value = client
         .get(server.metrics_url("/api/v1/deployments/demo/java-orders"))
