@@ -22,7 +22,8 @@
 //! `INTERVAL` seconds (15), `TICKS` after the bootstrap (8), `SERVE_ARGS` (extra flags, space-separated),
 //! `SEED_DAYS` (0): days of five-minute history written into serve's store before it starts (through the store's
 //! own import), so that every deployment's forecaster warms up and holds fitted models; the ticks are then
-//! counted once the bootstrap is done and every deployment's models are fitted.
+//! counted once the bootstrap is done and every deployment's models are fitted. `SEED_COMPACT=1` compacts the
+//! seeded store before serve starts (measured: 566 -> 562 MiB at 2,000 deployments, so its size is live data).
 
 mod common;
 
@@ -296,6 +297,17 @@ async fn seed_store(path: &Path, cluster: &Cluster, days: i64) -> usize {
             .unwrap();
     }
     store.flush().await.unwrap();
+    // As serve would have left it after its last compaction (it compacts when the store has grown to
+    // COMPACT_GROWTH times that): the import's churn leaves sled's log several times the live data.
+    if std::env::var("SEED_COMPACT").is_ok_and(|v| v == "1") {
+        let report = store.compact().await.unwrap();
+        eprintln!(
+            "seeded store compacted: {:.1} -> {:.1} MiB in {:.1} s",
+            report.before_bytes as f64 / 1_048_576.0,
+            report.after_bytes as f64 / 1_048_576.0,
+            report.millis as f64 / 1000.0
+        );
+    }
     written
 }
 
