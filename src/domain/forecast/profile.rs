@@ -43,6 +43,18 @@ impl Acc {
     }
 }
 
+/// Of a time's three cells (its day of the week, its day type, its time of day, most specific first), the first
+/// seen often enough to stand for it: two days for a day-of-week cell, one for the others. `seen` is a cell's count
+/// of days; the same rule serves the fit (on sums) and the forecast (on means).
+fn most_specific<C: Copy>(cells: [C; 3], seen: impl Fn(&C) -> u32) -> Option<C> {
+    const MIN_DAYS: [u32; 3] = [2, 1, 1];
+    cells
+        .into_iter()
+        .zip(MIN_DAYS)
+        .find(|(c, min)| seen(c) >= *min)
+        .map(|(c, _)| c)
+}
+
 /// A fitted cell: its mean and how many days it was seen on, in 8 bytes (a server keeps 960 cells per
 /// deployment: 7 days x 96 slots, 2 day types x 96, 96).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -157,13 +169,8 @@ impl SeasonalProfile {
         let mut abs_val = 0.0;
         let mut rel = Vec::new();
         for (t, v) in &visits {
-            // The most specific cell with enough data, as in `cell_at`.
             let (d, ty, s) = profile.cells(*t);
-            let Some(cell) = [(by_day[d], 2), (by_type[ty], 1), (by_time[s], 1)]
-                .into_iter()
-                .find(|(c, min)| c.n >= *min)
-                .map(|(c, _)| c)
-            else {
+            let Some(cell) = most_specific([by_day[d], by_type[ty], by_time[s]], |c| c.n) else {
                 continue;
             };
             if cell.n < 2 {
@@ -208,14 +215,9 @@ impl SeasonalProfile {
     /// day-type cell, else the time-of-day cell.
     fn cell_at(&self, t: i64) -> Option<Cell> {
         let (d, ty, s) = self.cells(t);
-        [
-            (self.by_day[d], 2),
-            (self.by_type[ty], 1),
-            (self.by_time[s], 1),
-        ]
-        .into_iter()
-        .find(|(c, min)| c.n >= *min)
-        .map(|(c, _)| c)
+        most_specific([self.by_day[d], self.by_type[ty], self.by_time[s]], |c| {
+            u32::from(c.n)
+        })
     }
 
     /// Expected demand at `t` before level correction, if the profile has seen that time of day.
