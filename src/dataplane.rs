@@ -96,15 +96,16 @@ fn err(message: impl Into<String>) -> SourceError {
     }
 }
 
+/// Whether a background task of this source (bootstrap, compaction) is still running: each runs one at a time.
+fn running(task: &Option<JoinHandle<()>>) -> bool {
+    task.as_ref().is_some_and(|t| !t.is_finished())
+}
+
 impl DataPlaneSource {
     /// Checks in the background whether the store has grown enough to compact, and compacts it. Store
     /// operations, this source's tick writes among them, wait while it runs.
     fn compact_if_grown(&mut self, now: UnixMillis) {
-        if self
-            .compaction_task
-            .as_ref()
-            .is_some_and(|t| !t.is_finished())
-        {
+        if running(&self.compaction_task) {
             return;
         }
         let (store, health) = (self.store.clone(), self.health.clone());
@@ -153,11 +154,7 @@ impl DataPlaneSource {
     /// before), unless a bootstrap is still running. Batches go one after another, each imported into the
     /// store as it arrives, so memory and the load on Prometheus stay bounded by one batch.
     fn bootstrap(&mut self, observation: &Observation, now: UnixMillis) {
-        if self
-            .bootstrap_task
-            .as_ref()
-            .is_some_and(|t| !t.is_finished())
-        {
+        if running(&self.bootstrap_task) {
             return;
         }
         let failed = std::mem::take(
