@@ -342,8 +342,7 @@ pub struct Store {
 /// The open database behind every clone of a [`Store`].
 struct Shared {
     path: PathBuf,
-    retention: Retention,
-    cache_bytes: u64,
+    config: StoreConfig,
     /// Every operation holds the read lock while it runs (on a blocking thread); a compaction holds the write
     /// lock while it copies the data into a fresh database and swaps it in. `None` only if a compaction failed
     /// and the database could not be reopened.
@@ -379,7 +378,7 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("path", &self.shared.path)
-            .field("retention", &self.shared.retention)
+            .field("retention", &self.shared.config.retention)
             .finish_non_exhaustive()
     }
 }
@@ -403,14 +402,9 @@ impl Store {
         config: impl Into<StoreConfig>,
     ) -> Result<Store, StoreError> {
         let path = path.into();
-        let for_error = path.clone();
         let config = config.into();
-        tokio::task::spawn_blocking(move || Store::open_blocking(path, config))
-            .await
-            .map_err(|e| StoreError::Task {
-                path: for_error,
-                message: e.to_string(),
-            })?
+        let for_error = path.clone();
+        on_blocking_pool(&for_error, move || Store::open_blocking(path, config)).await
     }
 
     /// Opens (creating if needed) the store in directory `path`, blocking the calling thread.
@@ -419,10 +413,7 @@ impl Store {
         config: impl Into<StoreConfig>,
     ) -> Result<Store, StoreError> {
         let path = path.into();
-        let StoreConfig {
-            retention,
-            cache_bytes,
-        } = config.into();
+        let config = config.into();
         let open_error = |reason: String| StoreError::Open {
             path: path.clone(),
             reason,
@@ -430,13 +421,12 @@ impl Store {
         if path.exists() && !path.is_dir() {
             return Err(open_error("it exists and is not a directory".into()));
         }
-        let inner = Inner::open(path.clone(), retention, cache_bytes)?;
+        let inner = Inner::open(path.clone(), config)?;
         let size = inner.db.size_on_disk().map_err(|e| inner.sled(e))?;
         Ok(Store {
             shared: Arc::new(Shared {
                 path,
-                retention,
-                cache_bytes,
+                config,
                 inner: RwLock::new(Some(Arc::new(inner))),
                 compacted_size: AtomicU64::new(size),
                 last_deployments: Mutex::default(),
@@ -458,7 +448,7 @@ impl Store {
 
     /// The retention in force.
     pub fn retention(&self) -> Retention {
-        self.shared.retention
+        self.shared.config.retention
     }
 
     /// Deployments the store has seen. Never waits for a compaction (callers run on async threads): while one
@@ -495,7 +485,7 @@ impl Store {
         F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
     {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
+        on_blocking_pool(&self.shared.path, move || {
             let guard = shared.read();
             match guard.as_ref() {
                 Some(inner) => work(inner),
@@ -503,10 +493,6 @@ impl Store {
             }
         })
         .await
-        .map_err(|e| StoreError::Task {
-            path: self.shared.path.clone(),
-            message: e.to_string(),
-        })?
     }
 
     /// Copies the live data into a fresh database and swaps it in, which gives back the space sled's log has
@@ -514,12 +500,7 @@ impl Store {
     /// database stays in place.
     pub async fn compact(&self) -> Result<CompactReport, StoreError> {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.compact())
-            .await
-            .map_err(|e| StoreError::Task {
-                path: self.shared.path.clone(),
-                message: e.to_string(),
-            })?
+        on_blocking_pool(&self.shared.path, move || shared.compact()).await
     }
 
     /// Compacts when the store has grown to [`COMPACT_GROWTH`] times its size after the last compaction (and is
@@ -583,7 +564,7 @@ impl Shared {
         }
         // The copy first, beside the store: if it fails, nothing has changed.
         let copied = (|| {
-            let fresh = sled_config(&fresh_path, self.cache_bytes).open()?;
+            let fresh = sled_config(&fresh_path, self.config.cache_bytes).open()?;
             fresh.import(old.db.export());
             fresh.flush()?;
             Ok::<_, sled::Error>(())
@@ -604,7 +585,7 @@ impl Shared {
                 }
             })
             .and_then(|()| {
-                Inner::open(self.path.clone(), self.retention, self.cache_bytes).inspect_err(|_| {
+                Inner::open(self.path.clone(), self.config).inspect_err(|_| {
                     // The copy does not open: back to the old database.
                     let _ = std::fs::remove_dir_all(&self.path);
                     let _ = std::fs::rename(&old_path, &self.path);
@@ -624,13 +605,27 @@ impl Shared {
             }
             Err(e) => {
                 // Reopen whatever is at the store's path now (the old database, put back).
-                *guard = Inner::open(self.path.clone(), self.retention, self.cache_bytes)
+                *guard = Inner::open(self.path.clone(), self.config)
                     .ok()
                     .map(Arc::new);
                 Err(e)
             }
         }
     }
+}
+
+/// Runs `work` for the store at `path` on tokio's blocking pool (sled blocks), its panic or cancellation
+/// reported as [`StoreError::Task`].
+async fn on_blocking_pool<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Task {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?
 }
 
 fn sled_config(path: &Path, cache_bytes: u64) -> sled::Config {
@@ -643,12 +638,13 @@ fn sled_config(path: &Path, cache_bytes: u64) -> sled::Config {
 
 impl Inner {
     /// Opens the database in `path` and loads the deployment ids and the journal.
-    fn open(path: PathBuf, retention: Retention, cache_bytes: u64) -> Result<Inner, StoreError> {
+    fn open(path: PathBuf, config: StoreConfig) -> Result<Inner, StoreError> {
         let open_error = |reason: String| StoreError::Open {
             path: path.clone(),
             reason,
         };
-        let config = sled_config(&path, cache_bytes);
+        let retention = config.retention;
+        let config = sled_config(&path, config.cache_bytes);
         // sled's background threads let go of the file lock shortly after a handle in this process is dropped,
         // so a reopen in the same process retries the lock for a moment.
         let mut tries = 0;
