@@ -632,11 +632,8 @@ async fn run() {
                 && let Ok(r) = http.get(format!("http://{metrics}/metrics")).send().await
                 && let Ok(text) = r.text().await
             {
-                let fitted = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("smart_autoscaler_forecast_fitted_deployments "))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
+                let fitted = common::sample(&text, "smart_autoscaler_forecast_fitted_deployments")
+                    .unwrap_or(0.0) as usize;
                 if fitted == all.len() {
                     fitted_row = true;
                     rows.push(Row {
@@ -839,15 +836,12 @@ async fn run() {
         count("smart_autoscaler_forecast_fitted_deployments"),
         count("smart_autoscaler_forecast_refits_total")
     );
-    let allocator: Vec<String> = metrics_text
-        .lines()
-        .filter_map(|l| l.strip_prefix("smart_autoscaler_allocator_bytes{kind=\""))
-        .filter_map(|l| l.split_once("\"} "))
-        .map(|(kind, v)| {
-            format!(
-                "{kind} {:.1} MiB",
-                v.parse::<f64>().unwrap_or(0.0) / 1_048_576.0
-            )
+    let allocator: Vec<String> = ["allocated", "active", "resident", "retained"]
+        .into_iter()
+        .filter_map(|kind| {
+            let series = format!("smart_autoscaler_allocator_bytes{{kind=\"{kind}\"}}");
+            common::sample(&metrics_text, &series)
+                .map(|v| format!("{kind} {:.1} MiB", v / 1_048_576.0))
         })
         .collect();
     println!(

@@ -276,14 +276,11 @@ async fn probes_and_openmetrics_exposition() {
     assert!(text.trim_end().ends_with("# EOF"));
     // The binary's allocator is jemalloc, and its statistics are exported.
     let heap = |kind: &str| {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!(
-                    "smart_autoscaler_allocator_bytes{{kind=\"{kind}\"}} "
-                ))
-            })
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no allocator {kind} in {text}"))
+        common::sample(
+            &text,
+            &format!("smart_autoscaler_allocator_bytes{{kind=\"{kind}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no allocator {kind} in {text}")) as u64
     };
     let (allocated, resident) = (heap("allocated"), heap("resident"));
     assert!(

@@ -169,6 +169,14 @@ pub fn http_status(url: &str) -> std::io::Result<u16> {
         .and_then(|c| c.parse().ok())
         .ok_or(std::io::ErrorKind::InvalidData.into())
 }
+/// The value of one series in a Prometheus exposition (`name{labels}` exactly as the server writes it), if there.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 pub mod fake_apiserver;
 pub mod prometheus;
 pub mod scale;
