@@ -168,6 +168,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
         .await?
         .with_clock(clock.clone());
     let prom = Arc::new(crate::prom::PromClient::from_args(&args.prom)?.with_clock(clock.clone()));
+    let short_window_seconds = prom.templates().pod_cpu_short_window_seconds;
     let client = args.k8s.client().await?;
     let cancel = CancellationToken::new();
     let cluster = crate::k8s::ClusterWatch::start(client, cancel.clone());
@@ -179,6 +180,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
         crate::domain::cluster::JoinConfig {
             default_startup_filter_seconds: args.default_startup_filter.as_secs() as u32,
             default_target_percent: args.default_target,
+            short_window_seconds,
         },
         health.clone(),
         args.store.store_rollup_retention,

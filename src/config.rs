@@ -100,6 +100,10 @@ pub struct SimulateArgs {
     /// Write replicas and utilization over time for the three runs to this SVG file.
     #[arg(long, env = "SMART_AUTOSCALER_PLOT")]
     pub plot: Option<PathBuf>,
+    /// Write every 15-second step of every run (time, replicas, ready pods, demand, true utilization, the metric
+    /// the HPA saw) to this CSV file, for a look at why a run scaled when it did.
+    #[arg(long, env = "SMART_AUTOSCALER_TIMELINE")]
+    pub timeline: Option<PathBuf>,
 
     #[command(flatten)]
     pub decision: DecisionArgs,
@@ -112,6 +116,10 @@ pub struct SimulateArgs {
     /// replays it, the forecasters learn from it, and no run's metrics count it (a train/test split).
     #[arg(long, env = "SMART_AUTOSCALER_WARMUP", default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
+    /// The smart run's short CPU window (the server's `pod_cpu_1m` query), e.g. `2m` to see what a longer one
+    /// costs; at most 4m.
+    #[arg(long, env = "SMART_AUTOSCALER_SHORT_WINDOW", default_value = "1m", value_parser = parse_duration)]
+    pub short_window: Duration,
     /// Minutes between model refits during the replay (the server refits on --forecast-refit-interval).
     #[arg(
         long,

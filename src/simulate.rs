@@ -153,6 +153,7 @@ fn configure(args: &SimulateArgs, base: SimConfig) -> SimConfig {
     if let Some(r) = args.pod_request_milli {
         config.pod_request_milli = r;
     }
+    config.short_window_seconds = args.short_window.as_secs() as u32;
     config.decision = args.decision.to_config();
     if args.pool_measured.is_none() && args.pool_requested.is_none() && base_is_neutral {
         let (m, r) = config.decision.pressure.neutral_pool();
@@ -185,6 +186,12 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         }
         _ => bail!("give exactly one of --trace FILE or --scenario NAME"),
     };
+    if !(15..=240).contains(&args.short_window.as_secs()) {
+        bail!(
+            "--short-window must be 15s to 4m, not {:?}",
+            args.short_window
+        );
+    }
     let mut config = configure(args, config);
     config.start_millis = start;
     config.score_from_millis = args.warmup.as_millis() as i64;
@@ -204,6 +211,9 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
     let runs = simulate::compare(&series, &config);
     if let Some(plot) = &args.plot {
         plot_svg(plot, &name, &runs, config.target_percent)?;
+    }
+    if let Some(path) = &args.timeline {
+        write_timeline(path, &runs)?;
     }
     if args.json {
         let mut out = serde_json::Map::new();
@@ -299,6 +309,30 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
 
 fn percent(v: Option<f64>) -> String {
     v.map_or("n/a".to_string(), |v| format!("{:.0}%", v * 100.0))
+}
+
+/// One CSV row per run and HPA sync.
+fn write_timeline(path: &Path, runs: &[Run]) -> Result<()> {
+    let mut out = String::from(
+        "run,t_seconds,replicas,ready,demand_pods,utilization_percent,metric_percent\n",
+    );
+    for run in runs {
+        let mode = serde_json::to_value(run.mode)?;
+        let mode = mode.as_str().unwrap_or("run");
+        for p in &run.timeline {
+            writeln!(
+                out,
+                "{mode},{},{},{},{:.3},{:.2},{:.2}",
+                p.t / 1000,
+                p.replicas,
+                p.ready,
+                p.demand_pods,
+                p.utilization,
+                p.metric
+            )?;
+        }
+    }
+    std::fs::write(path, out).with_context(|| format!("write {}", path.display()))
 }
 
 fn plot_svg(path: &Path, title: &str, runs: &[Run], target: f64) -> Result<()> {

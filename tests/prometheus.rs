@@ -21,8 +21,14 @@ use smart_autoscaler::domain::cluster::{
 };
 use smart_autoscaler::domain::model::{DeploymentKey, UnixMillis};
 use smart_autoscaler::prom::{
-    BreakerConfig, BreakerState, PromArgs, PromClient, PromError, PromSettings, RetryPolicy,
+    BreakerConfig, BreakerState, PromArgs, PromClient, PromError, PromSettings, QueryTemplates,
+    RetryPolicy,
 };
+
+/// The default short CPU window's length (the `pod_cpu_1m` query's range), seconds.
+fn short_window() -> i64 {
+    i64::from(QueryTemplates::default().pod_cpu_short_window_seconds)
+}
 use smart_autoscaler::store::{Retention, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -340,7 +346,7 @@ async fn synthetic_cluster_usage_matches_the_backfilled_data() {
         for (range, got) in [
             (600, &usage.pod_cpu_10m),
             (300, &usage.pod_cpu_5m),
-            (120, &usage.pod_cpu_1m),
+            (short_window(), &usage.pod_cpu_1m),
         ] {
             let expected = pod_rate(&data, ns, p, end, range, left_open).unwrap();
             assert!(
@@ -588,7 +594,7 @@ async fn nab_trace_usage_and_history_match_the_data() {
         for (range, got) in [
             (600, &usage.pod_cpu_10m),
             (300, &usage.pod_cpu_5m),
-            (120, &usage.pod_cpu_1m),
+            (short_window(), &usage.pod_cpu_1m),
         ] {
             let want = pod_rate(&data, "nab", pod_name, at, range, left_open).unwrap();
             assert!(

@@ -134,6 +134,8 @@ pub struct JoinConfig {
     pub default_startup_filter_seconds: u32,
     /// Base target for deployments managed by annotation only, percent.
     pub default_target_percent: f64,
+    /// Length of the short CPU window (`pod_cpu_1m`'s query), seconds.
+    pub short_window_seconds: u32,
 }
 
 impl Default for JoinConfig {
@@ -141,22 +143,63 @@ impl Default for JoinConfig {
         JoinConfig {
             default_startup_filter_seconds: 60,
             default_target_percent: 70.0,
+            short_window_seconds: DEFAULT_SHORT_WINDOW_SECONDS,
         }
     }
 }
 
-/// How much the 1-minute usage must exceed the blend before it is trusted over it: a rise, not noise.
-pub const FAST_RISE_MARGIN: f64 = 0.25;
+/// Millicores by which a pod's 1-minute CPU rate swings with no change in load (cgroup accounting and scrape
+/// timing). Against a 1-core request that is noise; against a 25m request it is a 40% swing.
+pub const CPU_JITTER_MILLI: f64 = 10.0;
 
-/// The usage the decision core works from: 70% of the 10-minute plus 30% of the 5-minute rate, which is stable
-/// against noise, unless the 1-minute rate is more than [`FAST_RISE_MARGIN`] above it: then load is rising
-/// faster than the long windows can show, and the fresh value is used so the HPA is never slower than on plain
-/// CPU. (Falling load always goes through the slow blend, which is what avoids thrash.)
-pub fn blend(rate_10m: f64, rate_5m: f64, rate_1m: Option<f64>) -> f64 {
-    let slow = 0.7 * rate_10m + 0.3 * rate_5m;
-    match rate_1m {
-        Some(fast) if fast.is_finite() && fast > slow * (1.0 + FAST_RISE_MARGIN) => fast,
-        _ => slow,
+/// The smallest margin by which the 1-minute rate must exceed the smoothed one to count as a rise: the HPA's
+/// own tolerance, below which a rise would not move it anyway.
+pub const MIN_FAST_RISE_MARGIN: f64 = 0.1;
+
+/// How far above the smoothed rate a pod's 1-minute rate must be to count as a rise rather than jitter:
+/// [`CPU_JITTER_MILLI`] relative to its request, and never less than [`MIN_FAST_RISE_MARGIN`].
+pub fn fast_rise_margin(pod_cpu_request_milli: i64) -> f64 {
+    if pod_cpu_request_milli > 0 {
+        (CPU_JITTER_MILLI / pod_cpu_request_milli as f64).max(MIN_FAST_RISE_MARGIN)
+    } else {
+        MIN_FAST_RISE_MARGIN
+    }
+}
+
+/// Length of the default short CPU window (`[1m]` in the default PromQL), seconds.
+pub const DEFAULT_SHORT_WINDOW_SECONDS: u32 = 60;
+
+/// The usage the decision core works from, from a pod's 10-minute, 5-minute and short-window rates (the short
+/// window is `short_window_seconds` long, at most 5 minutes).
+///
+/// Rising load (the short rate more than `margin` above the smoothed rate, see [`fast_rise_margin`]): the short
+/// rate plus the lag correction for a linear rise. A window's mean lags the present by half its length, so the
+/// short mean lags by `w/2` and its excess over the 5-minute mean is the slope times `150 s - w/2`; adding that
+/// excess times `(w/2) / (150 s - w/2)` gives the level now (a quarter for a 1-minute window, two thirds for 2
+/// minutes). It is not a forecast, and it makes the HPA see every rise at least as soon as it would on plain
+/// CPU, ramps as well as steps.
+///
+/// Otherwise: the lowest of the smoothed rate (70% of the 10-minute plus 30% of the 5-minute), the 5-minute and
+/// the short rate. Noise that lifts the short windows inside the margin never lifts the value, which is what
+/// keeps jitter from scaling up; a fall shows at once instead of holding idle pods for ten minutes, and the HPA's
+/// own 5-minute downscale stabilization (the highest recommendation of the last five minutes wins) keeps a
+/// noisy fall from flapping it.
+pub fn estimate_usage(
+    rate_10m: f64,
+    rate_5m: f64,
+    rate_short: Option<f64>,
+    short_window_seconds: f64,
+    margin: f64,
+) -> f64 {
+    let smooth = (0.7 * rate_10m + 0.3 * rate_5m).min(rate_5m);
+    let half = (short_window_seconds / 2.0).clamp(0.0, 120.0);
+    let lag_correction = half / (150.0 - half);
+    match rate_short.filter(|r| r.is_finite()) {
+        Some(fast) if fast > smooth * (1.0 + margin) => {
+            fast + ((fast - rate_5m) * lag_correction).max(0.0)
+        }
+        Some(fast) => smooth.min(fast),
+        None => smooth,
     }
 }
 
@@ -289,7 +332,13 @@ pub fn join(
                 }
                 let c10 = c10.or(c5).copied().unwrap_or(0.0);
                 let c5 = c5.or(Some(&c10)).copied().unwrap_or(0.0);
-                cpu += blend(c10, c5, usage.pod_cpu_1m.get(&k).copied());
+                cpu += estimate_usage(
+                    c10,
+                    c5,
+                    usage.pod_cpu_1m.get(&k).copied(),
+                    f64::from(config.short_window_seconds),
+                    fast_rise_margin(p.cpu_request_milli),
+                );
                 request += p.cpu_request_milli;
                 with_samples += 1;
                 if let Some(m) = usage.pod_memory_bytes.get(&k) {
@@ -457,7 +506,7 @@ mod tests {
         Usage {
             pod_cpu_10m: HashMap::from([(k("a"), 0.3), (k("b"), 0.4), (k("c"), 1.5)]),
             pod_cpu_5m: HashMap::from([(k("a"), 0.4), (k("b"), 0.4), (k("c"), 1.5)]),
-            // b's 1-minute rate is a real rise (0.8 > 1.25 × 0.4); a's is noise within the margin.
+            // b's 1-minute rate is a real rise (0.8 > 1.1 × 0.4); a's is noise within the margin (0.35 < 1.1 × 0.33).
             pod_cpu_1m: HashMap::from([(k("a"), 0.35), (k("b"), 0.8)]),
             pod_memory_bytes: HashMap::from([(k("a"), 2f64.powi(27)), (k("b"), 2f64.powi(27))]),
             node_cpu_percent: HashMap::from([
@@ -472,10 +521,11 @@ mod tests {
     fn utilization_blends_windows_and_skips_young_pods() {
         let obs = join(&cluster(), &usage(), NOW, &JoinConfig::default());
         let d = &obs.deployments[0];
-        // a: 0.7*0.3+0.3*0.4 = 0.33; b is rising (1m 0.8 > 1.25 x 0.4) so 0.8 → 1.13 cores over 1000m = 113%;
+        // a: 0.7*0.3+0.3*0.4 = 0.33; b is rising (short rate 0.8 > 1.1 x 0.4) so, with the default 1-minute
+        // window, 0.8 + (0.8 - 0.4)/4 = 0.9 → 1.23 cores over 1000m = 123%;
         // c (30 s old, filter 120 s) is excluded.
         assert!(
-            (d.cpu_utilization_percent - 113.0).abs() < 1e-9,
+            (d.cpu_utilization_percent - 123.0).abs() < 1e-9,
             "{}",
             d.cpu_utilization_percent
         );
@@ -487,18 +537,37 @@ mod tests {
     }
 
     #[test]
-    fn blend_prefers_the_fast_window_only_on_a_real_rise() {
-        assert!((blend(1.0, 2.0, None) - 1.3).abs() < 1e-9);
+    fn usage_estimate_rises_at_once_and_ignores_jitter() {
+        let m = MIN_FAST_RISE_MARGIN;
+        // Steady: the smoothed rate.
+        assert!((estimate_usage(1.0, 1.0, Some(1.0), 60.0, m) - 1.0).abs() < 1e-9);
+        assert!((estimate_usage(1.0, 2.0, None, 60.0, m) - 1.3).abs() < 1e-9);
+        // Jitter inside the margin never lifts the value.
+        assert!((estimate_usage(1.0, 1.05, Some(1.09), 60.0, m) - 1.015).abs() < 1e-9);
+        // A rise: the 1-minute rate, corrected for its 30 s lag. Linear ramp of 0.1/min ending at 2.0:
+        // 10-minute mean 1.5, 5-minute 1.75, 1-minute 1.95; the level now is 2.0.
+        assert!((estimate_usage(1.5, 1.75, Some(1.95), 60.0, m) - 2.0).abs() < 1e-9);
+        // A step: no correction below the 1-minute rate.
+        assert_eq!(estimate_usage(1.0, 1.0, Some(3.0), 60.0, m), 3.5);
+        // A fall shows at once (the HPA's stabilization window holds the pods against flapping).
+        assert!((estimate_usage(2.0, 1.5, Some(0.5), 60.0, m) - 0.5).abs() < 1e-9);
         assert!(
-            (blend(1.0, 2.0, Some(1.5)) - 1.3).abs() < 1e-9,
-            "within the margin: noise"
+            (estimate_usage(1.0, 0.8, None, 60.0, m) - 0.8).abs() < 1e-9,
+            "never above the 5-minute rate on a fall"
         );
-        assert_eq!(blend(1.0, 2.0, Some(3.0)), 3.0);
-        assert!(
-            (blend(1.0, 2.0, Some(0.1)) - 1.3).abs() < 1e-9,
-            "falls go through the slow blend"
-        );
-        assert!((blend(1.0, 2.0, Some(f64::NAN)) - 1.3).abs() < 1e-9);
+        assert!((estimate_usage(1.0, 2.0, Some(f64::NAN), 60.0, m) - 1.3).abs() < 1e-9);
+        // The margin decides what counts as a rise.
+        assert!((estimate_usage(1.0, 1.0, Some(1.3), 60.0, 0.4) - 1.0).abs() < 1e-9);
+        assert!(estimate_usage(1.0, 1.0, Some(1.3), 60.0, 0.1) > 1.3);
+    }
+
+    #[test]
+    fn tiny_requests_need_a_wider_margin() {
+        assert!((fast_rise_margin(25) - 0.4).abs() < 1e-9);
+        assert!((fast_rise_margin(50) - 0.2).abs() < 1e-9);
+        assert_eq!(fast_rise_margin(500), MIN_FAST_RISE_MARGIN);
+        assert_eq!(fast_rise_margin(0), MIN_FAST_RISE_MARGIN);
+        assert_eq!(fast_rise_margin(-5), MIN_FAST_RISE_MARGIN);
     }
 
     #[test]

@@ -208,6 +208,15 @@ pub struct HpaState {
 }
 
 impl HpaState {
+    /// The memory of an HPA that has recommended `replicas` up to `now`: its downscale stabilization window
+    /// holds that count, as on a controller that has been running rather than one just created.
+    pub fn settled(replicas: u32, now: UnixMillis) -> Self {
+        HpaState {
+            recommendations: VecDeque::from([(now, replicas)]),
+            events: VecDeque::new(),
+        }
+    }
+
     fn forget_before(&mut self, horizon: UnixMillis) {
         while self
             .recommendations

@@ -119,6 +119,8 @@ pub struct SimConfig {
     /// with tiny requests a few millicores of burst or accounting jitter swing utilization by tens of percent.
     /// 0.4 means each sample is off by up to ±40%.
     pub measurement_noise: f64,
+    /// The smart run's short CPU window, seconds (the server's default query: 2 minutes).
+    pub short_window_seconds: u32,
     /// Decision settings.
     pub decision: DecisionConfig,
     /// HPA behavior.
@@ -153,6 +155,7 @@ impl SimConfig {
             pool_requested_percent: neutral.1,
             interval_millis: 15_000,
             measurement_noise: 0.0,
+            short_window_seconds: crate::domain::cluster::DEFAULT_SHORT_WINDOW_SECONDS,
             decision,
             behavior: Behavior::defaults(),
             forecast: None,
@@ -200,6 +203,8 @@ pub struct Point {
     pub replicas: u32,
     /// Ready pods.
     pub ready: u32,
+    /// Demand, in pods at 100% of their request.
+    pub demand_pods: f64,
     /// True utilization of ready pods, percent.
     pub utilization: f64,
     /// The value the HPA scaled on (plain utilization or smart value), percent.
@@ -324,7 +329,10 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
     let mut pods = Pods {
         starts: (0..initial).map(|_| -3_600_000).collect(),
     };
-    let mut hpa_state = HpaState::default();
+    // The HPA has been running at the initial count: a replay starts mid-run, not on a freshly created HPA
+    // whose empty stabilization window would let the first noisy reading scale down at once.
+    let mut hpa_state = HpaState::settled(initial, 0);
+    let margin = crate::domain::cluster::fast_rise_margin(config.pod_request_milli);
     let mut plain_samples: VecDeque<(UnixMillis, f64)> = VecDeque::new();
     let mut smart_samples: VecDeque<(UnixMillis, f64)> = VecDeque::new();
     let mut decision_state: Option<DecisionState> = None;
@@ -459,15 +467,18 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                 if now % config.interval_millis.max(SYNC_MILLIS) == 0 {
                     let avg10 = window_mean(&smart_samples, now, 600_000).unwrap_or(0.0);
                     let capacity_now = ready.max(1) as f64 * capacity;
-                    let avg1 = window_mean(&smart_samples, now, 60_000).unwrap_or(0.0);
+                    let short_ms = i64::from(config.short_window_seconds) * 1000;
+                    let avg1 = window_mean(&smart_samples, now, short_ms).unwrap_or(0.0);
                     let avg5 = window_mean(&smart_samples, now, 300_000).unwrap_or(0.0);
                     let inputs = DeploymentInputs {
                         key: DeploymentKey::new("simulate", "trace"),
                         base_target_percent: target,
-                        cpu_utilization_percent: crate::domain::cluster::blend(
+                        cpu_utilization_percent: crate::domain::cluster::estimate_usage(
                             avg10,
                             avg5,
                             Some(avg1),
+                            f64::from(config.short_window_seconds),
+                            margin,
                         ) / capacity_now
                             * 100.0,
                         memory_utilization_percent: None,
@@ -560,6 +571,7 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
             t: now,
             replicas: pods.starts.len() as u32,
             ready: pods.ready(now, startup_ms),
+            demand_pods: demand / capacity,
             utilization: if true_util.is_finite() {
                 true_util
             } else {

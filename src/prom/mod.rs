@@ -65,8 +65,8 @@ pub struct PromArgs {
     pub prometheus_history_timeout: Duration,
 
     /// JSON file overriding the PromQL templates and label names (fields of `prom::QueryTemplates`: pod_cpu_10m,
-    /// pod_cpu_5m, pod_cpu_1m, pod_memory, node_cpu, history_cpu, history_cpu_requests, namespace_label, pod_label,
-    /// node_label).
+    /// pod_cpu_5m, pod_cpu_1m and its window length pod_cpu_short_window_seconds, pod_memory, node_cpu, history_cpu,
+    /// history_cpu_requests, namespace_label, pod_label, node_label).
     #[arg(long, env = "SMART_AUTOSCALER_PROMETHEUS_QUERIES")]
     pub prometheus_queries: Option<PathBuf>,
 }

@@ -36,9 +36,15 @@ pub struct QueryTemplates {
     pub pod_cpu_10m: String,
     /// Pod CPU usage, cores, averaged over 5 minutes.
     pub pod_cpu_5m: String,
-    /// Pod CPU usage, cores, over the shortest window the scrape interval allows: the default `[2m]` holds at
-    /// least four samples at kube-prometheus-stack's 30 s kubelet scrape; `[1m]` suits a 15 s scrape.
+    /// Pod CPU usage, cores, over a short window that sees a rise as soon as the HPA's own metrics would. The
+    /// default `[1m]` holds four samples at a 15 s scrape and two at a 30 s one (a pod with fewer gets no short
+    /// rate and falls back to the smoothed one). A `[2m]` window is steadier at a 30 s scrape but reacts later:
+    /// `simulate --short-window 2m` shows what that costs in saturation. Set `pod_cpu_short_window_seconds` to
+    /// match.
     pub pod_cpu_1m: String,
+    /// Length of `pod_cpu_1m`'s window, seconds (15 to 240): the decision core corrects that window's lag on a
+    /// rise by it.
+    pub pod_cpu_short_window_seconds: u32,
     /// Pod memory working set, bytes.
     pub pod_memory: String,
     /// Node CPU utilization, percent.
@@ -66,8 +72,9 @@ impl Default for QueryTemplates {
                 "sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{{{containers}}}[5m]))"
             ),
             pod_cpu_1m: format!(
-                "sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{{{containers}}}[2m]))"
+                "sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{{{containers}}}[1m]))"
             ),
+            pod_cpu_short_window_seconds: crate::domain::cluster::DEFAULT_SHORT_WINDOW_SECONDS,
             pod_memory: format!(
                 "sum by (namespace, pod) (container_memory_working_set_bytes{{{containers}}})"
             ),
@@ -114,6 +121,12 @@ impl QueryTemplates {
             if value.trim().is_empty() {
                 return Err(format!("`{name}` must not be empty"));
             }
+        }
+        if !(15..=240).contains(&t.pod_cpu_short_window_seconds) {
+            return Err(format!(
+                "`pod_cpu_short_window_seconds` must be 15 to 240, not {}",
+                t.pod_cpu_short_window_seconds
+            ));
         }
         Ok(t)
     }
@@ -237,7 +250,8 @@ mod tests {
             r#"sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{container!="",container!="POD"}[10m]))"#
         );
         assert!(t.pod_cpu_5m.ends_with("[5m]))"));
-        assert!(t.pod_cpu_1m.ends_with("[2m]))"));
+        assert!(t.pod_cpu_1m.ends_with("[1m]))"));
+        assert_eq!(t.pod_cpu_short_window_seconds, 60);
         assert_eq!(
             t.node_cpu,
             r#"100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[5m])))"#
@@ -257,6 +271,16 @@ mod tests {
                 .contains("unknown field")
         );
         assert!(QueryTemplates::from_json(r#"{"pod_label": " "}"#).is_err());
+        let t = QueryTemplates::from_json(
+            r#"{"pod_cpu_1m": "q[1m]", "pod_cpu_short_window_seconds": 60}"#,
+        )
+        .unwrap();
+        assert_eq!(t.pod_cpu_short_window_seconds, 60);
+        assert!(
+            QueryTemplates::from_json(r#"{"pod_cpu_short_window_seconds": 600}"#)
+                .unwrap_err()
+                .contains("15 to 240")
+        );
         assert!(QueryTemplates::from_json("[").is_err());
     }
 
