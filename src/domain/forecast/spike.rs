@@ -164,6 +164,11 @@ impl Tree {
     }
 }
 
+/// Weight factor on rows without a spike: breaks exact ties between the classes in a leaf (see `train`) while
+/// moving no split: with at most a few hundred rows in a bootstrap, a 1e-4 relative difference in f32 is far
+/// above rounding and far below one row's weight.
+const TIE_BREAK: f32 = 1.0001;
+
 /// A trained forest, or, when the training rows held a single class, just that class's base rate.
 #[derive(Debug, Clone)]
 pub struct SpikeForest {
@@ -245,7 +250,13 @@ impl SpikeForest {
             let drawn: Vec<usize> = (0..m).filter(|i| counts[*i] > 0).collect();
             let x = records.select(Axis(0), &drawn);
             let y: Array1<bool> = drawn.iter().map(|i| labels[*i]).collect();
-            let w: Array1<f32> = drawn.iter().map(|i| counts[*i] as f32).collect();
+            // linfa-trees picks a leaf's class by iterating a HashMap, so a leaf holding equal weights of both
+            // classes voted at random (a different forest, and different simulate results, in every process).
+            // Weighting quiet rows a hair more makes such a leaf vote "no spike", always.
+            let w: Array1<f32> = drawn
+                .iter()
+                .map(|i| counts[*i] as f32 * if labels[*i] { 1.0 } else { TIE_BREAK })
+                .collect();
             let sample: DatasetBase<Array2<f64>, Array1<bool>> = Dataset::new(x, y).with_weights(w);
             let tree = params.fit(&sample).map_err(model_error)?;
             forest.trees.push(Tree::from_linfa(&tree));
@@ -514,6 +525,31 @@ mod tests {
         for i in [at(7, 8, 40), at(7, 8, 50), at(7, 12, 0)] {
             let q = h.head(i + 1);
             assert_eq!(a.probability(&q).unwrap(), b.probability(&q).unwrap());
+        }
+    }
+
+    #[test]
+    fn leaves_with_tied_classes_vote_the_same_way_every_time() {
+        // Noise gives small leaves holding as much weight of either class; linfa breaks such ties in HashMap
+        // order, which differs between maps, so without TIE_BREAK these forests disagree.
+        let h = random_walk(12 * STEPS_PER_DAY, 7);
+        let train = h.head(10 * STEPS_PER_DAY);
+        let config = SpikeConfig {
+            max_depth: 8,
+            ..SpikeConfig::default()
+        };
+        let answers = |forest: &SpikeForest| -> Vec<f64> {
+            (10 * STEPS_PER_DAY..h.values.len())
+                .step_by(3)
+                .map(|i| forest.probability(&h.head(i + 1)).unwrap())
+                .collect()
+        };
+        let first = answers(&SpikeForest::train(&train, &config).unwrap());
+        for _ in 0..5 {
+            assert_eq!(
+                answers(&SpikeForest::train(&train, &config).unwrap()),
+                first
+            );
         }
     }
 
