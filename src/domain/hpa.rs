@@ -359,6 +359,20 @@ fn down_limit(rules: &ScalingRules, state: &HpaState, now: UnixMillis, current: 
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_settled_controller_holds_its_count_through_the_stabilization_window() {
+        for behavior in [Behavior::legacy(), Behavior::defaults()] {
+            let s = spec(behavior);
+            // Fresh: nothing recorded, so a low first reading scales down at once.
+            assert_eq!(normalize(&s, &mut HpaState::default(), 0, 10, 6), 6);
+            // Settled at 10: the window holds 10 until five minutes have passed.
+            let mut state = HpaState::settled(10, 0);
+            assert_eq!(normalize(&s, &mut state, 0, 10, 6), 10);
+            assert_eq!(normalize(&s, &mut state, 299_000, 10, 6), 10);
+            assert_eq!(normalize(&s, &mut state, 301_000, 10, 6), 6);
+        }
+    }
+
     fn spec(behavior: Behavior) -> HpaSpec {
         HpaSpec {
             min_replicas: 1,

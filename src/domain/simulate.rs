@@ -4,8 +4,8 @@
 //!
 //! The measurement model is that of a real cluster: the plain HPA sees a 1-minute average of the ready pods'
 //! usage (warm-up bursts included once a pod has been ready for a metric window); smart-autoscaler sees the
-//! startup-filtered 70% 10-minute + 30% 5-minute blend of the deployment's CPU usage the data plane computes,
-//! over the current ready pods' requests, once per collection interval. Dividing windowed usage by current
+//! startup-filtered usage estimate the data plane computes (`cluster::estimate_usage` from 10-minute, 5-minute
+//! and short-window means), over the current ready pods' requests, once per collection interval. Dividing windowed usage by current
 //! capacity (rather than averaging per-pod utilization over the window) is what keeps a 10-minute window from
 //! compounding scale-ups: the HPA multiplies the value by its ready pods every 15 s.
 
