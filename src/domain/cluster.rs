@@ -170,7 +170,7 @@ pub fn fast_rise_margin(pod_cpu_request_milli: i64) -> f64 {
 pub const DEFAULT_SHORT_WINDOW_SECONDS: u32 = 60;
 
 /// The usage the decision core works from, from a pod's 10-minute, 5-minute and short-window rates (the short
-/// window is `short_window_seconds` long, at most 5 minutes).
+/// window is `short_window_seconds` long; past 4 minutes it is corrected as if 4 minutes long).
 ///
 /// Rising load (the short rate more than `margin` above the smoothed rate, see [`fast_rise_margin`]): the short
 /// rate plus the lag correction for a linear rise. A window's mean lags the present by half its length, so the

@@ -164,9 +164,9 @@ impl Tree {
     }
 }
 
-/// Weight factor on rows without a spike: breaks exact ties between the classes in a leaf (see `train`) while
-/// moving no split: with at most a few hundred rows in a bootstrap, a 1e-4 relative difference in f32 is far
-/// above rounding and far below one row's weight.
+/// Weight factor on rows without a spike: breaks exact ties between the classes in a leaf (see `train`). With at
+/// most a few hundred rows in a bootstrap, a 1e-4 relative difference is far above f32 rounding and far below
+/// one row's weight, so it settles exact ties and nothing else.
 const TIE_BREAK: f32 = 1.0001;
 
 /// A trained forest, or, when the training rows held a single class, just that class's base rate.
