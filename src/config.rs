@@ -117,7 +117,7 @@ pub struct SimulateArgs {
     #[arg(long, env = "SMART_AUTOSCALER_WARMUP", default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
     /// The smart run's short CPU window (the server's `pod_cpu_1m` query), e.g. `2m` to see what a longer one
-    /// costs; at most 4m.
+    /// costs; 15s to 240s.
     #[arg(long, env = "SMART_AUTOSCALER_SHORT_WINDOW", default_value = "1m", value_parser = parse_duration)]
     pub short_window: Duration,
     /// Minutes between model refits during the replay (the server refits on --forecast-refit-interval).

@@ -186,9 +186,12 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         }
         _ => bail!("give exactly one of --trace FILE or --scenario NAME"),
     };
-    if !(15..=240).contains(&args.short_window.as_secs()) {
+    let range = crate::domain::cluster::SHORT_WINDOW_SECONDS;
+    if !u32::try_from(args.short_window.as_secs()).is_ok_and(|s| range.contains(&s)) {
         bail!(
-            "--short-window must be 15s to 4m, not {:?}",
+            "--short-window must be {}s to {}s, not {:?}",
+            range.start(),
+            range.end(),
             args.short_window
         );
     }

@@ -169,8 +169,12 @@ pub fn fast_rise_margin(pod_cpu_request_milli: i64) -> f64 {
 /// Length of the default short CPU window (`[1m]` in the default PromQL), seconds.
 pub const DEFAULT_SHORT_WINDOW_SECONDS: u32 = 60;
 
+/// Short CPU windows the usage estimate can correct, seconds: at least one 15 s scrape, and short enough that its
+/// centre stays well ahead of the 5-minute window's.
+pub const SHORT_WINDOW_SECONDS: std::ops::RangeInclusive<u32> = 15..=240;
+
 /// The usage the decision core works from, from a pod's 10-minute, 5-minute and short-window rates (the short
-/// window is `short_window_seconds` long; past 4 minutes it is corrected as if 4 minutes long).
+/// window is `short_window_seconds` long; outside [`SHORT_WINDOW_SECONDS`] it is corrected as if at its nearer end).
 ///
 /// Rising load (the short rate more than `margin` above the smoothed rate, see [`fast_rise_margin`]): the short
 /// rate plus the lag correction for a linear rise. A window's mean lags the present by half its length, so the
@@ -192,7 +196,10 @@ pub fn estimate_usage(
     margin: f64,
 ) -> f64 {
     let smooth = (0.7 * rate_10m + 0.3 * rate_5m).min(rate_5m);
-    let half = (short_window_seconds / 2.0).clamp(0.0, 120.0);
+    let half = short_window_seconds.clamp(
+        f64::from(*SHORT_WINDOW_SECONDS.start()),
+        f64::from(*SHORT_WINDOW_SECONDS.end()),
+    ) / 2.0;
     let lag_correction = half / (150.0 - half);
     match rate_short.filter(|r| r.is_finite()) {
         Some(fast) if fast > smooth * (1.0 + margin) => {

@@ -5,9 +5,9 @@
 //! The measurement model is that of a real cluster: the plain HPA sees a 1-minute average of the ready pods'
 //! usage (warm-up bursts included once a pod has been ready for a metric window); smart-autoscaler sees the
 //! startup-filtered usage estimate the data plane computes (`cluster::estimate_usage` from 10-minute, 5-minute
-//! and short-window means), over the current ready pods' requests, once per collection interval. Dividing windowed usage by current
-//! capacity (rather than averaging per-pod utilization over the window) is what keeps a 10-minute window from
-//! compounding scale-ups: the HPA multiplies the value by its ready pods every 15 s.
+//! and short-window means), over the current ready pods' requests, once per collection interval. Dividing
+//! windowed usage by current capacity (rather than averaging per-pod utilization over the window) is what keeps
+//! a 10-minute window from compounding scale-ups: the HPA multiplies the value by its ready pods every 15 s.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -119,7 +119,7 @@ pub struct SimConfig {
     /// with tiny requests a few millicores of burst or accounting jitter swing utilization by tens of percent.
     /// 0.4 means each sample is off by up to ±40%.
     pub measurement_noise: f64,
-    /// The smart run's short CPU window, seconds (the server's default query: 2 minutes).
+    /// The smart run's short CPU window, seconds (the server's default query: 1 minute).
     pub short_window_seconds: u32,
     /// Decision settings.
     pub decision: DecisionConfig,

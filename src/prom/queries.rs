@@ -122,9 +122,12 @@ impl QueryTemplates {
                 return Err(format!("`{name}` must not be empty"));
             }
         }
-        if !(15..=240).contains(&t.pod_cpu_short_window_seconds) {
+        let range = crate::domain::cluster::SHORT_WINDOW_SECONDS;
+        if !range.contains(&t.pod_cpu_short_window_seconds) {
             return Err(format!(
-                "`pod_cpu_short_window_seconds` must be 15 to 240, not {}",
+                "`pod_cpu_short_window_seconds` must be {} to {}, not {}",
+                range.start(),
+                range.end(),
                 t.pod_cpu_short_window_seconds
             ));
         }
