@@ -264,9 +264,13 @@ impl Scorecard {
         let s = self.figures();
         let was = self.trusted;
         let margin = if was { 0.0 } else { self.config.hysteresis };
+        // Accuracy is a percentage error, undefined while every recent actual was zero (a deployment idle
+        // overnight). No figure is no evidence either way: the gate holds where it was, and forecast rises that do
+        // not come still count as false positives. Closing it instead shut trust each idle night, just before
+        // the morning rise it was there for.
         self.trusted = s.scored >= self.config.min_scored
             && s.accuracy
-                .is_some_and(|a| a >= self.config.min_accuracy + margin)
+                .map_or(was, |a| a >= self.config.min_accuracy + margin)
             && s.false_positive_rate
                 .is_none_or(|fp| fp <= self.config.max_false_positive_rate - margin);
         if was != self.trusted {
@@ -401,6 +405,38 @@ mod tests {
         feed(&mut card, 100.0, 100.0, 20);
         assert!(card.trusted());
         assert_eq!(card.transitions(), closed + 1);
+    }
+
+    #[test]
+    fn an_idle_stretch_holds_trust_where_it_was() {
+        let config = TrustConfig {
+            window: 10,
+            min_scored: 3,
+            ..Default::default()
+        };
+        let mut t = 0;
+        let mut feed =
+            |card: &mut Scorecard, current: f64, predicted: f64, actual: f64, n: usize| {
+                for _ in 0..n {
+                    card.record(pending(t, current, predicted, current));
+                    card.score_due(t + 10, |_| Some(actual));
+                    t += 1;
+                }
+            };
+        // Trusted by day; then a night at zero, forecast right: accuracy has no figure, trust stays open.
+        let mut card = Scorecard::new(config.clone());
+        feed(&mut card, 100.0, 100.0, 100.0, 5);
+        assert!(card.trusted());
+        feed(&mut card, 0.0, 0.0, 0.0, 30);
+        assert_eq!(card.scores().accuracy, None);
+        assert!(card.trusted(), "closed on no evidence");
+        // A rise forecast at night that does not come is still a false positive, and closes it.
+        feed(&mut card, 0.0, 50.0, 0.0, 10);
+        assert!(!card.trusted());
+        // Nor does a night open a gate that was closed.
+        let mut closed = Scorecard::new(config);
+        feed(&mut closed, 0.0, 0.0, 0.0, 30);
+        assert!(!closed.trusted());
     }
 
     #[test]
