@@ -207,10 +207,16 @@ pub struct ServerArgs {
 /// Forecast settings, shared by `serve` and `simulate --predict`.
 #[derive(Debug, Clone, Args)]
 pub struct ForecastArgs {
-    /// How far ahead the forecast looks (5m-60m): the served value is raised to the largest forecast over this
-    /// lead window, which must cover pod startup plus an HPA sync.
+    /// How far ahead the forecast looks (5m-60m): the window forecasts are scored over and the spike forest
+    /// asks about. A rise the forest does not back within it loses confidence.
     #[arg(long, env = "SMART_AUTOSCALER_FORECAST_HORIZON", default_value = "15m", value_parser = parse_duration)]
     pub forecast_horizon: Duration,
+    /// Lead time (15s up to the horizon): from a decision to the pods it asks for serving, i.e. the metric's
+    /// refresh and an HPA sync (15 s each) plus pod startup to Ready. The served value is raised to the largest
+    /// forecast over the next lead time. Default 90s for `serve`; `simulate` uses its --startup-seconds plus
+    /// one 15 s sync.
+    #[arg(long, env = "SMART_AUTOSCALER_FORECAST_LEAD", value_parser = parse_duration)]
+    pub forecast_lead: Option<Duration>,
     /// Least ensemble confidence (0-1) for a forecast to raise the served value.
     #[arg(
         long,
@@ -269,6 +275,14 @@ impl ForecastArgs {
                 return Err(bad(flag, "must be between 0 and 1"));
             }
         }
+        if let Some(lead) = self.forecast_lead {
+            if lead < Duration::from_secs(15) || lead > self.forecast_horizon {
+                return Err(bad(
+                    "forecast-lead",
+                    "must be between 15s and the forecast horizon",
+                ));
+            }
+        }
         if self.forecast_trust_window < 12 {
             return Err(bad("forecast-trust-window", "must be at least 12"));
         }
@@ -300,6 +314,9 @@ impl ForecastArgs {
                 ..Default::default()
             },
             min_confidence: self.forecast_min_confidence,
+            lead_millis: self
+                .forecast_lead
+                .map_or(online::DEFAULT_LEAD_MILLIS, |d| d.as_millis() as i64),
             ..Default::default()
         }
     }

@@ -44,8 +44,8 @@ pub type DecisionStates = HashMap<DeploymentKey, DecisionState>;
 /// Forecasts older than this many five-minute buckets are not used: the forecasting task has stalled.
 const FORECAST_MAX_AGE_BUCKETS: i64 = 3;
 
-/// The decision hooks a published forecast gives a deployment: its lead-window demand over the ready pods, when
-/// the forecast is usable (confident and trusted) and fresh.
+/// The decision hooks a published forecast gives a deployment: its largest demand over the lead time from `now`
+/// over the ready pods, when the forecast is usable (confident and trusted) and fresh.
 pub fn forecast_hooks(
     inputs: &crate::domain::model::DeploymentInputs,
     advice: Option<&Advice>,
@@ -60,7 +60,7 @@ pub fn forecast_hooks(
         forecast_percent: advice
             .filter(|a| a.usable)
             .filter(fresh)
-            .and_then(|a| a.lead_max_demand)
+            .and_then(|a| a.demand_ahead(now))
             .map(|d| d / f64::from(inputs.ready_pods.max(1))),
         ..Hooks::default()
     }

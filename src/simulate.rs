@@ -173,7 +173,7 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
                     scenarios::NAMES.join(", ")
                 )
             })?;
-            (name.clone(), series, config, 0)
+            (name.clone(), series, config, scenarios::START_MILLIS)
         }
         (None, Some(path)) => {
             let (series, start) = read_trace_from(
@@ -209,6 +209,11 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         let mut forecast = args.forecast.to_config();
         forecast.refit_every_steps = (args.refit_minutes as usize / 5).max(1);
         forecast.score_horizons = vec![3, 6, 12];
+        if args.forecast.forecast_lead.is_none() {
+            // Here the metric and the HPA sync in step: a decision's pods serve a startup and a sync later.
+            forecast.lead_millis =
+                (config.startup_seconds * 1000.0) as i64 + config.interval_millis;
+        }
         config.forecast = Some(forecast);
     }
     let runs = simulate::compare(&series, &config);

@@ -139,7 +139,7 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
     let spike = &board[&checkout];
     assert!(spike.advice.usable, "{:#?}", spike);
     assert!(spike.advice.trusted);
-    // Current demand is 60% x 4 pods = 240; the lead window reaches the 09:00 bucket at 60% x 12 = 720.
+    // Current demand is 60% x 4 pods = 240; the horizon reaches the 09:00 bucket at 60% x 12 = 720.
     let current = spike.advice.current_demand.unwrap();
     let lead = spike.advice.lead_max_demand.unwrap();
     assert!((current - 240.0).abs() < 5.0, "current {current}");
@@ -160,9 +160,27 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
     assert!(!calm.advice.usable, "{:#?}", calm);
     assert!(calm.advice.reason.is_some());
 
-    // The engine's pure step: the forecast raises checkout's served value ahead of the spike and says why.
+    // The engine's pure step: at 08:50 the spike is 10 minutes away, beyond the lead time (90 s: pods asked
+    // for now would idle), so nothing is raised yet.
+    let early = engine::compute(
+        Observation {
+            at: NOW,
+            deployments: vec![inputs(&checkout, 60.0, 4)],
+            nodes: Vec::new(),
+        },
+        Duration::from_secs(15),
+        &DecisionConfig::default(),
+        &mut Default::default(),
+        Some(&board),
+    );
+    let held_back = &early.deployments[&checkout].explanation;
+    assert!(
+        held_back.forecast_percent.unwrap() < 61.0,
+        "the forecast over the lead time is today's 60%: {held_back:#?}"
+    );
+    // At 08:58:45 09:00 is within the lead time: the forecast raises the served value and says why.
     let observation = Observation {
-        at: NOW,
+        at: NOW + 525_000,
         deployments: vec![inputs(&checkout, 60.0, 4), inputs(&noisy, 50.0, 6)],
         nodes: Vec::new(),
     };

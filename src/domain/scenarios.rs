@@ -6,6 +6,12 @@ use rand::{Rng, SeedableRng};
 
 use super::simulate::{Series, SimConfig};
 
+/// Where every scenario starts: Monday 1970-01-05 00:00 UTC. Day 0 of a scenario is a Monday, so the days
+/// `weekend_low_traffic` is quiet on are the calendar's Saturday and Sunday, which the forecasters' weekday and
+/// weekend patterns are keyed on. (Starting at the epoch, a Thursday, put its quiet days on Tuesday and
+/// Wednesday.)
+pub const START_MILLIS: i64 = 4 * 86_400_000;
+
 /// Names of the built-in scenarios.
 pub const NAMES: [&str; 10] = [
     "normal_load",
@@ -128,6 +134,19 @@ mod tests {
             assert!(config.pod_capacity > 0.0);
         }
         assert!(build("nope", 1).is_none());
+    }
+
+    #[test]
+    fn weekend_low_traffic_is_quiet_on_the_calendars_weekend() {
+        use crate::domain::forecast::Calendar;
+        let (series, _) = build("weekend_low_traffic", 1).unwrap();
+        let day_mean =
+            |d: usize| series.values[d * 1440..(d + 1) * 1440].iter().sum::<f64>() / 1440.0;
+        for d in 0..14 {
+            let weekend = Calendar::of(START_MILLIS + d as i64 * 86_400_000, 0).is_weekend();
+            assert_eq!(day_mean(d) < 25.0, weekend, "day {d}: mean {}", day_mean(d));
+        }
+        assert_eq!(Calendar::of(START_MILLIS, 0).day_of_week, 0, "a Monday");
     }
 
     #[test]

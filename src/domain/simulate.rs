@@ -510,7 +510,7 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                             trusted_decisions += usize::from(advice.trusted);
                             Hooks {
                                 forecast_percent: advice
-                                    .lead_max_demand
+                                    .demand_ahead(config.start_millis + now)
                                     .filter(|_| advice.usable)
                                     .map(|d| d / f64::from(ready.max(1))),
                                 ..Hooks::default()

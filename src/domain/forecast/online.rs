@@ -49,6 +49,11 @@ pub struct ForecasterConfig {
     pub trust: TrustConfig,
     /// Least ensemble confidence for the forecast to move the served value.
     pub min_confidence: f64,
+    /// Lead time, ms: from a decision to the pods it asks for serving (metric refresh, HPA sync, pod startup).
+    /// The served value is raised to the largest forecast over `[now, now + lead]`: capacity for later buckets
+    /// is asked for when they come within the lead time, not the moment the horizon first sees them, which on a
+    /// noisy series held pods for the highest bucket of the next 15 minutes.
+    pub lead_millis: i64,
     /// Buckets between refits.
     pub refit_every_steps: usize,
     /// Buckets kept in memory (the replay fits on these; the server refits from its store and keeps only what
@@ -64,12 +69,16 @@ impl Default for ForecasterConfig {
             ensemble: EnsembleConfig::default(),
             trust: TrustConfig::default(),
             min_confidence: 0.75,
+            lead_millis: DEFAULT_LEAD_MILLIS,
             refit_every_steps: 12,
             max_history_steps: 30 * STEPS_PER_DAY,
             score_horizons: Vec::new(),
         }
     }
 }
+
+/// Default lead time: a 15 s metric refresh, a 15 s HPA sync and a minute of pod startup.
+pub const DEFAULT_LEAD_MILLIS: i64 = 90_000;
 
 impl ForecasterConfig {
     /// Buckets the server keeps in memory between refits: a week and a day, for the weekly baseline and lags.
@@ -79,8 +88,14 @@ impl ForecasterConfig {
 /// What the forecast says for the served value now.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Advice {
-    /// Largest forecast demand over the lead window (utilization x ready pods, percent).
+    /// Largest forecast demand over the horizon (utilization x ready pods, percent).
     pub lead_max_demand: Option<f64>,
+    /// Forecast demand per bucket over the horizon, the first covering the bucket from `made_at`.
+    pub demand_by_step: Vec<f64>,
+    /// Bucket width of `demand_by_step`.
+    pub step_millis: i64,
+    /// Lead time the served value looks ahead by ([`Advice::demand_ahead`]).
+    pub lead_millis: i64,
     /// Demand in the last bucket.
     pub current_demand: Option<f64>,
     /// Ensemble confidence.
@@ -96,6 +111,24 @@ pub struct Advice {
     pub reason: Option<String>,
     /// When the forecast was made (end of the history it saw).
     pub made_at: Option<UnixMillis>,
+}
+
+impl Advice {
+    /// Largest forecast demand over the buckets that overlap `[now, now + lead]`: what the pods asked for now
+    /// will meet when they serve. `None` when the forecast does not reach `now` (it is too old).
+    pub fn demand_ahead(&self, now: UnixMillis) -> Option<f64> {
+        let made_at = self.made_at?;
+        let step = self.step_millis.max(1);
+        let first = usize::try_from((now - made_at).max(0) / step).ok()?;
+        let last = usize::try_from((now + self.lead_millis.max(0) - made_at).max(0) / step).ok()?;
+        self.demand_by_step
+            .iter()
+            .take(last.saturating_add(1))
+            .skip(first)
+            .copied()
+            .filter(|v| v.is_finite())
+            .reduce(f64::max)
+    }
 }
 
 /// A member's standing in the ensemble.
@@ -501,6 +534,9 @@ impl Forecaster {
         let Some(f) = &self.latest else {
             return Advice {
                 lead_max_demand: None,
+                demand_by_step: Vec::new(),
+                step_millis: self.history.step_millis,
+                lead_millis: self.config.lead_millis,
                 current_demand: None,
                 confidence: 0.0,
                 spike_probability: None,
@@ -536,6 +572,14 @@ impl Forecaster {
         };
         Advice {
             lead_max_demand: f.lead_max,
+            demand_by_step: f
+                .values
+                .iter()
+                .take(self.config.ensemble.horizon_steps.max(1))
+                .copied()
+                .collect(),
+            step_millis: f.step_millis,
+            lead_millis: self.config.lead_millis,
             current_demand: f.current,
             confidence: f.confidence,
             spike_probability: f.spike_probability,
@@ -595,9 +639,40 @@ mod tests {
         assert!(a.usable, "{a:?}");
         assert!(a.lead_max_demand.unwrap() > 200.0, "{a:?}");
         assert!(a.spike_probability.unwrap() > 0.5, "{a:?}");
+        // The served value asks for the pods when 09:00 comes within the lead time (90 s), not at 08:50.
+        let at = |h: i64, m: i64, s: i64| (7 * 86_400 + h * 3600 + m * 60 + s) * 1000;
+        assert!(a.demand_ahead(at(8, 50, 0)).unwrap() < 130.0, "{a:?}");
+        assert!(a.demand_ahead(at(8, 58, 0)).unwrap() < 130.0, "{a:?}");
+        assert!(a.demand_ahead(at(8, 58, 45)).unwrap() > 200.0, "{a:?}");
         // The ensemble beats seasonal-naive... or at least matches it on this easy series.
         let s = f.point_lifetime_scores(Stream::Ensemble, 3).unwrap();
         assert!(s.mase.unwrap() < 1.2, "{s:?}");
+    }
+
+    #[test]
+    fn demand_ahead_covers_the_buckets_within_the_lead_time() {
+        let a = Advice {
+            lead_max_demand: Some(30.0),
+            demand_by_step: vec![10.0, 20.0, 30.0],
+            step_millis: 300_000,
+            lead_millis: 90_000,
+            current_demand: Some(10.0),
+            confidence: 1.0,
+            spike_probability: None,
+            trusted: true,
+            usable: true,
+            reason: None,
+            made_at: Some(1_000_000),
+        };
+        assert_eq!(a.demand_ahead(1_000_000), Some(10.0));
+        assert_eq!(a.demand_ahead(1_000_000 + 209_999), Some(10.0));
+        assert_eq!(a.demand_ahead(1_000_000 + 210_000), Some(20.0));
+        assert_eq!(a.demand_ahead(1_000_000 + 600_000), Some(30.0));
+        // Made in the future (clock skew): from its first bucket.
+        assert_eq!(a.demand_ahead(0), Some(10.0));
+        // Past the end of the forecast: nothing to say.
+        assert_eq!(a.demand_ahead(1_000_000 + 900_000), None);
+        assert_eq!(Advice { made_at: None, ..a }.demand_ahead(1_000_000), None);
     }
 
     #[test]
