@@ -13,6 +13,10 @@ use super::spike::{SpikeConfig, SpikeForest};
 use super::{ForecastError, History, PointForecast, STEPS_PER_DAY, STEPS_PER_WEEK};
 use crate::domain::model::UnixMillis;
 
+/// Rises the spike forest must have seen in its training rows before its vote can cut a forecast's
+/// confidence: about four events (a rise is labelled on the rows up to a horizon before it).
+pub const MIN_SPIKE_ROWS: usize = 12;
+
 /// A value-forecasting member of the ensemble.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -203,6 +207,12 @@ impl Fitted {
             .as_ref()
             .ok()
             .and_then(|f| f.probability(history).ok());
+        // A forest that has seen almost no rises has nothing to say about one: its "no" is the base rate of a
+        // series that has not yet done what is forecast (a Monday after the first weekend), not evidence.
+        let forest_knows_rises = self
+            .spike
+            .as_ref()
+            .is_ok_and(|f| f.spike_rows() >= MIN_SPIKE_ROWS);
         let pattern = self.profile().map_or(0.0, SeasonalProfile::confidence);
         let rise = match (lead_max, current) {
             (Some(f), Some(c)) => f > c * (1.0 + config.rise_margin),
@@ -210,7 +220,7 @@ impl Fitted {
         };
         // A rise the forest does not back (vote share under one half) loses confidence in proportion.
         let backing = match (rise, spike_probability) {
-            (true, Some(p)) => (p / 0.5).min(1.0),
+            (true, Some(p)) if forest_knows_rises => (p / 0.5).min(1.0),
             _ => 1.0,
         };
         let unavailable = if members
@@ -363,6 +373,40 @@ mod tests {
         assert!(n[&Model::Mstl] > n[&Model::SeasonalNaive]);
         let equal = Weights::default().normalized(&[Model::Profile, Model::Mstl]);
         assert_eq!(equal[&Model::Profile], 0.5);
+    }
+
+    #[test]
+    fn a_forest_that_never_saw_a_rise_does_not_veto_the_first_monday() {
+        use super::super::STEP_MILLIS;
+        // Monday 1970-01-05 to Sunday 23:50: weekdays at 100, the weekend at 30. The only change the series
+        // ever made is Friday's drop, so the forest has no rise to learn from; the profile knows Monday.
+        let monday = 4 * 86_400_000;
+        let values: Vec<f64> = (0..STEPS_PER_WEEK - 2)
+            .map(|i| {
+                let level = if i / STEPS_PER_DAY >= 5 { 30.0 } else { 100.0 };
+                level * (1.0 + 0.01 * ((i * 37 % 11) as f64 - 5.0) / 5.0)
+            })
+            .collect();
+        let h = History::new(monday, STEP_MILLIS, values);
+        let config = EnsembleConfig {
+            mstl: false,
+            ..Default::default()
+        };
+        let fitted = Fitted::fit(&h, &config, 12);
+        assert_eq!(fitted.spike.as_ref().unwrap().spike_rows(), 0);
+        let f = fitted.forecast(&h, 3, &Weights::default(), &config);
+        let (lead, current) = (f.lead_max.unwrap(), f.current.unwrap());
+        assert!(
+            lead > 2.0 * current,
+            "Monday's rise forecast: {lead} from {current}"
+        );
+        assert_eq!(f.spike_probability, Some(0.0));
+        assert!(f.confidence > 0.0, "{f:?}");
+        assert_eq!(
+            f.confidence,
+            f.pattern_confidence.clamp(0.0, 1.0),
+            "not cut"
+        );
     }
 
     #[test]

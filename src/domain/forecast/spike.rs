@@ -295,6 +295,11 @@ impl SpikeForest {
         Ok(votes as f64 / self.trees.len() as f64)
     }
 
+    /// Spike labels in the training rows: how many rises the forest has seen.
+    pub fn spike_rows(&self) -> usize {
+        (self.base_rate * self.rows as f64).round() as usize
+    }
+
     /// Share of spike labels in the training rows.
     pub fn base_rate(&self) -> f64 {
         self.base_rate
