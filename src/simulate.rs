@@ -291,12 +291,13 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         writeln!(
             out,
             "forecast: trusted {:.0}% of decisions, raised the value in {:.1}%, {} refits, lead-window MAPE {}, \
-             false positives {}, false negatives {}",
+             false positives {} ({} while trusted), false negatives {}",
             f.trusted_share * 100.0,
             f.applied_share * 100.0,
             f.refits,
             percent(f.lead_window.mape),
             percent(f.false_positive_rate),
+            percent(f.trusted_false_positive_rate),
             percent(f.false_negative_rate),
         )?;
         for (horizon, streams) in &f.horizons {

@@ -233,8 +233,11 @@ pub struct ForecastReport {
     pub horizons: BTreeMap<String, BTreeMap<&'static str, HorizonScores>>,
     /// The ensemble's lead-window forecasts (largest demand over the lead window).
     pub lead_window: HorizonScores,
-    /// Forecast rises that did not come, over forecast rises (lead window).
+    /// Forecast rises that did not come, over forecast rises (lead window). Counts the rises forecast while
+    /// trust was closed too: they are scored so that trust can reopen, but could not move the served value.
     pub false_positive_rate: Option<f64>,
+    /// The same over the rises forecast while trust was open (the ones that could raise the served value).
+    pub trusted_false_positive_rate: Option<f64>,
     /// Rises that came unforecast, over rises (lead window).
     pub false_negative_rate: Option<f64>,
     /// Share of decisions taken while the trust gate was open.
@@ -607,6 +610,7 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
             horizons,
             lead_window: lead.into(),
             false_positive_rate: lead.false_positive_rate,
+            trusted_false_positive_rate: lead.trusted_false_positive_rate,
             false_negative_rate: lead.false_negative_rate,
             trusted_share: share(trusted_decisions),
             applied_share: share(applied),

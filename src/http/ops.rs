@@ -55,7 +55,8 @@ async fn list_forecasts(State(state): State<AppState>) -> Result<Json<Value>, Ap
                 "namespace": k.namespace, "name": k.name, "usable": p.advice.usable,
                 "trusted": p.advice.trusted, "confidence": p.advice.confidence,
                 "lead_max_demand": p.advice.lead_max_demand, "mape": p.scores.mape, "mase": p.scores.mase,
-                "false_positive_rate": p.scores.false_positive_rate, "reason": p.advice.reason,
+                "false_positive_rate": p.scores.false_positive_rate,
+                "trusted_false_positive_rate": p.scores.trusted_false_positive_rate, "reason": p.advice.reason,
             })
         })
         .collect();

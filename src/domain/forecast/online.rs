@@ -423,6 +423,7 @@ impl Forecaster {
         let n = filled.len();
         let step = self.history.step_millis;
         let made_at = f.made_at;
+        let trusted = self.trusted();
         let naive: Vec<f64> = (0..steps)
             .map(|k| ensemble::seasonal_naive(&filled, n + k).unwrap_or(current))
             .collect();
@@ -444,6 +445,7 @@ impl Forecaster {
                     // Members are scored as forecasters; the ensemble as the one that acts.
                     usable: stream != Stream::Ensemble
                         || f.confidence >= self.config.min_confidence,
+                    trusted: stream == Stream::Ensemble && trusted,
                 });
             }
             for h in &self.config.score_horizons {
@@ -457,6 +459,7 @@ impl Forecaster {
                         predicted: *v,
                         naive: naive[h - 1],
                         usable: true,
+                        trusted: false,
                     });
                 }
             }

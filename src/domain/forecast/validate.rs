@@ -59,6 +59,9 @@ pub struct Pending {
     /// counting it closed trust just before the rises it had timed right (one early, vetoed rise per day on a
     /// square wave read as 100% false positives over a half-day window).
     pub usable: bool,
+    /// Whether trust was open when it was made as well: a rise it predicts could move the served value. Forecasts
+    /// made while trust is closed are still scored (that is how trust recovers), but counted apart from these.
+    pub trusted: bool,
 }
 
 /// A forecast checked against what happened.
@@ -73,6 +76,9 @@ pub struct Scored {
 impl Scored {
     fn predicted_spike(&self, margin: f64) -> bool {
         self.forecast.usable && self.forecast.predicted > self.forecast.current * (1.0 + margin)
+    }
+    fn acted_spike(&self, margin: f64) -> bool {
+        self.forecast.trusted && self.predicted_spike(margin)
     }
     fn actual_spike(&self, margin: f64) -> bool {
         self.actual > self.forecast.current * (1.0 + margin)
@@ -90,7 +96,7 @@ struct Mark {
     err: f32,
     /// The seasonal-naive forecast's absolute error.
     naive_err: f32,
-    /// Bit 0: a spike was predicted; bit 1: a spike came.
+    /// Bit 0: a spike was predicted; bit 1: a spike came; bit 2: it was predicted while trust was open.
     spikes: u8,
 }
 
@@ -105,7 +111,9 @@ impl Mark {
             },
             err: e as f32,
             naive_err: (s.forecast.naive - s.actual).abs() as f32,
-            spikes: u8::from(s.predicted_spike(margin)) | u8::from(s.actual_spike(margin)) << 1,
+            spikes: u8::from(s.predicted_spike(margin))
+                | u8::from(s.actual_spike(margin)) << 1
+                | u8::from(s.acted_spike(margin)) << 2,
         }
     }
 }
@@ -126,6 +134,8 @@ pub struct Scores {
     pub accuracy: Option<f64>,
     /// Forecast spikes that did not come, over forecast spikes.
     pub false_positive_rate: Option<f64>,
+    /// The same over the forecast spikes made while trust was open (the ones that could raise the served value).
+    pub trusted_false_positive_rate: Option<f64>,
     /// Spikes that came without a forecast, over spikes that came.
     pub false_negative_rate: Option<f64>,
     /// Whether the forecasts may move the served value.
@@ -155,6 +165,8 @@ struct Totals {
     naive_err: f64,
     predicted_spikes: usize,
     false_pos: usize,
+    acted_spikes: usize,
+    acted_false_pos: usize,
     actual_spikes: usize,
     false_neg: usize,
 }
@@ -168,9 +180,11 @@ impl Totals {
         }
         self.err += f64::from(m.err);
         self.naive_err += f64::from(m.naive_err);
-        let (p, a) = (m.spikes & 1 != 0, m.spikes & 2 != 0);
+        let (p, a, acted) = (m.spikes & 1 != 0, m.spikes & 2 != 0, m.spikes & 4 != 0);
         self.predicted_spikes += usize::from(p);
         self.false_pos += usize::from(p && !a);
+        self.acted_spikes += usize::from(acted);
+        self.acted_false_pos += usize::from(acted && !a);
         self.actual_spikes += usize::from(a);
         self.false_neg += usize::from(a && !p);
     }
@@ -191,6 +205,7 @@ impl Totals {
             },
             accuracy: mape.map(|m| (1.0 - m).max(0.0)),
             false_positive_rate: ratio(self.false_pos, self.predicted_spikes),
+            trusted_false_positive_rate: ratio(self.acted_false_pos, self.acted_spikes),
             false_negative_rate: ratio(self.false_neg, self.actual_spikes),
             trusted,
         }
@@ -319,6 +334,7 @@ mod tests {
             predicted,
             naive,
             usable: true,
+            trusted: true,
         }
     }
 
@@ -362,6 +378,31 @@ mod tests {
         assert_eq!(s.scored, 2);
         assert_eq!(s.false_positive_rate, Some(0.0));
         assert_eq!(s.false_negative_rate, Some(0.0));
+    }
+
+    #[test]
+    fn rises_forecast_while_trust_was_closed_are_counted_apart() {
+        let mut card = Scorecard::new(TrustConfig {
+            min_scored: 1,
+            ..Default::default()
+        });
+        // Three false rises while closed, one right and one false while open.
+        for t in 0..3 {
+            card.record(Pending {
+                trusted: false,
+                ..pending(t, 100.0, 200.0, 100.0)
+            });
+        }
+        card.record(pending(3, 100.0, 200.0, 100.0));
+        card.record(pending(4, 100.0, 200.0, 100.0));
+        card.score_due(20, |p| Some(if p.made_at == 3 { 190.0 } else { 100.0 }));
+        let s = card.scores();
+        assert_eq!(s.false_positive_rate, Some(0.8));
+        assert_eq!(s.trusted_false_positive_rate, Some(0.5));
+        assert_eq!(
+            card.lifetime_scores().trusted_false_positive_rate,
+            Some(0.5)
+        );
     }
 
     #[test]
