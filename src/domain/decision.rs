@@ -145,7 +145,7 @@ pub struct DecisionState {
 pub struct Hooks {
     /// A learned target for this deployment, percent, used when no annotation sets one.
     pub learned_target_percent: Option<f64>,
-    /// Forecast utilization over the lead window, percent, when the forecast is trusted; the served value is
+    /// Forecast utilization over the lead time, percent, when the forecast is trusted; the served value is
     /// raised to its adjusted value, never lowered.
     pub forecast_percent: Option<f64>,
 }

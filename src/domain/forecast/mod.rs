@@ -8,6 +8,10 @@
 //! utilization: under an HPA the utilization series is flattened toward the target by the very scaling we want
 //! to anticipate, while demand keeps its daily and weekly shape. Callers turn a demand forecast back into a
 //! utilization over the current ready pods.
+//!
+//! Two windows: the *lead window* is the whole horizon (15 minutes by default), over which forecasts are scored,
+//! weighted and trusted and the spike forest asks its question; the *lead time* (pod startup plus a sync) is the
+//! part of it the served value is raised for, from the moment of each decision.
 
 pub mod ensemble;
 pub mod mstl;

@@ -43,7 +43,7 @@ impl Stream {
 /// Settings of a deployment's forecaster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ForecasterConfig {
-    /// The ensemble (its `horizon_steps` is the lead window).
+    /// The ensemble (its `horizon_steps` is the lead window forecasts are scored over).
     pub ensemble: EnsembleConfig,
     /// The trust gate, applied to the ensemble's lead-window forecasts.
     pub trust: TrustConfig,
