@@ -59,6 +59,6 @@ for label, body in rows:
     print(f"{label:<52} " + " ".join(cells) + f" {pct(lm):>9} {pct(f['false_positive_rate'])} {pct(f.get('trusted_false_positive_rate'))} {pct(f['false_negative_rate'])} {f['trusted_share']*100:>6.0f}%")
 print(f"\nensemble beat seasonal-naive (MASE < 1) in {wins} of {total} trace x horizon cells")
 PY
-[ -n "${ACCURACY_ONLY:-}" ] && exit 0
+[ "${ACCURACY_ONLY:-0}" = 1 ] && exit 0
 echo
 cargo bench --locked --bench forecast -q

@@ -173,7 +173,8 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
                     scenarios::NAMES.join(", ")
                 )
             })?;
-            (name.clone(), series, config, scenarios::START_MILLIS)
+            let start = config.start_millis;
+            (name.clone(), series, config, start)
         }
         (None, Some(path)) => {
             let (series, start) = read_trace_from(

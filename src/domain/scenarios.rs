@@ -90,6 +90,7 @@ pub fn build(name: &str, seed: u64) -> Option<(Series, SimConfig)> {
         values,
     };
     let mut config = SimConfig::for_series(&series);
+    config.start_millis = START_MILLIS;
     config.min_replicas = 2;
     match name {
         "memory_constrained" => {

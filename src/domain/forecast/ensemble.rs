@@ -13,9 +13,10 @@ use super::spike::{SpikeConfig, SpikeForest};
 use super::{ForecastError, History, PointForecast, STEPS_PER_DAY, STEPS_PER_WEEK};
 use crate::domain::model::UnixMillis;
 
-/// Rises the spike forest must have seen in its training rows before its vote can cut a forecast's
-/// confidence: about four events (a rise is labelled on the rows up to a horizon before it).
-pub const MIN_SPIKE_ROWS: usize = 12;
+/// Rises the spike forest must have seen before its vote can cut a forecast's confidence. A rise labels the
+/// rows up to a horizon before it, so the forest needs this many horizons' worth of spike rows (12 at the
+/// default 15 minutes).
+pub const MIN_RISES_SEEN: usize = 4;
 
 /// A value-forecasting member of the ensemble.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -212,7 +213,7 @@ impl Fitted {
         let forest_knows_rises = self
             .spike
             .as_ref()
-            .is_ok_and(|f| f.spike_rows() >= MIN_SPIKE_ROWS);
+            .is_ok_and(|f| f.spike_rows() >= MIN_RISES_SEEN * config.horizon_steps.max(1));
         let pattern = self.profile().map_or(0.0, SeasonalProfile::confidence);
         let rise = match (lead_max, current) {
             (Some(f), Some(c)) => f > c * (1.0 + config.rise_margin),

@@ -90,7 +90,8 @@ impl ForecasterConfig {
 pub struct Advice {
     /// Largest forecast demand over the horizon (utilization x ready pods, percent).
     pub lead_max_demand: Option<f64>,
-    /// Forecast demand per bucket over the horizon, the first covering the bucket from `made_at`.
+    /// Forecast demand per bucket over the horizon (and as far as the lead time can reach before the next
+    /// forecast), the first covering the bucket from `made_at`.
     pub demand_by_step: Vec<f64>,
     /// Bucket width of `demand_by_step`.
     pub step_millis: i64,
@@ -120,7 +121,9 @@ impl Advice {
         let made_at = self.made_at?;
         let step = self.step_millis.max(1);
         let first = usize::try_from((now - made_at).max(0) / step).ok()?;
-        let last = usize::try_from((now + self.lead_millis.max(0) - made_at).max(0) / step).ok()?;
+        let last =
+            usize::try_from((now.saturating_add(self.lead_millis.max(0)) - made_at).max(0) / step)
+                .ok()?;
         self.demand_by_step
             .iter()
             .take(last.saturating_add(1))
@@ -317,7 +320,7 @@ impl Forecaster {
             self.fitted = Some(Fitted::fit(
                 &head,
                 &self.config.ensemble,
-                holdout + self.max_score_horizon(),
+                holdout + self.forecast_steps(),
             ));
             self.refits += 1;
         }
@@ -339,7 +342,7 @@ impl Forecaster {
         self.fitted = Some(Fitted::fit(
             history,
             &self.config.ensemble,
-            self.config.refit_every_steps.max(1) + self.max_score_horizon(),
+            self.config.refit_every_steps.max(1) + self.forecast_steps(),
         ));
         self.pushed_since_fit = 0;
         self.refits += 1;
@@ -358,6 +361,25 @@ impl Forecaster {
             .copied()
             .max()
             .unwrap_or(0)
+    }
+
+    /// Buckets a forecast must cover for [`Advice::demand_ahead`] until the next one replaces it: the lead time,
+    /// from as late as the end of the bucket after the one it was made at (the next forecast is made once that
+    /// bucket closes, and the server's forecasting rounds add up to a minute), so the lead plus two buckets.
+    fn lead_steps(&self) -> usize {
+        let step = self.history.step_millis.max(1);
+        let lead = u64::try_from(self.config.lead_millis).unwrap_or(0);
+        usize::try_from(lead.div_ceil(step as u64)).unwrap_or(0) + 2
+    }
+
+    /// Steps each forecast covers: the horizon, the scored horizons and the lead time.
+    fn forecast_steps(&self) -> usize {
+        self.config
+            .ensemble
+            .horizon_steps
+            .max(1)
+            .max(self.max_score_horizon())
+            .max(self.lead_steps())
     }
 
     fn value_at(&self, t: UnixMillis) -> Option<f64> {
@@ -412,7 +434,7 @@ impl Forecaster {
             return;
         };
         let horizon = self.config.ensemble.horizon_steps.max(1);
-        let steps = horizon.max(self.max_score_horizon());
+        let steps = self.forecast_steps();
         let history = self.history.to_history();
         let f = fitted.forecast(&history, steps, &self.weights(), &self.config.ensemble);
         let Some(current) = f.current else {
@@ -578,7 +600,7 @@ impl Forecaster {
             demand_by_step: f
                 .values
                 .iter()
-                .take(self.config.ensemble.horizon_steps.max(1))
+                .take(self.config.ensemble.horizon_steps.max(self.lead_steps()))
                 .copied()
                 .collect(),
             step_millis: f.step_millis,
@@ -676,6 +698,24 @@ mod tests {
         // Past the end of the forecast: nothing to say.
         assert_eq!(a.demand_ahead(1_000_000 + 900_000), None);
         assert_eq!(Advice { made_at: None, ..a }.demand_ahead(1_000_000), None);
+    }
+
+    #[test]
+    fn forecasts_reach_as_far_as_the_lead_time_can_look_before_the_next() {
+        // A 5-minute horizon is one bucket; a 90 s lead from the end of the next bucket reaches a third.
+        let mut f = Forecaster::new(ForecasterConfig {
+            ensemble: EnsembleConfig {
+                horizon_steps: 1,
+                mstl: false,
+                ..Default::default()
+            },
+            ..config()
+        });
+        replay(&mut f, 0..2, |_| true);
+        let a = f.advice();
+        assert_eq!(a.demand_by_step.len(), 3, "{a:?}");
+        let made_at = a.made_at.unwrap();
+        assert!(a.demand_ahead(made_at + 300_000 + 60_000).is_some());
     }
 
     #[test]

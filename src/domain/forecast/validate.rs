@@ -134,7 +134,8 @@ pub struct Scores {
     pub accuracy: Option<f64>,
     /// Forecast spikes that did not come, over forecast spikes.
     pub false_positive_rate: Option<f64>,
-    /// The same over the forecast spikes made while trust was open (the ones that could raise the served value).
+    /// The same over the forecast spikes made while trust was open: a rise forecast then raises the served value
+    /// as it comes within the lead time, so these are the false alarms that could cost pods.
     pub trusted_false_positive_rate: Option<f64>,
     /// Spikes that came without a forecast, over spikes that came.
     pub false_negative_rate: Option<f64>,
