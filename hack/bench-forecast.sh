@@ -37,7 +37,7 @@ import json, sys
 rows = [l.rstrip("\n").split("\t", 1) for l in open(sys.argv[1])]
 models = ["profile", "mstl", "seasonal_naive", "ensemble"]
 hz = ["15m", "30m", "60m"]
-hdr = f"{'trace':<52} " + " ".join(f"{m + ' ' + h:>10}" for h in hz for m in ["prof", "mstl", "ens"]) + f" {'lead MAPE':>9} {'FP':>5} {'FP tr':>5} {'FN':>5} {'trusted':>7}"
+hdr = f"{'trace':<52} " + " ".join(f"{m + ' ' + h:>10}" for h in hz for m in ["prof", "mstl", "ens"]) + f" {'lead MAPE':>9} {'FP':>5} {'FP tr':>5} {'n tr':>5} {'FN':>5} {'trusted':>7}"
 print("MASE vs seasonal-naive (below 1 beats it); prof = seasonal profile, ens = weighted ensemble")
 print(hdr); print("-" * len(hdr))
 wins = total = 0
@@ -56,7 +56,7 @@ for label, body in rows:
             total += 1; wins += e < 1.0
     pct = lambda v: f"{v*100:>4.0f}%" if v is not None else "  n/a"
     lm = f["lead_window"]["mape"]
-    print(f"{label:<52} " + " ".join(cells) + f" {pct(lm):>9} {pct(f['false_positive_rate'])} {pct(f.get('trusted_false_positive_rate'))} {pct(f['false_negative_rate'])} {f['trusted_share']*100:>6.0f}%")
+    print(f"{label:<52} " + " ".join(cells) + f" {pct(lm):>9} {pct(f['false_positive_rate'])} {pct(f.get('trusted_false_positive_rate'))} {f.get('trusted_forecast_rises', 0):>5} {pct(f['false_negative_rate'])} {f['trusted_share']*100:>6.0f}%")
 print(f"\nensemble beat seasonal-naive (MASE < 1) in {wins} of {total} trace x horizon cells")
 PY
 [ "${ACCURACY_ONLY:-0}" = 1 ] && exit 0

@@ -292,13 +292,15 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         writeln!(
             out,
             "forecast: trusted {:.0}% of decisions, raised the value in {:.1}%, {} refits, lead-window MAPE {}, \
-             false positives {} ({} while trusted), false negatives {}",
+             false positives {} of {} rises ({} of {} while trusted), false negatives {}",
             f.trusted_share * 100.0,
             f.applied_share * 100.0,
             f.refits,
             percent(f.lead_window.mape),
             percent(f.false_positive_rate),
+            f.forecast_rises,
             percent(f.trusted_false_positive_rate),
+            f.trusted_forecast_rises,
             percent(f.false_negative_rate),
         )?;
         for (horizon, streams) in &f.horizons {

@@ -238,6 +238,10 @@ pub struct ForecastReport {
     pub false_positive_rate: Option<f64>,
     /// The same over the rises forecast while trust was open (the ones that could raise the served value).
     pub trusted_false_positive_rate: Option<f64>,
+    /// Confident rises forecast (lead window).
+    pub forecast_rises: usize,
+    /// Rises forecast while trust was open.
+    pub trusted_forecast_rises: usize,
     /// Rises that came unforecast, over rises (lead window).
     pub false_negative_rate: Option<f64>,
     /// Share of decisions taken while the trust gate was open.
@@ -611,6 +615,8 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
             lead_window: lead.into(),
             false_positive_rate: lead.false_positive_rate,
             trusted_false_positive_rate: lead.trusted_false_positive_rate,
+            forecast_rises: lead.forecast_spikes,
+            trusted_forecast_rises: lead.trusted_forecast_spikes,
             false_negative_rate: lead.false_negative_rate,
             trusted_share: share(trusted_decisions),
             applied_share: share(applied),

@@ -132,8 +132,12 @@ pub struct Scores {
     pub mase: Option<f64>,
     /// 1 - MAPE, floored at 0.
     pub accuracy: Option<f64>,
+    /// Spikes forecast (confident rises), the denominator of `false_positive_rate`.
+    pub forecast_spikes: usize,
     /// Forecast spikes that did not come, over forecast spikes.
     pub false_positive_rate: Option<f64>,
+    /// Spikes forecast while trust was open, the denominator of `trusted_false_positive_rate`.
+    pub trusted_forecast_spikes: usize,
     /// The same over the forecast spikes made while trust was open: a rise forecast then raises the served value
     /// as it comes within the lead time, so these are the false alarms that could cost pods.
     pub trusted_false_positive_rate: Option<f64>,
@@ -205,7 +209,9 @@ impl Totals {
                 None
             },
             accuracy: mape.map(|m| (1.0 - m).max(0.0)),
+            forecast_spikes: self.predicted_spikes,
             false_positive_rate: ratio(self.false_pos, self.predicted_spikes),
+            trusted_forecast_spikes: self.acted_spikes,
             trusted_false_positive_rate: ratio(self.acted_false_pos, self.acted_spikes),
             false_negative_rate: ratio(self.false_neg, self.actual_spikes),
             trusted,
@@ -400,6 +406,7 @@ mod tests {
         let s = card.scores();
         assert_eq!(s.false_positive_rate, Some(0.8));
         assert_eq!(s.trusted_false_positive_rate, Some(0.5));
+        assert_eq!((s.forecast_spikes, s.trusted_forecast_spikes), (5, 2));
         assert_eq!(
             card.lifetime_scores().trusted_false_positive_rate,
             Some(0.5)
