@@ -345,6 +345,27 @@ mod tests {
         }
     }
 
+    /// Records and scores forecasts one time unit apart, each due 10 units after it is made.
+    struct Feeder(i64);
+
+    impl Feeder {
+        /// `n` forecasts of `predicted` made at demand `current` (also their naive value), each scored as `actual`.
+        fn feed(
+            &mut self,
+            card: &mut Scorecard,
+            current: f64,
+            predicted: f64,
+            actual: f64,
+            n: usize,
+        ) {
+            for _ in 0..n {
+                card.record(pending(self.0, current, predicted, current));
+                card.score_due(self.0 + 10, |_| Some(actual));
+                self.0 += 1;
+            }
+        }
+    }
+
     #[test]
     fn scores_mape_mase_and_spike_rates() {
         let mut card = Scorecard::new(TrustConfig {
@@ -434,13 +455,9 @@ mod tests {
             ..Default::default()
         };
         let mut card = Scorecard::new(config);
-        let mut t = 0;
+        let mut clock = Feeder(0);
         let mut feed = |card: &mut Scorecard, predicted: f64, actual: f64, n: usize| {
-            for _ in 0..n {
-                card.record(pending(t, 100.0, predicted, 100.0));
-                card.score_due(t + 10, |_| Some(actual));
-                t += 1;
-            }
+            clock.feed(card, 100.0, predicted, actual, n);
         };
         feed(&mut card, 100.0, 100.0, 4);
         assert!(!card.trusted(), "unproven");
@@ -463,14 +480,10 @@ mod tests {
             min_scored: 3,
             ..Default::default()
         };
-        let mut t = 0;
+        let mut clock = Feeder(0);
         let mut feed =
             |card: &mut Scorecard, current: f64, predicted: f64, actual: f64, n: usize| {
-                for _ in 0..n {
-                    card.record(pending(t, current, predicted, current));
-                    card.score_due(t + 10, |_| Some(actual));
-                    t += 1;
-                }
+                clock.feed(card, current, predicted, actual, n);
             };
         // Trusted by day; then a night at zero, forecast right: accuracy has no figure, trust stays open.
         let mut card = Scorecard::new(config.clone());
