@@ -175,7 +175,8 @@ pub struct SpikeForest {
     /// Empty when the training rows held a single class: there is nothing to discriminate, and the honest
     /// answer to every question is the base rate (0 or 1).
     trees: Vec<Tree>,
-    base_rate: f64,
+    /// Spike labels among the training rows.
+    spikes: usize,
     rows: usize,
     horizon_steps: usize,
     utc_offset_minutes: i32,
@@ -212,7 +213,7 @@ impl SpikeForest {
         let base_rate = spikes as f64 / labels.len() as f64;
         let mut forest = SpikeForest {
             trees: Vec::new(),
-            base_rate,
+            spikes,
             rows: labels.len(),
             horizon_steps: h,
             utc_offset_minutes: config.utc_offset_minutes,
@@ -281,7 +282,7 @@ impl SpikeForest {
             });
         }
         if self.trees.is_empty() {
-            return Ok(self.base_rate);
+            return Ok(self.base_rate());
         }
         let t = filled.len() - 1;
         let row = features(
@@ -297,12 +298,12 @@ impl SpikeForest {
 
     /// Spike labels in the training rows: how many rises the forest has seen.
     pub fn spike_rows(&self) -> usize {
-        (self.base_rate * self.rows as f64).round() as usize
+        self.spikes
     }
 
     /// Share of spike labels in the training rows.
     pub fn base_rate(&self) -> f64 {
-        self.base_rate
+        self.spikes as f64 / self.rows.max(1) as f64
     }
 
     /// Trees in the forest; 0 when the training rows held a single class and the forest answers its base rate.
