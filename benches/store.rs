@@ -18,6 +18,8 @@ const HOUR: i64 = 60 * MINUTE;
 fn observation(at: UnixMillis, keys: &[DeploymentKey], tick: i64) -> Observation {
     Observation {
         at,
+        measured_at: at,
+        unmeasured: vec![],
         deployments: keys
             .iter()
             .enumerate()
@@ -34,7 +36,7 @@ fn observation(at: UnixMillis, keys: &[DeploymentKey], tick: i64) -> Observation
                 startup_filter_seconds: 60,
                 pool: PoolInputs {
                     name: "all".into(),
-                    measured_cpu_percent: 50.0,
+                    measured_cpu_percent: Some(50.0),
                     requested_cpu_percent: 60.0,
                     nodes: 10,
                 },

@@ -121,6 +121,7 @@ fn main() {
             &decision,
             &mut states,
             None,
+            None,
         );
         let t2 = Instant::now();
         assert_eq!(served.deployments.len(), deployments);

@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::domain::decision::{self, DecisionConfig, DecisionState, Hooks};
 use crate::domain::forecast::online::{Advice, Board};
-use crate::domain::model::{DeploymentKey, Observation, ServedDeployment, Snapshot, UnixMillis};
+use crate::domain::model::{
+    DeploymentKey, Observation, ServedDeployment, Snapshot, UnixMillis, Unmeasured, UsageUnknown,
+};
 use crate::telemetry::{OutcomeLabels, Telemetry};
 
 /// Why a source could not produce an observation this tick.
@@ -68,15 +70,21 @@ pub fn forecast_hooks(
 
 /// Computes a snapshot from an observation: the pure step of a tick. `states` is updated in place; deployments
 /// no longer observed are forgotten. `forecasts` are the latest published forecasts, if forecasting runs.
+///
+/// A deployment whose utilization is unknown on this tick ([`Observation::unmeasured`]) gets no new value: its
+/// entry in `previous` (the last snapshot published) is kept as it was, inputs' `observed_at` included, so the
+/// value ages into the read-time fail-safe (raw, then a 503 that gives the reason) instead of being replaced by
+/// a made-up one. Its decision state is kept too.
 pub fn compute(
     observation: Observation,
     interval: Duration,
     config: &DecisionConfig,
     states: &mut DecisionStates,
     forecasts: Option<&Board>,
+    previous: Option<&Snapshot>,
 ) -> Snapshot {
     let now = observation.at;
-    let deployments: BTreeMap<DeploymentKey, ServedDeployment> = observation
+    let mut deployments: BTreeMap<DeploymentKey, ServedDeployment> = observation
         .deployments
         .into_iter()
         .map(|inputs| {
@@ -101,12 +109,34 @@ pub fn compute(
             (served.inputs.key.clone(), served)
         })
         .collect();
+    let mut unmeasured = BTreeMap::new();
+    for Unmeasured { key, cause, reason } in observation.unmeasured {
+        let last_good = previous.and_then(|p| p.deployments.get(&key));
+        if let Some(last) = last_good {
+            deployments.insert(key.clone(), last.clone());
+        }
+        let since = previous
+            .and_then(|p| p.unmeasured.get(&key))
+            .map_or(now, |u| u.since);
+        let last_good_at = last_good.map(|d| d.inputs.observed_at);
+        unmeasured.insert(
+            key,
+            UsageUnknown {
+                cause,
+                reason,
+                since,
+                last_good_at,
+            },
+        );
+    }
     states.retain(|key, _| deployments.contains_key(key));
     let interval_millis = interval.as_millis() as i64;
     Snapshot {
         collected_at: now,
+        measured_at: observation.measured_at,
         interval_millis,
         deployments,
+        unmeasured,
         nodes: observation.nodes,
         failsafe: config.failsafe(interval_millis),
     }
@@ -182,12 +212,14 @@ impl<S: Source> Engine<S> {
             Ok(observation) => {
                 // Clone the Arc out of the channel: no borrow of the watch is held while computing.
                 let board = self.forecasts.as_ref().map(|b| b.borrow().clone());
+                let previous = self.publish.borrow().clone();
                 let snapshot = compute(
                     observation,
                     self.interval,
                     &self.decision,
                     &mut self.states,
                     board.as_deref(),
+                    previous.as_deref(),
                 );
                 self.source.served(&snapshot);
                 self.telemetry
@@ -204,5 +236,138 @@ impl<S: Source> Engine<S> {
                 tracing::warn!(%error, "observation failed; keeping the last snapshot");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::decision::tests::inputs;
+    use crate::domain::model::{DeploymentInputs, UnknownCause};
+    use crate::domain::selector::Selector;
+    use crate::http::external::{SMART_METRIC, lookup};
+
+    const INTERVAL: Duration = Duration::from_secs(15);
+
+    fn measured(at: UnixMillis, name: &str, utilization: f64) -> DeploymentInputs {
+        DeploymentInputs {
+            key: DeploymentKey::new("shop", name),
+            observed_at: at,
+            ..inputs(utilization, 50.0, 50.0)
+        }
+    }
+
+    fn unknown(name: &str) -> Unmeasured {
+        Unmeasured {
+            key: DeploymentKey::new("shop", name),
+            cause: UnknownCause::NoSamples,
+            reason: "no usable CPU sample".to_string(),
+        }
+    }
+
+    fn tick(
+        at: UnixMillis,
+        deployments: Vec<DeploymentInputs>,
+        unmeasured: Vec<Unmeasured>,
+        states: &mut DecisionStates,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
+        let observation = Observation {
+            at,
+            measured_at: at,
+            deployments,
+            unmeasured,
+            nodes: Vec::new(),
+        };
+        compute(
+            observation,
+            INTERVAL,
+            &DecisionConfig::default(),
+            states,
+            None,
+            previous,
+        )
+    }
+
+    fn read(snapshot: &Snapshot, now: UnixMillis, name: &str) -> Result<String, String> {
+        let selector = Selector::parse(&format!("deployment={name}")).unwrap();
+        lookup(Some(snapshot), now, "shop", SMART_METRIC, &selector)
+            .map(|list| list.items[0].value.clone())
+            .map_err(|e| format!("{} {}", e.code.as_u16(), e.message))
+    }
+
+    #[test]
+    fn unknown_usage_keeps_the_last_good_value_ageing_into_the_failsafe() {
+        let mut states = DecisionStates::new();
+        let t1 = 1_000_000;
+        let first = tick(
+            t1,
+            vec![measured(t1, "api", 60.0)],
+            vec![],
+            &mut states,
+            None,
+        );
+        let good = first.deployments[&DeploymentKey::new("shop", "api")].clone();
+        assert!(good.smart_percent > 0.0);
+
+        // The source answers, but with nothing usable for api: the last good entry stays, old time and all.
+        let t2 = t1 + 15_000;
+        let second = tick(t2, vec![], vec![unknown("api")], &mut states, Some(&first));
+        let key = DeploymentKey::new("shop", "api");
+        assert_eq!(second.deployments[&key], good);
+        let u = &second.unmeasured[&key];
+        assert_eq!((u.since, u.last_good_at), (t2, Some(t1)));
+        assert!(states.contains_key(&key), "decision memory is kept");
+
+        let t3 = t2 + 15_000;
+        let third = tick(t3, vec![], vec![unknown("api")], &mut states, Some(&second));
+        assert_eq!(
+            third.unmeasured[&key].since, t2,
+            "since marks the start of the run"
+        );
+        // Served as it was while fresh, never as a fresh 0...
+        let value = read(&third, t3, "api").unwrap();
+        assert_ne!(value, "0");
+        // ...and refused, with the reason, once past the fail-safe limit.
+        let limit = third.failsafe.error_after_millis;
+        let refused = read(&third, t1 + limit + 1, "api").unwrap_err();
+        assert!(refused.starts_with("503"), "{refused}");
+        assert!(refused.contains("no usable CPU sample"), "{refused}");
+        assert!(!third.can_serve(t1 + limit + 1));
+
+        // Measured again: a fresh value, and the unknown run is over.
+        let t4 = t3 + 15_000;
+        let fourth = tick(
+            t4,
+            vec![measured(t4, "api", 60.0)],
+            vec![],
+            &mut states,
+            Some(&third),
+        );
+        assert_eq!(fourth.deployments[&key].inputs.observed_at, t4);
+        assert!(fourth.unmeasured.is_empty());
+    }
+
+    #[test]
+    fn never_measured_is_a_503_with_the_reason_not_a_zero() {
+        let mut states = DecisionStates::new();
+        let snapshot = tick(1_000, vec![], vec![unknown("new")], &mut states, None);
+        assert!(snapshot.deployments.is_empty());
+        assert_eq!(
+            snapshot.unmeasured[&DeploymentKey::new("shop", "new")].last_good_at,
+            None
+        );
+        let refused = read(&snapshot, 1_000, "new").unwrap_err();
+        assert!(refused.starts_with("503"), "{refused}");
+        assert!(
+            refused.contains("unknown") && refused.contains("no usable CPU sample"),
+            "{refused}"
+        );
+        // A name that is not managed at all is still a 404.
+        assert!(
+            read(&snapshot, 1_000, "other")
+                .unwrap_err()
+                .starts_with("404")
+        );
     }
 }

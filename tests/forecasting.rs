@@ -78,7 +78,7 @@ fn inputs(key: &DeploymentKey, utilization: f64, pods: u32) -> DeploymentInputs 
         startup_filter_seconds: 60,
         pool: PoolInputs {
             name: "general".into(),
-            measured_cpu_percent: 55.0,
+            measured_cpu_percent: Some(55.0),
             requested_cpu_percent: 70.0,
             nodes: 3,
         },
@@ -165,6 +165,8 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
     let early = engine::compute(
         Observation {
             at: NOW,
+            measured_at: NOW,
+            unmeasured: Vec::new(),
             deployments: vec![inputs(&checkout, 60.0, 4)],
             nodes: Vec::new(),
         },
@@ -172,6 +174,7 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
         &DecisionConfig::default(),
         &mut Default::default(),
         Some(&board),
+        None,
     );
     let held_back = &early.deployments[&checkout].explanation;
     assert!(
@@ -181,6 +184,8 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
     // At 08:58:45 09:00 is within the lead time: the forecast raises the served value and says why.
     let observation = Observation {
         at: NOW + 525_000,
+        measured_at: NOW + 525_000,
+        unmeasured: Vec::new(),
         deployments: vec![inputs(&checkout, 60.0, 4), inputs(&noisy, 50.0, 6)],
         nodes: Vec::new(),
     };
@@ -191,6 +196,7 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
         &DecisionConfig::default(),
         &mut Default::default(),
         None,
+        None,
     );
     let snapshot = engine::compute(
         observation,
@@ -198,6 +204,7 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
         &DecisionConfig::default(),
         &mut states,
         Some(&board),
+        None,
     );
     let raised = &snapshot.deployments[&checkout];
     let plain = &reactive.deployments[&checkout];

@@ -396,7 +396,7 @@ async fn synthetic_cluster_usage_matches_the_backfilled_data() {
         "{}",
         api.cpu_utilization_percent
     );
-    assert!(close(api.pool.measured_cpu_percent, 60.0, 1e-9));
+    assert!(close(api.pool.measured_cpu_percent.unwrap(), 60.0, 1e-9));
 
     // The same data through an override file that takes node names from the `node` label.
     let args = PromArgs {

@@ -327,7 +327,7 @@ impl DemoCluster {
                     startup_filter_seconds: d.startup_filter_s,
                     pool: PoolInputs {
                         name: d.pool.to_string(),
-                        measured_cpu_percent: measured,
+                        measured_cpu_percent: Some(measured),
                         requested_cpu_percent: requested as f64 / allocatable.max(1) as f64 * 100.0,
                         nodes: pool.len() as u32,
                     },
@@ -339,7 +339,9 @@ impl DemoCluster {
             .collect();
         Observation {
             at: now,
+            measured_at: now,
             deployments,
+            unmeasured: Vec::new(),
             nodes,
         }
     }
@@ -426,6 +428,7 @@ mod tests {
                 &config,
                 &mut states,
                 None,
+                Some(&last),
             );
             cluster.apply_hpa(&last);
         }
@@ -461,7 +464,8 @@ mod tests {
         assert_eq!(web.pod_cpu_request_milli, 25);
         for d in &obs.deployments {
             assert!(d.cpu_utilization_percent.is_finite() && d.cpu_utilization_percent >= 0.0);
-            assert!(d.pool.measured_cpu_percent > 0.0 && d.pool.measured_cpu_percent <= 100.0);
+            let measured = d.pool.measured_cpu_percent.unwrap();
+            assert!(measured > 0.0 && measured <= 100.0);
         }
     }
 

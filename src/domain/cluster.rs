@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::model::{
-    DeploymentInputs, DeploymentKey, NodeInputs, Observation, PoolInputs, UnixMillis,
+    DeploymentInputs, DeploymentKey, NodeInputs, Observation, PoolInputs, UnixMillis, UnknownCause,
+    Unmeasured,
 };
 
 /// Annotation that opts a deployment in without an HPA.
@@ -125,6 +126,8 @@ pub struct Usage {
     pub pod_memory_bytes: HashMap<PodRef, f64>,
     /// Node CPU utilization, percent.
     pub node_cpu_percent: HashMap<String, f64>,
+    /// Samples the source answered with that cannot be a measurement (NaN, infinite, negative) and were dropped.
+    pub rejected_samples: usize,
 }
 
 /// Settings of the join.
@@ -261,8 +264,11 @@ fn pool_name(d: &DeploymentInfo) -> String {
 }
 
 /// Joins the cluster and usage into one observation: per managed deployment, CPU utilization over pods past the
-/// startup filter (70% 10-minute + 30% 5-minute usage, summed, over the current requests of those pods), memory
-/// utilization, pod counts, recent starts, and node-pool pressure.
+/// startup filter ([`estimate_usage`] of each pod's rates, summed, over the current requests of those pods),
+/// memory utilization, pod counts, recent starts, and node-pool pressure. `now` is when the usage was measured.
+///
+/// A managed deployment none of whose pods past the startup filter has a usable CPU sample is listed as
+/// [`Unmeasured`] with the reason, not given a utilization of zero: unknown is not idle.
 pub fn join(
     cluster: &ClusterSnapshot,
     usage: &Usage,
@@ -309,139 +315,148 @@ pub fn join(
         }
     }
 
-    let deployments = cluster
-        .deployments
-        .iter()
-        .filter(|d| d.managed())
-        .map(|d| {
-            let filter_s = d
-                .annotations
-                .get(STARTUP_FILTER_ANNOTATION)
-                .and_then(|v| v.trim().parse::<u32>().ok())
-                .unwrap_or(config.default_startup_filter_seconds);
-            let pods = pods_by_deployment
-                .get(&(d.key.namespace.as_str(), d.key.name.as_str()))
-                .cloned()
-                .unwrap_or_default();
-            let age = |p: &PodInfo| p.started_at.map(|s| (now - s) / 1000);
-            let past_filter: Vec<&&PodInfo> = pods
-                .iter()
-                .filter(|p| p.ready && age(p).is_some_and(|a| a >= filter_s as i64))
-                .collect();
-            let key = |p: &PodInfo| (p.namespace.clone(), p.name.clone());
-            let (mut cpu, mut request, mut mem, mut mem_request) = (0.0, 0i64, 0.0, 0i64);
-            let mut with_samples = 0;
-            for p in &past_filter {
-                let k = key(p);
-                let (c10, c5) = (usage.pod_cpu_10m.get(&k), usage.pod_cpu_5m.get(&k));
-                if c10.is_none() && c5.is_none() {
-                    continue;
-                }
-                let c10 = c10.or(c5).copied().unwrap_or(0.0);
-                let c5 = c5.or(Some(&c10)).copied().unwrap_or(0.0);
-                cpu += estimate_usage(
-                    c10,
-                    c5,
-                    usage.pod_cpu_1m.get(&k).copied(),
-                    f64::from(config.short_window_seconds),
-                    fast_rise_margin(p.cpu_request_milli),
-                );
-                request += p.cpu_request_milli;
-                with_samples += 1;
-                if let Some(m) = usage.pod_memory_bytes.get(&k) {
-                    mem += m;
-                    mem_request += p.memory_request_bytes;
-                }
+    let mut unmeasured = Vec::new();
+    let mut deployments = Vec::new();
+    for d in cluster.deployments.iter().filter(|d| d.managed()) {
+        let filter_s = d
+            .annotations
+            .get(STARTUP_FILTER_ANNOTATION)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .unwrap_or(config.default_startup_filter_seconds);
+        let pods = pods_by_deployment
+            .get(&(d.key.namespace.as_str(), d.key.name.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        let age = |p: &PodInfo| p.started_at.map(|s| (now - s) / 1000);
+        let past_filter: Vec<&&PodInfo> = pods
+            .iter()
+            .filter(|p| p.ready && age(p).is_some_and(|a| a >= filter_s as i64))
+            .collect();
+        let key = |p: &PodInfo| (p.namespace.clone(), p.name.clone());
+        let (mut cpu, mut request, mut mem, mut mem_request) = (0.0, 0i64, 0.0, 0i64);
+        let mut with_samples = 0;
+        for p in &past_filter {
+            let k = key(p);
+            let (c10, c5) = (usage.pod_cpu_10m.get(&k), usage.pod_cpu_5m.get(&k));
+            if c10.is_none() && c5.is_none() {
+                continue;
             }
-            let utilization = if request > 0 {
-                cpu * 1000.0 / request as f64 * 100.0
+            let c10 = c10.or(c5).copied().unwrap_or(0.0);
+            let c5 = c5.or(Some(&c10)).copied().unwrap_or(0.0);
+            cpu += estimate_usage(
+                c10,
+                c5,
+                usage.pod_cpu_1m.get(&k).copied(),
+                f64::from(config.short_window_seconds),
+                fast_rise_margin(p.cpu_request_milli),
+            );
+            request += p.cpu_request_milli;
+            with_samples += 1;
+            if let Some(m) = usage.pod_memory_bytes.get(&k) {
+                mem += m;
+                mem_request += p.memory_request_bytes;
+            }
+        }
+        if with_samples == 0 || request <= 0 {
+            let ready = pods.iter().filter(|p| p.ready).count();
+            let (cause, reason) = if past_filter.is_empty() {
+                (
+                    UnknownCause::NoMeasurablePods,
+                    format!(
+                        "no ready pod past its {filter_s}s startup filter ({} pods, {ready} ready)",
+                        pods.len()
+                    ),
+                )
+            } else if with_samples == 0 {
+                (
+                    UnknownCause::NoSamples,
+                    format!(
+                        "no usable CPU sample from the metrics source for any of its {} ready pods past \
+                         the startup filter (no series, or only NaN, infinite or negative values)",
+                        past_filter.len()
+                    ),
+                )
             } else {
-                0.0
+                (
+                    UnknownCause::NoCpuRequest,
+                    format!(
+                        "its {with_samples} measured pods request no CPU, so utilization is undefined"
+                    ),
+                )
             };
-            let pool: Vec<&NodeInputs> = nodes
-                .iter()
-                .zip(&cluster.nodes)
-                .filter(|(_, info)| info.ready && info.schedulable && node_matches(d, info))
-                .map(|(n, _)| n)
-                .collect();
-            let allocatable: i64 = pool.iter().map(|n| n.allocatable_cpu_milli).sum();
-            let measured_weight: f64 = pool
-                .iter()
-                .filter_map(|n| {
-                    n.measured_cpu_percent
-                        .map(|m| m * n.allocatable_cpu_milli as f64)
-                })
-                .sum();
-            let measured_alloc: i64 = pool
-                .iter()
-                .filter(|n| n.measured_cpu_percent.is_some())
-                .map(|n| n.allocatable_cpu_milli)
-                .sum();
-            let ready_pods = pods.iter().filter(|p| p.ready).count() as u32;
-            DeploymentInputs {
+            unmeasured.push(Unmeasured {
                 key: d.key.clone(),
-                base_target_percent: d
-                    .hpa_target_percent
-                    .unwrap_or(config.default_target_percent),
-                cpu_utilization_percent: utilization,
-                memory_utilization_percent: (mem_request > 0)
-                    .then(|| mem / mem_request as f64 * 100.0),
-                pod_cpu_request_milli: d.pod_cpu_request_milli,
-                replicas: d.replicas,
-                ready_pods,
-                starting_pods: pods.len() as u32 - past_filter.len() as u32,
-                recent_pod_starts: pods
-                    .iter()
-                    .filter(|p| age(p).is_some_and(|a| a < 180))
-                    .count() as u32,
-                startup_filter_seconds: filter_s,
-                pool: PoolInputs {
-                    name: pool_name(d),
-                    measured_cpu_percent: if measured_alloc > 0 {
-                        measured_weight / measured_alloc as f64
-                    } else {
-                        0.0
-                    },
-                    requested_cpu_percent: if allocatable > 0 {
-                        pool.iter().map(|n| n.requested_cpu_milli).sum::<i64>() as f64
-                            / allocatable as f64
-                            * 100.0
-                    } else {
-                        0.0
-                    },
-                    nodes: pool.len() as u32,
+                cause,
+                reason,
+            });
+            continue;
+        }
+        let utilization = cpu * 1000.0 / request as f64 * 100.0;
+        let pool: Vec<&NodeInputs> = nodes
+            .iter()
+            .zip(&cluster.nodes)
+            .filter(|(_, info)| info.ready && info.schedulable && node_matches(d, info))
+            .map(|(n, _)| n)
+            .collect();
+        let allocatable: i64 = pool.iter().map(|n| n.allocatable_cpu_milli).sum();
+        let measured_weight: f64 = pool
+            .iter()
+            .filter_map(|n| {
+                n.measured_cpu_percent
+                    .map(|m| m * n.allocatable_cpu_milli as f64)
+            })
+            .sum();
+        let measured_alloc: i64 = pool
+            .iter()
+            .filter(|n| n.measured_cpu_percent.is_some())
+            .map(|n| n.allocatable_cpu_milli)
+            .sum();
+        let ready_pods = pods.iter().filter(|p| p.ready).count() as u32;
+        deployments.push(DeploymentInputs {
+            key: d.key.clone(),
+            base_target_percent: d
+                .hpa_target_percent
+                .unwrap_or(config.default_target_percent),
+            cpu_utilization_percent: utilization,
+            memory_utilization_percent: (mem_request > 0).then(|| mem / mem_request as f64 * 100.0),
+            pod_cpu_request_milli: d.pod_cpu_request_milli,
+            replicas: d.replicas,
+            ready_pods,
+            starting_pods: pods.len() as u32 - past_filter.len() as u32,
+            recent_pod_starts: pods
+                .iter()
+                .filter(|p| age(p).is_some_and(|a| a < 180))
+                .count() as u32,
+            startup_filter_seconds: filter_s,
+            pool: PoolInputs {
+                name: pool_name(d),
+                measured_cpu_percent: (measured_alloc > 0)
+                    .then(|| measured_weight / measured_alloc as f64),
+                requested_cpu_percent: if allocatable > 0 {
+                    pool.iter().map(|n| n.requested_cpu_milli).sum::<i64>() as f64
+                        / allocatable as f64
+                        * 100.0
+                } else {
+                    0.0
                 },
-                annotations: d
-                    .annotations
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("smart-autoscaler.io/"))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                window_seconds: 600,
-                observed_at: now,
-            }
-            .with_sample_count(with_samples)
-        })
-        .collect();
+                nodes: pool.len() as u32,
+            },
+            annotations: d
+                .annotations
+                .iter()
+                .filter(|(k, _)| k.starts_with("smart-autoscaler.io/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            window_seconds: 600,
+            observed_at: now,
+        });
+    }
     Observation {
         at: now,
+        measured_at: now,
         deployments,
+        unmeasured,
         nodes,
-    }
-}
-
-trait SampleCount {
-    fn with_sample_count(self, n: usize) -> Self;
-}
-
-impl SampleCount for DeploymentInputs {
-    /// With no pod sample at all the utilization is unknown, not zero: no ready pod is reported so the decision
-    /// core's confidence drops to zero and it holds its target.
-    fn with_sample_count(mut self, n: usize) -> Self {
-        if n == 0 {
-            self.ready_pods = 0;
-        }
-        self
     }
 }
 
@@ -521,6 +536,7 @@ mod tests {
                 ("n2".to_string(), 70.0),
                 ("n3".to_string(), 10.0),
             ]),
+            rejected_samples: 0,
         }
     }
 
@@ -584,7 +600,7 @@ mod tests {
         let obs = join(&c, &usage(), NOW, &JoinConfig::default());
         let pool = &obs.deployments[0].pool;
         assert_eq!(pool.nodes, 1);
-        assert_eq!(pool.measured_cpu_percent, 50.0);
+        assert_eq!(pool.measured_cpu_percent, Some(50.0));
         // n1 hosts a and c: 1000m of 4000m.
         assert_eq!(pool.requested_cpu_percent, 25.0);
         assert_eq!(pool.name, "pool=general");
@@ -622,9 +638,42 @@ mod tests {
     }
 
     #[test]
-    fn no_samples_means_no_confidence_not_zero_load() {
+    fn no_samples_means_unknown_not_zero_load() {
         let obs = join(&cluster(), &Usage::default(), NOW, &JoinConfig::default());
-        assert_eq!(obs.deployments[0].ready_pods, 0);
+        assert!(obs.deployments.is_empty(), "{:?}", obs.deployments);
+        assert_eq!(obs.unmeasured.len(), 1);
+        assert_eq!(obs.unmeasured[0].key, DeploymentKey::new("shop", "api"));
+        assert_eq!(obs.unmeasured[0].cause, UnknownCause::NoSamples);
+        assert!(
+            obs.unmeasured[0].reason.contains("no usable CPU sample"),
+            "{}",
+            obs.unmeasured[0].reason
+        );
         assert_eq!(obs.nodes[0].measured_cpu_percent, None);
+    }
+
+    #[test]
+    fn pods_all_inside_the_startup_filter_are_unknown_too() {
+        let mut c = cluster();
+        c.deployments[0]
+            .annotations
+            .insert(STARTUP_FILTER_ANNOTATION.into(), "100000".into());
+        let obs = join(&c, &usage(), NOW, &JoinConfig::default());
+        assert!(obs.deployments.is_empty());
+        assert_eq!(obs.unmeasured[0].cause, UnknownCause::NoMeasurablePods);
+        assert!(
+            obs.unmeasured[0].reason.contains("startup filter"),
+            "{}",
+            obs.unmeasured[0].reason
+        );
+    }
+
+    #[test]
+    fn a_pool_without_node_measurements_is_unknown_not_idle() {
+        let mut u = usage();
+        u.node_cpu_percent.clear();
+        let obs = join(&cluster(), &u, NOW, &JoinConfig::default());
+        assert_eq!(obs.deployments[0].pool.measured_cpu_percent, None);
+        assert!(obs.deployments[0].pool.requested_cpu_percent > 0.0);
     }
 }

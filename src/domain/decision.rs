@@ -169,8 +169,9 @@ pub enum TargetSource {
 /// Node-pool pressure as the decision saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PressureExplanation {
-    /// Measured pool CPU, percent.
-    pub measured_percent: f64,
+    /// Measured pool CPU, percent; `None` when no node of the pool has a usable measurement, and then the
+    /// pressure level comes from requests alone.
+    pub measured_percent: Option<f64>,
     /// Requested/allocatable, percent.
     pub requested_percent: f64,
     /// Pressure level from 0 (idle) to 1 (full).
@@ -262,20 +263,26 @@ pub fn policy_target(
 
 /// Pressure on the deployment's node pool and the target multiplier it implies.
 pub fn pressure(inputs: &DeploymentInputs, config: &PressureConfig) -> PressureExplanation {
-    let measured = finite_or(inputs.pool.measured_cpu_percent, 0.0);
+    // Unknown is not idle: an unmeasured pool adds no measured pressure, and the requests alone may tighten
+    // the target but never relax it (a factor above 1 would shed pods on the strength of missing data).
+    let measured = inputs.pool.measured_cpu_percent.filter(|m| m.is_finite());
     let requested = finite_or(inputs.pool.requested_cpu_percent, 0.0);
-    let level = ramp(
-        measured,
-        config.low_measured_percent,
-        config.high_measured_percent,
-    )
-    .max(ramp(
-        requested,
-        config.low_requested_percent,
-        config.high_requested_percent,
-    ));
+    let level = measured
+        .map_or(0.0, |m| {
+            ramp(m, config.low_measured_percent, config.high_measured_percent)
+        })
+        .max(ramp(
+            requested,
+            config.low_requested_percent,
+            config.high_requested_percent,
+        ));
     let factor = config.low_pressure_factor
         + (config.high_pressure_factor - config.low_pressure_factor) * level;
+    let factor = if measured.is_some() {
+        factor
+    } else {
+        factor.min(1.0)
+    };
     PressureExplanation {
         measured_percent: measured,
         requested_percent: requested,
@@ -328,13 +335,13 @@ pub fn decide(
     }
     let pressure = pressure(inputs, &config.pressure);
     let candidate = (policy * pressure.factor).clamp(5.0, 100.0);
+    let measured = match pressure.measured_percent {
+        Some(m) => format!("measured {m:.0}%"),
+        None => "measured: unknown".to_string(),
+    };
     reasons.push(format!(
-        "pool {} pressure {:.2} (measured {:.0}%, requested {:.0}%): target x{:.2}",
-        inputs.pool.name,
-        pressure.level,
-        pressure.measured_percent,
-        pressure.requested_percent,
-        pressure.factor
+        "pool {} pressure {:.2} ({measured}, requested {:.0}%): target x{:.2}",
+        inputs.pool.name, pressure.level, pressure.requested_percent, pressure.factor
     ));
 
     // Clamp the factor the candidate implies, so no target can scale the served value beyond the bounds.
@@ -510,7 +517,7 @@ pub(crate) mod tests {
             startup_filter_seconds: 60,
             pool: PoolInputs {
                 name: "general".into(),
-                measured_cpu_percent: measured,
+                measured_cpu_percent: Some(measured),
                 requested_cpu_percent: requested,
                 nodes: 3,
             },
@@ -550,6 +557,21 @@ pub(crate) mod tests {
         let e = decide(&inputs(60.0, m, r), &config, None, Hooks::default(), 0).0;
         assert!((e.pressure.factor - 1.0).abs() < 1e-9, "{:?}", e.pressure);
         assert!((e.effective_target_percent - 70.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_unmeasured_pool_never_relaxes_the_target() {
+        let mut i = inputs(60.0, 0.0, 30.0);
+        i.pool.measured_cpu_percent = None;
+        let e = run(&i);
+        assert_eq!(e.pressure.measured_percent, None);
+        assert_eq!(e.pressure.factor, 1.0, "{:?}", e.pressure);
+        assert!((e.effective_target_percent - 70.0).abs() < 1e-9);
+        assert!(e.reasons.iter().any(|r| r.contains("measured: unknown")));
+        // Requests alone still tighten it.
+        i.pool.requested_cpu_percent = 95.0;
+        let e = run(&i);
+        assert!(e.pressure.factor < 1.0 && e.effective_target_percent < 70.0);
     }
 
     #[test]

@@ -38,8 +38,9 @@ impl std::fmt::Display for DeploymentKey {
 pub struct PoolInputs {
     /// Name of the pool (the node-selector it was derived from, or `all`).
     pub name: String,
-    /// Measured CPU utilization of the pool's Ready, schedulable nodes, percent of allocatable.
-    pub measured_cpu_percent: f64,
+    /// Measured CPU utilization of the pool's Ready, schedulable nodes that have a usable measurement, percent
+    /// of their allocatable; `None` when no node of the pool has one (unknown, not idle).
+    pub measured_cpu_percent: Option<f64>,
     /// Sum of pod CPU requests over allocatable CPU, percent.
     pub requested_cpu_percent: f64,
     /// Number of nodes in the pool.
@@ -98,15 +99,59 @@ pub struct NodeInputs {
     pub measured_cpu_percent: Option<f64>,
 }
 
+/// A managed deployment whose CPU utilization could not be measured on a tick, and why. Unknown is not zero:
+/// such a deployment gets no fresh value.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Unmeasured {
+    /// Which deployment.
+    pub key: DeploymentKey,
+    /// Why its utilization is unknown.
+    pub cause: UnknownCause,
+    /// Why, in words, with the counts behind it.
+    pub reason: String,
+}
+
+/// Why a deployment's utilization is unknown on a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownCause {
+    /// No pod is ready and past its startup filter (a rollout, a start, zero replicas): nothing to measure.
+    NoMeasurablePods,
+    /// Pods could be measured, but the metrics source gave no usable sample for any of them (a fault of the
+    /// source: counted as its error).
+    NoSamples,
+    /// The measured pods request no CPU, so utilization is undefined.
+    NoCpuRequest,
+}
+
 /// Everything observed on one tick.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Observation {
     /// When the observation was taken.
     pub at: UnixMillis,
-    /// Managed deployments.
+    /// When the usage in it (pod and node CPU) was measured: `at`, or earlier when the metrics source failed
+    /// and its last good answer was used again.
+    pub measured_at: UnixMillis,
+    /// Managed deployments whose utilization was measured.
     pub deployments: Vec<DeploymentInputs>,
+    /// Managed deployments whose utilization is unknown on this tick.
+    #[serde(default)]
+    pub unmeasured: Vec<Unmeasured>,
     /// Nodes of the cluster.
     pub nodes: Vec<NodeInputs>,
+}
+
+/// Why a deployment's utilization is unknown, and since when: what the snapshot keeps of an [`Unmeasured`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UsageUnknown {
+    /// Why.
+    pub cause: UnknownCause,
+    /// Why, in words.
+    pub reason: String,
+    /// The first tick of this unbroken run of unknown ticks.
+    pub since: UnixMillis,
+    /// When the value still served for it (the last good one, ageing into the fail-safe) was measured, if any.
+    pub last_good_at: Option<UnixMillis>,
 }
 
 /// What is served for one deployment, with the reason.
@@ -127,10 +172,15 @@ pub struct ServedDeployment {
 pub struct Snapshot {
     /// When the observation behind it was taken.
     pub collected_at: UnixMillis,
+    /// When the usage behind it was measured (see [`Observation::measured_at`]).
+    pub measured_at: UnixMillis,
     /// The collection interval, so readers can judge staleness.
     pub interval_millis: i64,
-    /// Per-deployment values.
+    /// Per-deployment values. A deployment whose utilization is unknown on this tick keeps its last good entry
+    /// here (with the old `observed_at`, so it ages into the fail-safe) and is listed in `unmeasured` too.
     pub deployments: BTreeMap<DeploymentKey, ServedDeployment>,
+    /// Managed deployments whose utilization is unknown on this tick, with why.
+    pub unmeasured: BTreeMap<DeploymentKey, UsageUnknown>,
     /// Nodes as last observed.
     pub nodes: Vec<NodeInputs>,
     /// Input ages past which reads fall back to raw, then fail.
@@ -161,9 +211,32 @@ impl Snapshot {
         (now - self.collected_at).max(0)
     }
 
-    /// Whether the snapshot is too old to serve: older than `intervals` collection intervals.
+    /// Age at `now` of the usage behind the snapshot.
+    pub fn measured_age_millis(&self, now: UnixMillis) -> i64 {
+        (now - self.measured_at).max(0)
+    }
+
+    /// Whether the snapshot's measurements are too old to act on: older than `intervals` collection intervals.
+    /// A snapshot the engine keeps producing from a failed source's last good answer ages too.
     pub fn is_stale(&self, now: UnixMillis, intervals: i64) -> bool {
-        self.age_millis(now) > self.interval_millis * intervals
+        self.measured_age_millis(now) > self.interval_millis * intervals
+    }
+
+    /// Age at `now` of the freshest value a metric read could serve (the snapshot's own age when it has no
+    /// deployment): what readiness is judged on.
+    pub fn data_age_millis(&self, now: UnixMillis) -> i64 {
+        let newest = self
+            .deployments
+            .values()
+            .map(|d| d.inputs.observed_at)
+            .max()
+            .unwrap_or(self.measured_at);
+        (now - newest).max(0)
+    }
+
+    /// Whether a metric read can be answered with a value: some input is within the fail-safe's error limit.
+    pub fn can_serve(&self, now: UnixMillis) -> bool {
+        self.data_age_millis(now) <= self.failsafe.error_after_millis
     }
 }
 
@@ -175,11 +248,59 @@ mod tests {
     fn staleness_is_measured_in_intervals() {
         let s = Snapshot {
             collected_at: 1_000,
+            measured_at: 1_000,
             interval_millis: 60_000,
             ..Default::default()
         };
         assert!(!s.is_stale(1_000 + 180_000, 3));
         assert!(s.is_stale(1_000 + 180_001, 3));
         assert_eq!(s.age_millis(0), 0);
+        // A snapshot computed now from usage measured long ago is as stale as that usage.
+        let reused = Snapshot {
+            collected_at: 1_000 + 180_000,
+            measured_at: 1_000,
+            interval_millis: 60_000,
+            ..Default::default()
+        };
+        assert!(reused.is_stale(1_000 + 180_001, 3));
+        assert_eq!(reused.age_millis(1_000 + 180_001), 1);
+    }
+
+    #[test]
+    fn readiness_follows_the_freshest_servable_value() {
+        let mut s = Snapshot {
+            collected_at: 1_000_000,
+            measured_at: 1_000_000,
+            interval_millis: 60_000,
+            ..Default::default()
+        };
+        let limit = s.failsafe.error_after_millis;
+        assert!(s.can_serve(1_000_000 + limit));
+        assert!(!s.can_serve(1_000_000 + limit + 1));
+        let served = |observed_at| ServedDeployment {
+            inputs: DeploymentInputs {
+                observed_at,
+                ..crate::domain::decision::tests::inputs(50.0, 50.0, 50.0)
+            },
+            raw_percent: 50.0,
+            smart_percent: 50.0,
+            explanation: crate::domain::decision::decide(
+                &crate::domain::decision::tests::inputs(50.0, 50.0, 50.0),
+                &Default::default(),
+                None,
+                Default::default(),
+                0,
+            )
+            .0,
+        };
+        // The snapshot is new, but the only value in it was measured long ago: nothing can be served.
+        s.deployments
+            .insert(DeploymentKey::new("shop", "old"), served(0));
+        assert_eq!(s.data_age_millis(1_000_000), 1_000_000);
+        assert!(!s.can_serve(1_000_000));
+        s.deployments
+            .insert(DeploymentKey::new("shop", "new"), served(990_000));
+        assert_eq!(s.data_age_millis(1_000_000), 10_000);
+        assert!(s.can_serve(1_000_000));
     }
 }

@@ -502,7 +502,7 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                         startup_filter_seconds: config.startup_filter_seconds as u32,
                         pool: PoolInputs {
                             name: "simulated".into(),
-                            measured_cpu_percent: config.pool_measured_percent,
+                            measured_cpu_percent: Some(config.pool_measured_percent),
                             requested_cpu_percent: config.pool_requested_percent,
                             nodes: 1,
                         },

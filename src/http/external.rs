@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::{ApiError, AppState};
 use crate::clock::rfc3339;
 use crate::domain::decision::{Freshness, freshness};
-use crate::domain::model::{ServedDeployment, Snapshot, UnixMillis};
+use crate::domain::model::{DeploymentKey, ServedDeployment, Snapshot, UnixMillis};
 use crate::domain::quantity;
 use crate::domain::selector::Selector;
 
@@ -176,8 +176,8 @@ pub fn parse_selector_query(query: Option<&str>) -> Result<Selector, ApiError> {
 }
 
 /// The metric labels a deployment's series carries.
-pub fn series_labels(served: &ServedDeployment) -> BTreeMap<String, String> {
-    BTreeMap::from([(DEPLOYMENT_LABEL.to_string(), served.inputs.key.name.clone())])
+pub fn series_labels(key: &DeploymentKey) -> BTreeMap<String, String> {
+    BTreeMap::from([(DEPLOYMENT_LABEL.to_string(), key.name.clone())])
 }
 
 /// Answers one metric read from a snapshot: the pure part of the handler.
@@ -202,9 +202,22 @@ pub fn lookup(
     let matched: Vec<&ServedDeployment> = snapshot
         .deployments
         .values()
-        .filter(|d| d.inputs.key.namespace == namespace && selector.matches(&series_labels(d)))
+        .filter(|d| {
+            d.inputs.key.namespace == namespace && selector.matches(&series_labels(&d.inputs.key))
+        })
         .collect();
     match matched.as_slice() {
+        // Managed, but never measured: unknown is not zero, so no value at all, with the reason.
+        [] if let Some((key, unknown)) = snapshot
+            .unmeasured
+            .iter()
+            .find(|(k, _)| k.namespace == namespace && selector.matches(&series_labels(k))) =>
+        {
+            Err(ApiError::unavailable(format!(
+                "no value for {key}: its CPU utilization is unknown ({}) and it has no earlier good value",
+                unknown.reason
+            )))
+        }
         [] => Err(ApiError::not_found(format!(
             "external metric {metric:?} with selector {:?} not found in namespace {namespace:?}",
             selector.to_string()
@@ -215,8 +228,13 @@ pub fn lookup(
                 Freshness::Fresh => (one.raw_percent, None),
                 Freshness::FallBackToRaw => (one.raw_percent, Some("stale")),
                 Freshness::TooOld => {
+                    let why = match snapshot.unmeasured.get(&one.inputs.key) {
+                        Some(u) => format!(" (no new measurement: {})", u.reason),
+                        None => String::new(),
+                    };
                     return Err(ApiError::unavailable(format!(
-                        "inputs for {} are {}s old, past the {}s fail-safe limit; refusing to serve a stale value",
+                        "inputs for {} are {}s old, past the {}s fail-safe limit; refusing to serve a stale \
+                         value{why}",
                         one.inputs.key,
                         (now - one.inputs.observed_at) / 1000,
                         snapshot.failsafe.error_after_millis / 1000
@@ -238,7 +256,7 @@ pub fn lookup(
                 metadata: BTreeMap::new(),
                 items: vec![MetricValue {
                     metric_name: metric.to_string(),
-                    metric_labels: series_labels(one),
+                    metric_labels: series_labels(&one.inputs.key),
                     timestamp: rfc3339(one.inputs.observed_at),
                     window: one.inputs.window_seconds,
                     value,

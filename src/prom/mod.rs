@@ -576,7 +576,13 @@ impl PromClient {
                     .await
                     .map(|v| pod_values(v, t))
             };
-            let (pod_cpu_10m, pod_cpu_5m, pod_cpu_1m, pod_memory_bytes, node_cpu_percent) = tokio::try_join!(
+            let (
+                (pod_cpu_10m, r10),
+                (pod_cpu_5m, r5),
+                (pod_cpu_1m, r1),
+                (pod_memory_bytes, rm),
+                (node_cpu_percent, rn),
+            ) = tokio::try_join!(
                 pods("pod_cpu_10m", &t.pod_cpu_10m),
                 pods("pod_cpu_5m", &t.pod_cpu_5m),
                 pods("pod_cpu_1m", &t.pod_cpu_1m),
@@ -593,6 +599,7 @@ impl PromClient {
                 pod_cpu_1m,
                 pod_memory_bytes,
                 node_cpu_percent,
+                rejected_samples: r10 + r5 + r1 + rm + rn,
             })
         })
         .await
@@ -768,28 +775,39 @@ fn pod_ref(labels: &HashMap<String, String>, t: &QueryTemplates) -> Option<PodRe
     ))
 }
 
-/// Per-pod values; series without the labels or with non-finite values are skipped, several series of one pod
-/// (a template without `sum by`) are added up.
-fn pod_values(vector: Vec<InstantVector>, t: &QueryTemplates) -> HashMap<PodRef, f64> {
+/// Whether a sample can be a CPU or memory measurement: usage is never NaN, infinite or negative, and a value
+/// that is (a broken exporter, a counter reset mis-handled by a recording rule) must not pass for one.
+fn is_measurement(value: f64) -> bool {
+    value.is_finite() && value >= 0.0
+}
+
+/// Per-pod values and the number of samples rejected by [`is_measurement`]; series without the labels are
+/// skipped, several series of one pod (a template without `sum by`) are added up.
+fn pod_values(vector: Vec<InstantVector>, t: &QueryTemplates) -> (HashMap<PodRef, f64>, usize) {
     let mut out = HashMap::with_capacity(vector.len());
+    let mut rejected = 0;
     for series in vector {
         let value = series.sample().value();
-        if !value.is_finite() {
+        if !is_measurement(value) {
+            rejected += 1;
             continue;
         }
         if let Some(pod) = pod_ref(series.metric(), t) {
             *out.entry(pod).or_insert(0.0) += value;
         }
     }
-    out
+    (out, rejected)
 }
 
-/// Per-node values keyed by the node label without a `:port` suffix; several series of one node are averaged.
-fn node_values(vector: Vec<InstantVector>, label: &str) -> HashMap<String, f64> {
+/// Per-node values keyed by the node label without a `:port` suffix, and the number of samples rejected by
+/// [`is_measurement`]; several series of one node are averaged.
+fn node_values(vector: Vec<InstantVector>, label: &str) -> (HashMap<String, f64>, usize) {
     let mut sums: HashMap<String, (f64, u32)> = HashMap::new();
+    let mut rejected = 0;
     for series in vector {
         let value = series.sample().value();
-        if !value.is_finite() {
+        if !is_measurement(value) {
+            rejected += 1;
             continue;
         }
         if let Some(node) = series.metric().get(label) {
@@ -800,9 +818,11 @@ fn node_values(vector: Vec<InstantVector>, label: &str) -> HashMap<String, f64> 
             e.1 += 1;
         }
     }
-    sums.into_iter()
+    let values = sums
+        .into_iter()
         .map(|(k, (sum, n))| (k, sum / f64::from(n)))
-        .collect()
+        .collect();
+    (values, rejected)
 }
 
 #[cfg(test)]
@@ -823,10 +843,13 @@ mod tests {
                 {"metric":{"namespace":"shop","pod":"a"},"value":[1,"0.25"]},
                 {"metric":{"namespace":"shop","pod":"a","container":"sidecar"},"value":[1,"0.05"]},
                 {"metric":{"namespace":"shop","pod":"b"},"value":[1,"NaN"]},
+                {"metric":{"namespace":"shop","pod":"d"},"value":[1,"-1e308"]},
+                {"metric":{"namespace":"shop","pod":"e"},"value":[1,"-Inf"]},
                 {"metric":{"pod":"c"},"value":[1,"1"]}]}"#,
         );
-        let pods = pod_values(v, &t);
+        let (pods, rejected) = pod_values(v, &t);
         assert_eq!(pods.len(), 1);
+        assert_eq!(rejected, 3, "NaN, -1e308 and -Inf are not measurements");
         assert!((pods[&("shop".to_string(), "a".to_string())] - 0.30).abs() < 1e-12);
 
         let v = vector(
@@ -834,10 +857,12 @@ mod tests {
                 {"metric":{"instance":"n1:9100"},"value":[1,"40"]},
                 {"metric":{"instance":"n1:9101"},"value":[1,"60"]},
                 {"metric":{"instance":"n2"},"value":[1,"+Inf"]},
+                {"metric":{"instance":"n4"},"value":[1,"-3"]},
                 {"metric":{"node":"n3"},"value":[1,"1"]}]}"#,
         );
-        let nodes = node_values(v, "instance");
+        let (nodes, rejected) = node_values(v, "instance");
         assert_eq!(nodes, HashMap::from([("n1".to_string(), 50.0)]));
+        assert_eq!(rejected, 2);
     }
 
     #[test]

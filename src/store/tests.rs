@@ -23,7 +23,7 @@ fn inputs(key: &DeploymentKey, cpu: f64, memory: Option<f64>, replicas: u32) -> 
         startup_filter_seconds: 60,
         pool: PoolInputs {
             name: "all".into(),
-            measured_cpu_percent: 50.0,
+            measured_cpu_percent: Some(50.0),
             requested_cpu_percent: 60.0,
             nodes: 3,
         },
@@ -36,6 +36,8 @@ fn inputs(key: &DeploymentKey, cpu: f64, memory: Option<f64>, replicas: u32) -> 
 fn tick(at: UnixMillis, rows: &[(&DeploymentKey, f64)]) -> Observation {
     Observation {
         at,
+        measured_at: at,
+        unmeasured: vec![],
         deployments: rows
             .iter()
             .map(|(k, cpu)| inputs(k, *cpu, Some(cpu / 2.0), 3))
