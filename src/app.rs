@@ -171,7 +171,8 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     let short_window_seconds = prom.templates().pod_cpu_short_window_seconds;
     let client = args.k8s.client().await?;
     let cancel = CancellationToken::new();
-    let cluster = crate::k8s::ClusterWatch::start(client, cancel.clone());
+    let cluster =
+        crate::k8s::ClusterWatch::start(client, cancel.clone(), args.k8s.probe_interval());
     let listeners = bind(&args.server).await?;
     let source = crate::dataplane::DataPlaneSource::new(
         cluster,
@@ -184,6 +185,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
         },
         health.clone(),
         args.store.store_rollup_retention,
+        args.k8s.kube_max_staleness,
     );
     let (mut engine, snapshots) = Engine::new(
         source,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::domain::cluster::{self, JoinConfig, Usage};
-use crate::domain::model::{DeploymentKey, Observation, Snapshot, UnixMillis};
+use crate::domain::model::{DeploymentKey, Observation, Snapshot, UnixMillis, UnknownCause};
 use crate::engine::{Source, SourceError};
 use crate::health::Health;
 use crate::k8s::ClusterWatch;
@@ -59,6 +59,8 @@ pub struct DataPlaneSource {
     last_retention: UnixMillis,
     /// The effective target last recorded per deployment, so only changes are written.
     recorded_targets: HashMap<DeploymentKey, f64>,
+    /// How long the cached objects may go without contact with the API server (`--kube-max-staleness`).
+    max_object_staleness: Duration,
 }
 
 impl DataPlaneSource {
@@ -70,6 +72,7 @@ impl DataPlaneSource {
         join: JoinConfig,
         health: Arc<Health>,
         bootstrap_window: Duration,
+        max_object_staleness: Duration,
     ) -> Self {
         DataPlaneSource {
             cluster,
@@ -85,6 +88,7 @@ impl DataPlaneSource {
             bootstrap_window,
             last_retention: 0,
             recorded_targets: HashMap::new(),
+            max_object_staleness,
         }
     }
 }
@@ -257,6 +261,56 @@ impl DataPlaneSource {
     }
 }
 
+impl DataPlaneSource {
+    /// Reports a fresh Prometheus answer: healthy when every measurable managed deployment got a usable CPU
+    /// sample; an error (counted) naming those that got none, which are served their last good value.
+    fn report_usage(&self, observation: &Observation, rejected: usize, now: UnixMillis) {
+        let missing: Vec<String> = observation
+            .unmeasured
+            .iter()
+            .filter(|u| u.cause == UnknownCause::NoSamples)
+            .map(|u| u.key.to_string())
+            .collect();
+        let dropped = if rejected > 0 {
+            format!("; {rejected} NaN, infinite or negative samples dropped")
+        } else {
+            String::new()
+        };
+        if missing.is_empty() {
+            self.health.ok(
+                "prometheus",
+                format!(
+                    "{} deployments measured, {} nodes{dropped}",
+                    observation.deployments.len(),
+                    observation
+                        .nodes
+                        .iter()
+                        .filter(|n| n.measured_cpu_percent.is_some())
+                        .count()
+                ),
+                now,
+            );
+        } else {
+            const NAMED: usize = 5;
+            let more = missing.len().saturating_sub(NAMED);
+            let mut names = missing[..missing.len().min(NAMED)].join(", ");
+            if more > 0 {
+                names.push_str(&format!(" and {more} more"));
+            }
+            self.health.error(
+                "prometheus",
+                format!(
+                    "answered, but {} managed deployments have no usable CPU sample ({names}): they keep \
+                     their last good value until the fail-safe{dropped}",
+                    missing.len()
+                ),
+                now,
+            );
+        }
+        self.health.data_at("prometheus", now);
+    }
+}
+
 impl Source for DataPlaneSource {
     async fn observe(&mut self, now: UnixMillis) -> Result<Observation, SourceError> {
         let watch = self.cluster.health();
@@ -265,28 +319,45 @@ impl Source for DataPlaneSource {
             self.health.error("kubernetes", detail.clone(), now);
             return Err(err(detail));
         }
-        match &watch.last_error {
-            Some(e) if watch.errors > 0 => self.health.ok(
+        let errors = match &watch.last_error {
+            Some(e) if watch.errors > 0 => format!("; {} errors so far, last: {e}", watch.errors),
+            _ => String::new(),
+        };
+        let since_contact = watch.since_contact.unwrap_or(Duration::MAX);
+        // The probe runs every quarter of the limit: two missed answers are worth saying, the limit stops us.
+        if since_contact > self.max_object_staleness {
+            let detail = format!(
+                "no contact with the API server for {}s, past the {}s limit (--kube-max-staleness): no new \
+                 values are computed from cached objects that old{errors}",
+                since_contact.as_secs(),
+                self.max_object_staleness.as_secs()
+            );
+            self.health.error("kubernetes", detail.clone(), now);
+            return Err(err(detail));
+        } else if since_contact > self.max_object_staleness / 2 {
+            self.health.error(
                 "kubernetes",
-                format!("watching; {} errors so far, last: {e}", watch.errors),
+                format!(
+                    "no contact with the API server for {}s (limit {}s); computing from cached objects{errors}",
+                    since_contact.as_secs(),
+                    self.max_object_staleness.as_secs()
+                ),
                 now,
-            ),
-            _ => self.health.ok("kubernetes", "watching", now),
+            );
+        } else {
+            self.health
+                .ok("kubernetes", format!("watching{errors}"), now);
+        }
+        if let Some(age) = watch.since_contact {
+            self.health
+                .data_at("kubernetes", now - age.as_millis() as i64);
         }
         let snapshot = self.cluster.snapshot();
 
-        match self.prom.collect(now).await {
+        let fresh = match self.prom.collect(now).await {
             Ok(usage) => {
-                self.health.ok(
-                    "prometheus",
-                    format!(
-                        "{} pods, {} nodes",
-                        usage.pod_cpu_10m.len(),
-                        usage.node_cpu_percent.len()
-                    ),
-                    now,
-                );
                 self.last_usage = Some((now, usage));
+                true
             }
             Err(e) => {
                 let age = self.last_usage.as_ref().map(|(at, _)| (now - at) / 1000);
@@ -295,8 +366,9 @@ impl Source for DataPlaneSource {
                     None => format!("{e}; no usage collected yet"),
                 };
                 self.health.error("prometheus", detail, now);
+                false
             }
-        }
+        };
         let Some((usage_at, usage)) = &self.last_usage else {
             return Err(err("no usage from Prometheus yet"));
         };
@@ -304,11 +376,15 @@ impl Source for DataPlaneSource {
         let mut observation = cluster::join(&snapshot, usage, *usage_at, &self.join);
         observation.at = now;
 
-        if let Err(e) = self.store.record_tick(&observation).await {
-            self.health.error("store", e.to_string(), now);
-        } else {
-            self.health
-                .ok("store", format!("{}", self.store.path().display()), now);
+        // Only a fresh answer is judged and recorded: the last good usage again would be history made up.
+        if fresh {
+            self.report_usage(&observation, usage.rejected_samples, now);
+            if let Err(e) = self.store.record_tick(&observation).await {
+                self.health.error("store", e.to_string(), now);
+            } else {
+                self.health
+                    .ok("store", format!("{}", self.store.path().display()), now);
+            }
         }
         if now - self.last_retention > 60_000 {
             self.last_retention = now;

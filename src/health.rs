@@ -1,7 +1,8 @@
-//! Health of the data sources behind the snapshot. Sources report here; `/readyz` prints it as detail and
-//! `/metrics` counts errors per component. A degraded source does not make the server unready: serving the last
-//! good inputs (and, past the fail-safe limits, the raw value or a 503) is better for the HPA than an
-//! unavailable APIService.
+//! Health of the data sources behind the snapshot. Sources report here, with the age of the data they last
+//! delivered; `/readyz` prints it as detail and `/metrics` counts errors per component. A degraded source does
+//! not by itself make the server unready: readiness is whether values can be served (see `http::ops::readyz`),
+//! and serving the last good inputs until the fail-safe limits is better for the HPA than an unavailable
+//! APIService.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -25,6 +26,8 @@ struct Status {
     ok: bool,
     detail: String,
     since: UnixMillis,
+    /// When the data this component last delivered was current.
+    data_at: Option<UnixMillis>,
 }
 
 /// Component health shared by the engine's sources and the probes.
@@ -50,11 +53,29 @@ impl Health {
 
     fn set(&self, component: &str, ok: bool, detail: String, now: UnixMillis) {
         let mut map = self.components.lock().unwrap_or_else(|p| p.into_inner());
-        let since = match map.get(component) {
+        let previous = map.get(component);
+        let since = match previous {
             Some(s) if s.ok == ok => s.since,
             _ => now,
         };
-        map.insert(component.to_string(), Status { ok, detail, since });
+        let data_at = previous.and_then(|s| s.data_at);
+        map.insert(
+            component.to_string(),
+            Status {
+                ok,
+                detail,
+                since,
+                data_at,
+            },
+        );
+    }
+
+    /// Records when the data `component` delivers was last current (a successful answer's time).
+    pub fn data_at(&self, component: &str, at: UnixMillis) {
+        let mut map = self.components.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get_mut(component) {
+            s.data_at = Some(at);
+        }
     }
 
     /// Records a healthy component.
@@ -78,10 +99,14 @@ impl Health {
         map.iter()
             .map(|(name, s)| {
                 let age = (now - s.since).max(0) / 1000;
+                let data = match s.data_at {
+                    Some(at) => format!(" (data {}s old)", (now - at).max(0) / 1000),
+                    None => String::new(),
+                };
                 if s.ok {
-                    format!("[+]{name}: {}", s.detail)
+                    format!("[+]{name}: {}{data}", s.detail)
                 } else {
-                    format!("[-]{name}: degraded for {age}s: {}", s.detail)
+                    format!("[-]{name}: degraded for {age}s: {}{data}", s.detail)
                 }
             })
             .collect()
@@ -109,5 +134,11 @@ mod tests {
         );
         h.ok("prometheus", "3 queries", 12_000);
         assert_eq!(h.lines(13_000), vec!["[+]prometheus: 3 queries"]);
+        h.data_at("prometheus", 12_000);
+        h.error("prometheus", "timeout", 20_000);
+        assert_eq!(
+            h.lines(25_000),
+            vec!["[-]prometheus: degraded for 5s: timeout (data 13s old)"]
+        );
     }
 }

@@ -78,7 +78,7 @@ async fn reflectors_follow_lists_and_watches() {
         .await
         .unwrap();
     let cancel = CancellationToken::new();
-    let cluster = ClusterWatch::start(client, cancel.clone());
+    let cluster = ClusterWatch::start(client, cancel.clone(), Duration::from_secs(10));
     eventually("initial lists", || cluster.ready()).await;
 
     // ---------------------------------------------------------------- before the watch events
@@ -202,7 +202,7 @@ async fn reflectors_follow_lists_and_watches() {
         "{}",
         a.pool.requested_cpu_percent
     );
-    assert!(close(a.pool.measured_cpu_percent, 60.0));
+    assert!(close(a.pool.measured_cpu_percent.unwrap(), 60.0));
     let w = inputs(&obs, "web");
     assert_eq!((w.pool.name.as_str(), w.pool.nodes), ("affinity", 3));
     assert_eq!(w.base_target_percent, 70.0);
@@ -263,7 +263,7 @@ async fn reflectors_follow_lists_and_watches() {
         "{}",
         a.pool.requested_cpu_percent
     );
-    assert!(close(a.pool.measured_cpu_percent, 50.0));
+    assert!(close(a.pool.measured_cpu_percent.unwrap(), 50.0));
     assert!(close(a.cpu_utilization_percent, 70.0));
     let w = inputs(&obs, "web");
     assert_eq!(w.pool.nodes, 2);
@@ -307,7 +307,7 @@ async fn forbidden_kind_keeps_the_watch_unready_with_the_error() {
         .await
         .unwrap();
     let cancel = CancellationToken::new();
-    let cluster = ClusterWatch::start(client, cancel.clone());
+    let cluster = ClusterWatch::start(client, cancel.clone(), Duration::from_secs(10));
     eventually("an error to be recorded", || cluster.error_count() > 0).await;
     eventually("the other kinds to sync", || {
         cluster.health().pending == ["HorizontalPodAutoscaler"]

@@ -5,164 +5,28 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use common::fake_apiserver::{self, N1, N2};
+use common::fake_apiserver;
 use common::prometheus::Prometheus;
+use common::serve::{Serve, openmetrics, unix_now};
 use serde_json::Value;
-
-/// The managed deployment of the recording: shop/api, 3 pods of 250m + a 100m restartable sidecar.
-const API_PODS: [&str; 3] = [
-    "api-7c9d8f6b5d-4kq2x",
-    "api-7c9d8f6b5d-9wz7m",
-    "api-7c9d8f6b5d-hx5tn",
-];
-/// CPU each api pod uses, cores: 0.175 of a 350m request is 50%.
-const POD_CORES: f64 = 0.175;
-
-fn openmetrics(now: i64) -> String {
-    let mut om = String::from("# TYPE container_cpu_usage_seconds_total counter\n");
-    let start = now - 40 * 60;
-    let mut t = start;
-    let mut lines = Vec::new();
-    // Samples run five minutes past `now`, as a live scrape would keep coming: whenever serve evaluates, the
-    // newest sample is at most 15 s old, so rate() extrapolates to the window's end as it does on a live server.
-    while t <= now + 300 {
-        let elapsed = (t - start) as f64;
-        for pod in API_PODS {
-            lines.push((
-                t,
-                format!(
-                    "container_cpu_usage_seconds_total{{namespace=\"shop\",pod=\"{pod}\",container=\"api\"}} {} {t}",
-                    POD_CORES * elapsed
-                ),
-            ));
-        }
-        t += 15;
-    }
-    // OpenMetrics wants each family's samples together; sort by series then time.
-    lines.sort_by(|a, b| {
-        a.1.split(' ')
-            .next()
-            .cmp(&b.1.split(' ').next())
-            .then(a.0.cmp(&b.0))
-    });
-    for (_, l) in &lines {
-        om.push_str(l);
-        om.push('\n');
-    }
-    om.push_str("# TYPE node_cpu_seconds_total counter\n");
-    for (node, idle_share) in [(N1, 0.4), (N2, 0.8)] {
-        let mut t = start;
-        while t <= now + 300 {
-            om.push_str(&format!(
-                "node_cpu_seconds_total{{instance=\"{node}\",cpu=\"0\",mode=\"idle\"}} {} {t}\n",
-                idle_share * (t - start) as f64
-            ));
-            t += 15;
-        }
-    }
-    om.push_str("# EOF\n");
-    om
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-struct Serve(std::process::Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_end_to_end_with_real_prometheus_and_recorded_api() {
     let api = fake_apiserver::start(vec![]).await;
     api.release.send(true).unwrap();
     let prom = Prometheus::start(&openmetrics(unix_now()), None, None).await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let bin = env!("CARGO_BIN_EXE_smart-autoscaler");
-    let out = Command::new(bin)
-        .args(["certs", "--san", "127.0.0.1", "--out-dir"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let mut child = Command::new(bin)
-        .args([
-            "serve",
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ])
-        .args(["--interval", "1s", "--prometheus-url", &prom.url])
-        .arg("--kubeconfig")
-        .arg(&api.kubeconfig)
-        .arg("--tls-cert-file")
-        .arg(certs.join("tls.crt"))
-        .arg("--tls-key-file")
-        .arg(certs.join("tls.key"))
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let serve = Serve(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|f| f.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
-            .to_string()
-    };
-    let (secure, metrics) = (field("secure"), field("metrics"));
-
+    let mut serve = Serve::start(&prom.url, &api.kubeconfig, &[]);
+    let metrics = serve.metrics.clone();
+    serve
+        .wait_readyz(Duration::from_secs(60), |body| {
+            body.contains("[+]prometheus") && body.contains("[+]kubernetes")
+        })
+        .await;
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    loop {
-        if let Ok(r) = http.get(format!("http://{metrics}/readyz")).send().await {
-            let ok = r.status().is_success();
-            last = r.text().await.unwrap_or_default();
-            if ok && last.contains("[+]prometheus") && last.contains("[+]kubernetes") {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve never became ready: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        smart_autoscaler::app::demo_kubeconfig(&format!("https://{secure}"), &certs.join("ca.crt")),
-    )
-    .unwrap();
+    let kubeconfig = serve.kubeconfig();
     let raw_path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/smart_cpu_utilization_raw?labelSelector=deployment%3Dapi";
     let (ok, out, err) = common::kubectl_with(&kubeconfig, &["get", "--raw", raw_path]);
     assert!(ok, "kubectl: {err}");
@@ -243,15 +107,15 @@ async fn serve_end_to_end_with_real_prometheus_and_recorded_api() {
     assert_eq!(status["kind"], "Status");
 
     assert!(
-        dir.path().join("data").join("store").exists(),
+        serve.data_dir().join("store").exists(),
         "sled store created"
     );
     // sled flushes every 500 ms; give it that before the process is killed.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    drop(serve);
+    serve.kill();
     // The first decision of each managed deployment was recorded, and the store reopens after the kill.
     let store = smart_autoscaler::store::Store::open(
-        dir.path().join("data").join("store"),
+        serve.data_dir().join("store"),
         smart_autoscaler::store::Retention::default(),
     )
     .await

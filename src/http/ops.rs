@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::external::STALE_INTERVALS;
 use super::{ApiError, AppState};
 use std::sync::Arc;
 
@@ -112,7 +111,10 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: a snapshot exists and is fresh enough to serve. Source health is reported as detail.
+/// Readiness: values can be served, i.e. a snapshot exists and the freshest value in it is within the
+/// fail-safe's error limit (the same rule a metric read applies, so `/readyz` and the API agree: with the
+/// metrics source down, readiness goes when the last value would be refused, not before, and a slow source
+/// does not make a server that still serves look unready). Each source's health and data age is detail.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let now = state.clock.now_millis();
     let mut lines = state.health.lines(now);
@@ -121,23 +123,30 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             lines.insert(0, "[-]snapshot: no metrics collected yet".to_string());
             false
         }
-        Some(s) if s.is_stale(now, STALE_INTERVALS) => {
-            lines.insert(
-                0,
-                format!("[-]snapshot: stale, {}s old", s.age_millis(now) / 1000),
-            );
-            false
-        }
         Some(s) => {
+            let age = s.data_age_millis(now) / 1000;
+            let limit = s.failsafe.error_after_millis / 1000;
+            let unknown = if s.unmeasured.is_empty() {
+                String::new()
+            } else {
+                format!(", {} with unknown usage", s.unmeasured.len())
+            };
+            let ready = s.can_serve(now);
             lines.insert(
                 0,
-                format!(
-                    "[+]snapshot: {} deployments, {}s old",
-                    s.deployments.len(),
-                    s.age_millis(now) / 1000
-                ),
+                if ready {
+                    format!(
+                        "[+]values: {} deployments{unknown}, freshest data {age}s old (limit {limit}s)",
+                        s.deployments.len()
+                    )
+                } else {
+                    format!(
+                        "[-]values: freshest data {age}s old, past the {limit}s fail-safe limit: every read \
+                         would be refused"
+                    )
+                },
             );
-            true
+            ready
         }
     };
     let mut body = lines.join("\n");
@@ -172,8 +181,17 @@ async fn list_deployments(State(state): State<AppState>) -> Result<Json<Value>, 
                 "effective_target_percent": d.explanation.effective_target_percent,
                 "replicas": d.inputs.replicas,
                 "forecast_applied": d.explanation.forecast_applied,
+                "observed_at_ms": d.inputs.observed_at,
+                "usage_unknown": snapshot.unmeasured.get(&d.inputs.key),
             })
         })
+        .chain(
+            snapshot
+                .unmeasured
+                .iter()
+                .filter(|(k, _)| !snapshot.deployments.contains_key(*k))
+                .map(|(k, u)| json!({ "namespace": k.namespace, "name": k.name, "usage_unknown": u })),
+        )
         .collect();
     Ok(Json(
         json!({ "collected_at_ms": snapshot.collected_at, "age_seconds": snapshot.age_millis(now) / 1000, "items": items }),
@@ -188,17 +206,28 @@ async fn get_deployment(
         .snapshot()
         .ok_or_else(|| ApiError::unavailable("no metrics collected yet"))?;
     let key = DeploymentKey::new(namespace, name);
-    let served = snapshot.deployments.get(&key).ok_or_else(|| {
-        ApiError::not_found(format!(
-            "deployment {key} is not managed by smart-autoscaler"
-        ))
-    })?;
+    let unknown = snapshot.unmeasured.get(&key);
+    let Some(served) = snapshot.deployments.get(&key) else {
+        return match unknown {
+            // Managed but never measured: say why there is no value.
+            Some(u) => Ok(Json(json!({
+                "namespace": key.namespace,
+                "name": key.name,
+                "collected_at_ms": snapshot.collected_at,
+                "usage_unknown": u,
+            }))),
+            None => Err(ApiError::not_found(format!(
+                "deployment {key} is not managed by smart-autoscaler"
+            ))),
+        };
+    };
     Ok(Json(json!({
         "namespace": key.namespace,
         "name": key.name,
         "collected_at_ms": snapshot.collected_at,
         "raw_percent": served.raw_percent,
         "smart_percent": served.smart_percent,
+        "usage_unknown": unknown,
         "inputs": served.inputs,
         "explanation": served.explanation,
     })))

@@ -11,6 +11,11 @@
 //!
 //! Requests go through a client-side token bucket ([`rate`]) configured by `--kube-qps`/`--kube-burst`.
 //!
+//! A quiet watch and a hung apiserver look the same from the watch side (no events, no error), so a probe
+//! (`GET /version`, readable by every authenticated identity) runs every quarter of `--kube-max-staleness`;
+//! every watch event and every probe answer is contact. [`WatchHealth::since_contact`] tells the data plane how
+//! old the caches may be, and past the limit no new values are computed from them.
+//!
 //! RBAC: the service account needs `list` and `watch` on `deployments` and `replicasets` (apps), `pods` and
 //! `nodes` (core) and `horizontalpodautoscalers` (autoscaling), cluster-wide.
 
@@ -26,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -57,6 +63,12 @@ pub struct K8sArgs {
     /// Kubernetes API requests that may start at once before --kube-qps throttles them.
     #[arg(long, env = "SMART_AUTOSCALER_KUBE_BURST", default_value_t = 40)]
     pub kube_burst: u32,
+
+    /// How long the cached Kubernetes objects may go without any contact with the API server (a watch event
+    /// or an answer to the `/version` probe, sent every quarter of this) before no new values are computed
+    /// from them; the values already served then age into the fail-safe. e.g. `2m`.
+    #[arg(long, env = "SMART_AUTOSCALER_KUBE_MAX_STALENESS", default_value = "2m", value_parser = crate::config::parse_duration)]
+    pub kube_max_staleness: Duration,
 }
 
 impl K8sArgs {
@@ -74,7 +86,18 @@ impl K8sArgs {
                 reason: "must be at least 1".into(),
             });
         }
+        if self.kube_max_staleness < Duration::from_secs(4) {
+            return Err(ConfigError {
+                flag: "kube-max-staleness",
+                reason: "must be at least 4s (the probe runs every quarter of it)".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// How often the API server is probed: a quarter of `--kube-max-staleness`, at most every 30 s.
+    pub fn probe_interval(&self) -> Duration {
+        (self.kube_max_staleness / 4).min(Duration::from_secs(30))
     }
 
     /// Builds the client these flags describe (see [`client`]).
@@ -117,6 +140,7 @@ pub async fn client(kubeconfig: Option<&Path>, qps: f32, burst: u32) -> Result<C
         kubeconfig: None,
         kube_qps: qps,
         kube_burst: burst,
+        kube_max_staleness: Duration::from_secs(120),
     }
     .validate()
     .map_err(K8sError::RateLimit)?;
@@ -149,19 +173,41 @@ const KINDS: [&str; 5] = [
 ];
 
 /// Shared progress of the reflector tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Status {
     synced: [AtomicBool; 5],
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The last watch event or probe answer.
+    last_contact: Mutex<Option<Instant>>,
 }
 
 impl Status {
-    fn record_error(&self, kind: &str, error: &watcher::Error) {
+    fn new() -> Self {
+        Status {
+            synced: Default::default(),
+            errors: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            last_contact: Mutex::new(None),
+        }
+    }
+
+    fn record_error(&self, kind: &str, error: &dyn std::fmt::Display) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let message = format!("{kind}: {error}");
-        tracing::warn!(kind, %error, "kubernetes watch error; retrying with backoff");
+        tracing::warn!(kind, %error, "kubernetes API error; retrying with backoff");
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+
+    fn contact(&self) {
+        *self.last_contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    fn since_contact(&self) -> Option<Duration> {
+        self.last_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|at| at.elapsed())
     }
 }
 
@@ -176,6 +222,8 @@ pub struct WatchHealth {
     pub errors: u64,
     /// The most recent error, prefixed with its kind.
     pub last_error: Option<String>,
+    /// Time since the last contact with the API server (a watch event or a probe answer); `None` before any.
+    pub since_contact: Option<Duration>,
 }
 
 /// Watches over the five kinds the data plane needs, each filling a [`Cache`], started on a client and stopped
@@ -191,10 +239,17 @@ pub struct ClusterWatch {
 }
 
 impl ClusterWatch {
-    /// Starts one watch task per kind, cluster-wide. The tasks run until `cancel` fires (or
-    /// [`ClusterWatch::shutdown`]). Must be called inside a tokio runtime.
-    pub fn start(client: Client, cancel: CancellationToken) -> Self {
-        let status = Arc::new(Status::default());
+    /// Starts one watch task per kind, cluster-wide, and the probe of the API server every `probe_interval`
+    /// (see [`K8sArgs::probe_interval`]). The tasks run until `cancel` fires (or [`ClusterWatch::shutdown`]).
+    /// Must be called inside a tokio runtime.
+    pub fn start(client: Client, cancel: CancellationToken, probe_interval: Duration) -> Self {
+        let status = Arc::new(Status::new());
+        let probe = tokio::spawn(probe(
+            client.clone(),
+            status.clone(),
+            cancel.clone(),
+            probe_interval,
+        ));
         let start = |index| Watched {
             index,
             status: status.clone(),
@@ -217,7 +272,7 @@ impl ClusterWatch {
             nodes,
             hpas,
             status,
-            tasks: vec![t0, t1, t2, t3, t4],
+            tasks: vec![t0, t1, t2, t3, t4, probe],
         }
     }
 
@@ -257,6 +312,7 @@ impl ClusterWatch {
             pending,
             errors: self.error_count(),
             last_error: self.last_error(),
+            since_contact: self.status.since_contact(),
         }
     }
 
@@ -347,6 +403,7 @@ impl Watched {
                 };
                 match event {
                     Some(Ok(event)) => {
+                        status.contact();
                         if writer.apply(&event)
                             && !status.synced[index].swap(true, Ordering::AcqRel)
                         {
@@ -360,6 +417,31 @@ impl Watched {
             tracing::debug!(kind, "watch stopped");
         });
         (cache, task)
+    }
+}
+
+/// Asks the API server for `/version` every `interval` until `cancel` fires: an answer is contact, a failure or
+/// no answer within the interval is an error. The watches cannot tell a quiet cluster from a hung server.
+async fn probe(client: Client, status: Arc<Status>, cancel: CancellationToken, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let answer = tokio::select! {
+            () = cancel.cancelled() => return,
+            answer = tokio::time::timeout(interval, client.apiserver_version()) => answer,
+        };
+        match answer {
+            Ok(Ok(_)) => status.contact(),
+            Ok(Err(error)) => status.record_error("API server probe", &error),
+            Err(_) => status.record_error(
+                "API server probe",
+                &format!("GET /version had no answer within {interval:?}"),
+            ),
+        }
     }
 }
 

@@ -55,6 +55,9 @@ pub struct FakeApi {
     pub collections: Vec<Collection>,
     /// Watch events are sent once this turns true.
     pub released: watch::Receiver<bool>,
+    /// While true, every new request hangs without an answer (a hung or partitioned apiserver; open watches
+    /// already send nothing once their recorded events are out).
+    pub paused: watch::Receiver<bool>,
     /// Paths answered with 403 Forbidden.
     pub forbidden: Vec<&'static str>,
     pub seen: Mutex<Vec<Seen>>,
@@ -113,7 +116,29 @@ pub fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// What `GET /version` answers (every field `version.Info` has).
+pub fn version() -> Response {
+    let body = serde_json::json!({
+        "major": "1", "minor": "34", "gitVersion": "v1.34.0", "gitCommit": "recorded",
+        "gitTreeState": "clean", "buildDate": "2025-08-27T00:00:00Z", "goVersion": "go1.24.6",
+        "compiler": "gc", "platform": "linux/amd64"
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 pub async fn handle(State(api): State<Arc<FakeApi>>, uri: Uri) -> Response {
+    let mut paused = api.paused.clone();
+    if paused.wait_for(|p| !*p).await.is_err() {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "stopping",
+        );
+    }
     let query: BTreeMap<String, String> =
         serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
     let seen = Seen {
@@ -121,6 +146,9 @@ pub async fn handle(State(api): State<Arc<FakeApi>>, uri: Uri) -> Response {
         query,
     };
     api.seen.lock().unwrap().push(seen.clone());
+    if uri.path() == "/version" {
+        return version();
+    }
     if api.forbidden.contains(&uri.path()) {
         return status(
             StatusCode::FORBIDDEN,
@@ -176,6 +204,8 @@ pub async fn handle(State(api): State<Arc<FakeApi>>, uri: Uri) -> Response {
 pub struct Harness {
     pub api: Arc<FakeApi>,
     pub release: watch::Sender<bool>,
+    /// Send true to make the apiserver hang, false to bring it back.
+    pub pause: watch::Sender<bool>,
     pub server: tokio::task::JoinHandle<()>,
     pub _dir: tempfile::TempDir,
     pub kubeconfig: std::path::PathBuf,
@@ -191,6 +221,7 @@ pub async fn start(forbidden: Vec<&'static str>) -> Harness {
     // As `main` does: one process-wide rustls provider, aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let (release, released) = watch::channel(false);
+    let (pause, paused) = watch::channel(false);
     let api = Arc::new(FakeApi {
         collections: vec![
             collection("/api/v1/nodes", "nodes"),
@@ -200,6 +231,7 @@ pub async fn start(forbidden: Vec<&'static str>) -> Harness {
             collection("/apis/autoscaling/v2/horizontalpodautoscalers", "hpas"),
         ],
         released,
+        paused,
         forbidden,
         seen: Mutex::new(Vec::new()),
     });
@@ -223,6 +255,7 @@ pub async fn start(forbidden: Vec<&'static str>) -> Harness {
     Harness {
         api,
         release,
+        pause,
         server,
         _dir: dir,
         kubeconfig,
@@ -291,6 +324,9 @@ pub async fn handle_generated(State(api): State<Arc<GeneratedApi>>, uri: Uri) ->
         query,
     };
     api.seen.lock().unwrap().push(seen.clone());
+    if uri.path() == "/version" {
+        return version();
+    }
     let Some(c) = api.collections.iter().find(|c| c.path == uri.path()) else {
         return status(
             StatusCode::NOT_FOUND,

@@ -1,0 +1,353 @@
+//! Faults of the data sources, end to end: the real `serve` binary, a real Prometheus behind a small proxy that
+//! can empty its answers, poison them with NaN, infinite and negative samples, or slow them down, and the fake
+//! apiserver (recorded API JSON; no kube-apiserver exists on these machines) that can hang. Unknown is not zero:
+//! a deployment without usable samples keeps its last good value, ageing into the fail-safe, and then gets a
+//! 503 that says why; `/readyz` means "values can be served" and names each source's state and data age.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use common::fake_apiserver;
+use common::prometheus::Prometheus;
+use common::serve::{Serve, openmetrics, unix_now};
+use serde_json::Value;
+
+/// What the proxy does to Prometheus' answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Mode {
+    /// Passes them through.
+    Pass = 0,
+    /// Answers every instant query with an empty vector.
+    Empty = 1,
+    /// Replaces every sample value with NaN, +Inf, -Inf or -1e308 in turn.
+    Poison = 2,
+    /// Passes them through after 4 s.
+    Slow = 3,
+}
+
+struct Proxy {
+    upstream: String,
+    mode: AtomicU8,
+    http: reqwest::Client,
+}
+
+impl Proxy {
+    fn set(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::SeqCst) {
+            1 => Mode::Empty,
+            2 => Mode::Poison,
+            3 => Mode::Slow,
+            _ => Mode::Pass,
+        }
+    }
+}
+
+async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let mode = proxy.mode();
+    if mode == Mode::Slow {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut upstream = proxy
+        .http
+        .request(parts.method.clone(), format!("{}{path}", proxy.upstream))
+        .body(body);
+    if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
+        upstream = upstream.header(http::header::CONTENT_TYPE, ct.clone());
+    }
+    let answer = match upstream.send().await {
+        Ok(answer) => answer,
+        Err(e) => return (http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let status = answer.status();
+    let bytes = answer.bytes().await.unwrap_or_default();
+    let is_query = parts.uri.path() == "/api/v1/query";
+    let bytes = match mode {
+        Mode::Empty | Mode::Poison if is_query && status.is_success() => {
+            let mut json: Value = serde_json::from_slice(&bytes).unwrap();
+            let result = json["data"]["result"].as_array_mut().unwrap();
+            if mode == Mode::Empty {
+                result.clear();
+            } else {
+                for (i, series) in result.iter_mut().enumerate() {
+                    series["value"][1] = Value::from(["NaN", "+Inf", "-Inf", "-1e308"][i % 4]);
+                }
+            }
+            Bytes::from(serde_json::to_vec(&json).unwrap())
+        }
+        _ => bytes,
+    };
+    (
+        status,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response()
+}
+
+async fn start_proxy(upstream: &str) -> (Arc<Proxy>, String) {
+    let proxy = Arc::new(Proxy {
+        upstream: upstream.to_string(),
+        mode: AtomicU8::new(Mode::Pass as u8),
+        http: reqwest::Client::new(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = axum::Router::new()
+        .fallback(forward)
+        .with_state(proxy.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (proxy, url)
+}
+
+const SMART: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/smart_cpu_utilization?labelSelector=deployment%3Dapi";
+
+/// `(status, value or Status message, timestamp)` of shop/api's smart metric.
+async fn read(serve: &Serve, client: &reqwest::Client) -> (u16, String, String) {
+    let r = client
+        .get(format!("https://{}{SMART}", serve.secure))
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    if code == 200 {
+        let item = &body["items"][0];
+        (
+            code,
+            item["value"].as_str().unwrap().to_string(),
+            item["timestamp"].as_str().unwrap().to_string(),
+        )
+    } else {
+        assert_eq!(body["kind"], "Status", "{body}");
+        (
+            code,
+            body["message"].as_str().unwrap().to_string(),
+            String::new(),
+        )
+    }
+}
+
+async fn get_json(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn source_errors(serve: &Serve, component: &str) -> f64 {
+    let text = reqwest::get(serve.metrics_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    common::sample(
+        &text,
+        &format!("smart_autoscaler_source_errors_total{{component=\"{component}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// Waits until `check` holds, up to `within`.
+async fn eventually<F: Future<Output = bool>>(what: &str, within: Duration, check: impl Fn() -> F) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_usable_samples_are_never_served_as_a_fresh_zero() {
+    let api = fake_apiserver::start(vec![]).await;
+    api.release.send(true).unwrap();
+    let prom = Prometheus::start(&openmetrics(unix_now()), None, None).await;
+    let (proxy, url) = start_proxy(&prom.url).await;
+    let serve = Serve::start(&url, &api.kubeconfig, &[]);
+    let client = serve.client();
+    serve
+        .wait_readyz(Duration::from_secs(60), |b| {
+            b.contains("[+]prometheus") && b.contains("[+]values")
+        })
+        .await;
+    let (code, good, good_at) = read(&serve, &client).await;
+    assert_eq!(code, 200);
+    assert_ne!(good, "0");
+
+    for (mode, phase) in [
+        (Mode::Empty, "empty answers"),
+        (Mode::Poison, "NaN/Inf/negative"),
+    ] {
+        proxy.set(mode);
+        let errors_before = source_errors(&serve, "prometheus").await;
+        // A few ticks (1 s each) later the deployment is unknown, and says why.
+        eventually(phase, Duration::from_secs(20), || async {
+            let d = get_json(serve.metrics_url("/api/v1/deployments/shop/api")).await;
+            d["usage_unknown"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no usable CPU sample"))
+        })
+        .await;
+        // The value is the last good one with its own time, never a fresh 0 (or the read is refused once
+        // that value is older than the fail-safe allows).
+        let (code, value, at) = read(&serve, &client).await;
+        if code == 200 {
+            assert_ne!(value, "0", "{phase}: a made-up zero");
+            assert!(at <= good_at || value == good, "{phase}: {value} at {at}");
+        }
+        let readyz = reqwest::get(serve.metrics_url("/readyz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            readyz.contains("[-]prometheus") && readyz.contains("shop/api"),
+            "{phase}: {readyz}"
+        );
+        eventually(
+            "the source error to be counted",
+            Duration::from_secs(10),
+            || async { source_errors(&serve, "prometheus").await > errors_before },
+        )
+        .await;
+    }
+
+    // Past the fail-safe's error limit (10 intervals of 1 s) the read is refused with the reason, and the
+    // server is no longer ready: nothing can be served.
+    eventually("the 503", Duration::from_secs(30), || async {
+        read(&serve, &client).await.0 == 503
+    })
+    .await;
+    let (_, message, _) = read(&serve, &client).await;
+    assert!(message.contains("no usable CPU sample"), "{message}");
+    common::serve::wait_for_readyz(&serve.metrics, Duration::from_secs(10), |code, body| {
+        code == 503 && body.contains("[-]values")
+    })
+    .await;
+    // The node measurements were poisoned too: the pool's measurement is unknown, not 0% (idle).
+    let d = get_json(serve.metrics_url("/api/v1/deployments/shop/api")).await;
+    assert!(
+        d["inputs"]["pool"]["measured_cpu_percent"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "the last good inputs are kept whole: {d}"
+    );
+
+    // Usable samples again: a fresh value.
+    proxy.set(Mode::Pass);
+    eventually("recovery", Duration::from_secs(30), || async {
+        let (code, value, at) = read(&serve, &client).await;
+        code == 200 && value != "0" && at > good_at
+    })
+    .await;
+    serve
+        .wait_readyz(Duration::from_secs(10), |b| b.contains("[+]prometheus"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_data_age_not_tick_latency() {
+    let api = fake_apiserver::start(vec![]).await;
+    api.release.send(true).unwrap();
+    let prom = Prometheus::start(&openmetrics(unix_now()), None, None).await;
+    let (proxy, url) = start_proxy(&prom.url).await;
+    let serve = Serve::start(&url, &api.kubeconfig, &[]);
+    let client = serve.client();
+    serve
+        .wait_readyz(Duration::from_secs(60), |b| b.contains("[+]values"))
+        .await;
+
+    // A slow Prometheus (4 s an answer, 4 intervals): every value is still fresh enough to serve, so the
+    // server stays ready the whole time (it used to turn unready after 3 intervals of tick latency).
+    proxy.set(Mode::Slow);
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let r = reqwest::get(serve.metrics_url("/readyz")).await.unwrap();
+        let code = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_eq!(code, 200, "slow but serving: {body}");
+        assert_eq!(read(&serve, &client).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Prometheus gone: ready while the last values may still be served, unready once every read is refused.
+    drop(prom);
+    proxy.set(Mode::Pass);
+    let body =
+        common::serve::wait_for_readyz(&serve.metrics, Duration::from_secs(40), |code, _| {
+            code == 503
+        })
+        .await;
+    assert!(
+        body.contains("[-]prometheus") && body.contains("data "),
+        "{body}"
+    );
+    let (code, message, _) = read(&serve, &client).await;
+    assert_eq!(code, 503, "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_apiserver_shows_and_stops_fresh_values_past_the_staleness_limit() {
+    let api = fake_apiserver::start(vec![]).await;
+    api.release.send(true).unwrap();
+    let prom = Prometheus::start(&openmetrics(unix_now()), None, None).await;
+    let serve = Serve::start(&prom.url, &api.kubeconfig, &["--kube-max-staleness", "8s"]);
+    let client = serve.client();
+    serve
+        .wait_readyz(Duration::from_secs(60), |b| {
+            b.contains("[+]kubernetes") && b.contains("[+]values")
+        })
+        .await;
+
+    // The apiserver hangs: no error from the watches, but the probe notices, it is counted and shown...
+    api.pause.send(true).unwrap();
+    eventually("kubernetes errors", Duration::from_secs(20), || async {
+        source_errors(&serve, "kubernetes").await > 0.0
+    })
+    .await;
+    let body =
+        common::serve::wait_for_readyz(&serve.metrics, Duration::from_secs(20), |_, body| {
+            body.contains("[-]kubernetes") && body.contains("no contact with the API server")
+        })
+        .await;
+    assert!(body.contains("data "), "{body}");
+    // ...and past the 8 s limit no new value is computed from the cached objects: the last ones age out
+    // through the fail-safe (10 intervals) into a 503, and the server turns unready.
+    eventually("the 503", Duration::from_secs(40), || async {
+        read(&serve, &client).await.0 == 503
+    })
+    .await;
+    let (_, message, _) = read(&serve, &client).await;
+    assert!(message.contains("fail-safe"), "{message}");
+    common::serve::wait_for_readyz(&serve.metrics, Duration::from_secs(10), |code, body| {
+        code == 503 && body.contains("--kube-max-staleness")
+    })
+    .await;
+
+    // Back: fresh values again.
+    api.pause.send(false).unwrap();
+    eventually("fresh values", Duration::from_secs(30), || async {
+        read(&serve, &client).await.0 == 200
+    })
+    .await;
+    serve
+        .wait_readyz(Duration::from_secs(10), |b| b.contains("[+]kubernetes"))
+        .await;
+}
