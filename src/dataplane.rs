@@ -105,7 +105,7 @@ fn running(task: &Option<JoinHandle<()>>) -> bool {
 impl DataPlaneSource {
     /// In the background: flushes the store (the last flush in `/metrics`), compacts it if it has grown enough
     /// (store operations, this source's tick writes among them, wait while that runs), and refreshes its figures
-    /// for `/metrics` (size; records at most every [`crate::store::RECORD_COUNT_INTERVAL`]).
+    /// for `/metrics` (size; records at most every [`crate::store::RECORD_COUNT_INTERVAL`], an hour).
     fn maintain_store(&mut self, now: UnixMillis) {
         if running(&self.maintenance_task) {
             return;
