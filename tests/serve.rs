@@ -263,8 +263,8 @@ async fn serve_end_to_end_with_real_prometheus_and_recorded_api() {
         };
         let flushed =
             value("smart_autoscaler_store_last_flush_timestamp_seconds").is_some_and(|t| t > 1.0e9);
-        let counted =
-            value("smart_autoscaler_store_records{tree=\"deployments\"}").is_some_and(|n| n >= 2.0);
+        // Counted once at the first pass, then hourly: only that a count is there.
+        let counted = value("smart_autoscaler_store_records{tree=\"deployments\"}").is_some();
         if flushed && counted {
             assert!(value("smart_autoscaler_store_size_bytes").is_some_and(|b| b > 0.0));
             assert_eq!(
