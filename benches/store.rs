@@ -1,6 +1,7 @@
-//! Store benchmark: the write time of one tick for 2,000 deployments, and sled's bytes on disk per sample once
-//! samples are rolled up to five-minute aggregates. `cargo bench --bench store` (or hack/bench-store.sh) runs
-//! it in full and prints a table; `cargo test` runs it on a tiny size as a smoke test.
+//! Store benchmark: the write time of one tick for 2,000 deployments, sled's bytes on disk per sample once
+//! samples are rolled up to five-minute aggregates, and the time to open a month of history after a crash at
+//! each point of a compaction. `cargo bench --bench store` (or hack/bench-store.sh) runs it in full and prints a
+//! table; `cargo test` runs it on a tiny size as a smoke test.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use smart_autoscaler::clock::Clock;
 use smart_autoscaler::domain::model::{
     DeploymentInputs, DeploymentKey, Observation, PoolInputs, UnixMillis,
 };
-use smart_autoscaler::store::{Retention, Store};
+use smart_autoscaler::store::{COMPACTION_COMPLETE, Retention, Store};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
@@ -82,6 +83,20 @@ fn dir_bytes(path: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Copies the directory `from` to `to` (a closed sled database is a directory of plain files).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 struct Row(String, String, &'static str);
 
 fn main() {
@@ -96,10 +111,11 @@ fn main() {
         history_days,
         steady_deployments,
         steady_days,
+        month_deployments,
     ) = if full {
-        (2_000, 120, 2_000, 6, 500, 28, 200, 30)
+        (2_000, 120, 2_000, 6, 500, 28, 200, 30, 2_000)
     } else {
-        (20, 3, 5, 2, 3, 28, 3, 3)
+        (20, 3, 5, 2, 3, 28, 3, 3, 3)
     };
     // STORE_BENCH_ROLLUP=DEPLOYMENTS,HOURS overrides the tick-path data set.
     let (rollup_deployments, rollup_hours) = std::env::var("STORE_BENCH_ROLLUP")
@@ -123,6 +139,7 @@ fn main() {
         history_days,
         steady_deployments,
         steady_days,
+        month_deployments,
     }));
     println!("store benchmark ({})", if full { "full" } else { "smoke" });
     println!("| {:<68} | {:>14} | {:<8} |", "measurement", "value", "aim");
@@ -141,6 +158,7 @@ struct Sizes {
     history_days: i64,
     steady_deployments: usize,
     steady_days: i64,
+    month_deployments: usize,
 }
 
 struct Fixed(UnixMillis);
@@ -152,6 +170,10 @@ impl Clock for Fixed {
 }
 
 async fn run(sizes: Sizes) -> Vec<Row> {
+    // STORE_BENCH_MONTH_ONLY=1: only the month of history and its recovery times (section 5).
+    if std::env::var("STORE_BENCH_MONTH_ONLY").is_ok_and(|v| v == "1") {
+        return recovery(1_750_000_000_000 / HOUR * HOUR, sizes.month_deployments).await;
+    }
     let Sizes {
         deployments,
         timed_ticks,
@@ -161,6 +183,7 @@ async fn run(sizes: Sizes) -> Vec<Row> {
         history_days,
         steady_deployments,
         steady_days,
+        month_deployments,
     } = sizes;
     let mut rows = Vec::new();
     let t0: UnixMillis = 1_750_000_000_000 / HOUR * HOUR;
@@ -355,6 +378,132 @@ async fn run(sizes: Sizes) -> Vec<Row> {
             ));
         }
     }
+
+    // 5. Opening a month of history: cleanly, and after a crash at each point of a compaction (the on-disk state
+    // built by copying the closed database, as the compaction's copy would be).
+    rows.extend(recovery(t0, month_deployments).await);
+    rows
+}
+
+/// A month of five-minute history for `deployments` (as serve's bootstrap imports it, and as tests/rss.rs
+/// seeds it), then the open times.
+async fn recovery(t0: UnixMillis, deployments: usize) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let copy = dir.path().join("store.compacting");
+    let old = dir.path().join("store.old");
+    let step = 5 * MINUTE;
+    let steps = 30 * 24 * HOUR / step;
+    let end = t0 + 30 * 24 * HOUR;
+    let keys = keys(deployments);
+    let store = Store::open(&path, Retention::default())
+        .await
+        .unwrap()
+        .with_clock(Arc::new(Fixed(end)));
+    let started = Instant::now();
+    for (d, key) in keys.iter().enumerate() {
+        let points: Vec<(UnixMillis, f64, Option<u32>)> = (0..steps)
+            .map(|s| {
+                (
+                    t0 + s * step,
+                    30.0 + ((s * 7 + d as i64) % 61) as f64 * 0.9,
+                    Some(3),
+                )
+            })
+            .collect();
+        store.import_history_with_pods(key, &points).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    let import = started.elapsed();
+    drop(store);
+    let label = format!("{deployments} deployments x 30 d at 5 min");
+    rows.push(Row(
+        format!("month: {label}: import, size on disk"),
+        format!("{}, {} MiB", ms(import), dir_bytes(&path) >> 20),
+        "",
+    ));
+    // Opens the store, checks the history is all there and nothing is left beside it; the time of the open.
+    let open = |what: &'static str| {
+        let (path, dir, key) = (path.clone(), dir.path().to_path_buf(), keys[0].clone());
+        async move {
+            let started = Instant::now();
+            let store = Store::open(&path, Retention::default())
+                .await
+                .unwrap()
+                .with_clock(Arc::new(Fixed(end)));
+            let took = started.elapsed();
+            let rollups = store.rollups(&key, t0, end).await.unwrap();
+            assert_eq!(rollups.len() as i64, steps, "{what}: history lost");
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert_eq!(left, ["store"], "{what}");
+            (store, took)
+        }
+    };
+    let (store, clean) = open("clean").await;
+    rows.push(Row("month: open, nothing to recover".into(), ms(clean), ""));
+    let started = Instant::now();
+    store.refresh_stats().await.unwrap();
+    rows.push(Row(
+        "month: count every tree's records (Store::refresh_stats)".into(),
+        ms(started.elapsed()),
+        "",
+    ));
+    drop(store);
+
+    // Crash while copying or before the swap: the copy is removed.
+    copy_dir(&path, &copy);
+    let (store, took) = open("copy beside the store").await;
+    drop(store);
+    rows.push(Row(
+        "month: open after a crash before the swap (copy removed)".into(),
+        ms(took),
+        "",
+    ));
+    // Crash between the renames, the copy complete: the swap is finished.
+    copy_dir(&path, &copy);
+    std::fs::write(copy.join(COMPACTION_COMPLETE), b"").unwrap();
+    std::fs::rename(&path, &old).unwrap();
+    let (store, took) = open("between the renames").await;
+    drop(store);
+    rows.push(Row(
+        "month: open after a crash between the renames (swap finished)".into(),
+        ms(took),
+        "",
+    ));
+    // The same with a copy not marked complete: rolled back.
+    copy_dir(&path, &copy);
+    std::fs::remove_file(copy.join(COMPACTION_COMPLETE)).unwrap();
+    std::fs::rename(&path, &old).unwrap();
+    let (store, took) = open("between the renames, unmarked").await;
+    drop(store);
+    rows.push(Row(
+        "month: same, copy unmarked (rolled back)".into(),
+        ms(took),
+        "",
+    ));
+    // Crash after the swap: the old database is removed (the store in place is marked as a copy).
+    copy_dir(&path, &old);
+    let (store, took) = open("after the swap").await;
+    drop(store);
+    rows.push(Row(
+        "month: open after a crash after the swap (old removed)".into(),
+        ms(took),
+        "",
+    ));
+    // The clean open again, now comparable with the ones above (the first open after the import also replays
+    // the import's log).
+    let (store, took) = open("clean, again").await;
+    drop(store);
+    rows.push(Row(
+        "month: open again, nothing to recover".into(),
+        ms(took),
+        "",
+    ));
     rows
 }
 

@@ -167,6 +167,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     let store = crate::store::Store::open(args.data_dir.join("store"), args.store.config())
         .await?
         .with_clock(clock.clone());
+    store.register_metrics(&telemetry);
     let prom = Arc::new(crate::prom::PromClient::from_args(&args.prom)?.with_clock(clock.clone()));
     let short_window_seconds = prom.templates().pod_cpu_short_window_seconds;
     let client = args.k8s.client().await?;

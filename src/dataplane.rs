@@ -51,8 +51,8 @@ pub struct DataPlaneSource {
     bootstrap_failed: Arc<Mutex<Vec<DeploymentKey>>>,
     /// The bootstrap task in progress: one at a time, its batches one after another.
     bootstrap_task: Option<JoinHandle<()>>,
-    /// The store compaction check in progress, if any (see [`Store::compact_if_grown`]).
-    compaction_task: Option<JoinHandle<()>>,
+    /// The store maintenance in progress, if any (see [`DataPlaneSource::maintain_store`]).
+    maintenance_task: Option<JoinHandle<()>>,
     /// How far back to bootstrap.
     pub bootstrap_window: Duration,
     /// When retention was last enforced.
@@ -84,7 +84,7 @@ impl DataPlaneSource {
             bootstrapped: HashSet::new(),
             bootstrap_failed: Arc::default(),
             bootstrap_task: None,
-            compaction_task: None,
+            maintenance_task: None,
             bootstrap_window,
             last_retention: 0,
             recorded_targets: HashMap::new(),
@@ -100,20 +100,25 @@ fn err(message: impl Into<String>) -> SourceError {
     }
 }
 
-/// Whether a background task of this source (bootstrap, compaction) is still running: each runs one at a time.
+/// Whether a background task of this source (bootstrap, store maintenance) is still running: each runs one at a
+/// time.
 fn running(task: &Option<JoinHandle<()>>) -> bool {
     task.as_ref().is_some_and(|t| !t.is_finished())
 }
 
 impl DataPlaneSource {
-    /// Checks in the background whether the store has grown enough to compact, and compacts it. Store
-    /// operations, this source's tick writes among them, wait while it runs.
-    fn compact_if_grown(&mut self, now: UnixMillis) {
-        if running(&self.compaction_task) {
+    /// In the background: flushes the store (the last flush in `/metrics`), compacts it if it has grown enough
+    /// (store operations, this source's tick writes among them, wait while that runs), and refreshes its figures
+    /// for `/metrics` (size; records at most every [`crate::store::RECORD_COUNT_INTERVAL`], an hour).
+    fn maintain_store(&mut self, now: UnixMillis) {
+        if running(&self.maintenance_task) {
             return;
         }
         let (store, health) = (self.store.clone(), self.health.clone());
-        self.compaction_task = Some(tokio::spawn(async move {
+        self.maintenance_task = Some(tokio::spawn(async move {
+            if let Err(e) = store.flush().await {
+                health.error("store", format!("flush: {e}"), now);
+            }
             match store.compact_if_grown().await {
                 Ok(Some(report)) => tracing::info!(
                     before_mib = report.before_bytes >> 20,
@@ -123,6 +128,9 @@ impl DataPlaneSource {
                 ),
                 Ok(None) => {}
                 Err(e) => health.error("store", format!("compaction: {e}"), now),
+            }
+            if let Err(e) = store.refresh_stats().await {
+                health.error("store", format!("store figures: {e}"), now);
             }
         }));
     }
@@ -391,7 +399,7 @@ impl Source for DataPlaneSource {
             if let Err(e) = self.store.enforce_retention(now).await {
                 self.health.error("store", format!("retention: {e}"), now);
             }
-            self.compact_if_grown(now);
+            self.maintain_store(now);
         }
         self.bootstrap(&observation, now);
         Ok(observation)

@@ -106,6 +106,48 @@ async fn serve_end_to_end_with_real_prometheus_and_recorded_api() {
     let status: Value = missing.json().await.unwrap();
     assert_eq!(status["kind"], "Status");
 
+    // The store's figures (issue 22): the first tick's maintenance pass flushes the store and counts its records.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = http
+            .get(format!("http://{metrics}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |series: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            })
+        };
+        let flushed =
+            value("smart_autoscaler_store_last_flush_timestamp_seconds").is_some_and(|t| t > 1.0e9);
+        // Counted once at the first pass, then hourly: only that a count is there.
+        let counted = value("smart_autoscaler_store_records{tree=\"deployments\"}").is_some();
+        if flushed && counted {
+            assert!(value("smart_autoscaler_store_size_bytes").is_some_and(|b| b > 0.0));
+            assert_eq!(
+                value("smart_autoscaler_store_recoveries_total{action=\"finished_swap\"}"),
+                Some(0.0)
+            );
+            assert_eq!(
+                value("smart_autoscaler_store_compactions_total{outcome=\"ok\"}"),
+                Some(0.0)
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no store figures in /metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     assert!(
         serve.data_dir().join("store").exists(),
         "sled store created"

@@ -18,8 +18,15 @@
 //! big-endian time (the hour, for blocks and rollups), so every per-deployment range read is one ordered scan.
 //! Deployment ids are small integers assigned on first sight and kept in their own tree. All sled calls run on
 //! tokio's blocking pool.
+//!
+//! A compaction ([`Store::compact`]) copies the live data into `<store>.compacting`, marks the copy complete
+//! ([`COMPACTION_COMPLETE`]), then renames `<store>` to `<store>.old` and the copy to `<store>`. A crash at any
+//! point of that is repaired when the store next opens: the swap is finished or rolled back from what is on
+//! disk, never losing data, and logged and counted ([`Recovery`]). The store's figures (size, records by tree,
+//! compactions, last flush, recoveries) go to `/metrics` through [`Store::register_metrics`].
 
 pub mod codec;
+mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -35,6 +42,8 @@ use crate::domain::model::{DeploymentKey, Observation, UnixMillis};
 
 pub use codec::{Anomaly, CostRecord, LearnedTarget, Prediction, Rollup, Sample};
 use codec::{BUCKET_MILLIS, HOUR_MILLIS, Record, RollupHour, SampleValue};
+use metrics::StoreMetrics;
+pub use metrics::{RECORD_COUNT_INTERVAL, RecoveryLabels, TreeLabels};
 
 /// How long data is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,6 +361,8 @@ struct Shared {
     compacted_size: AtomicU64,
     /// What [`Store::deployments`] last returned, for while a compaction holds the database.
     last_deployments: Mutex<Vec<DeploymentKey>>,
+    /// The figures for `/metrics`.
+    metrics: StoreMetrics,
 }
 
 /// sled 0.34 reclaims little of the space its log leaves behind: measured by `hack/bench-store.sh`, a store
@@ -362,6 +373,82 @@ pub const COMPACT_GROWTH: u64 = 3;
 
 /// Below this size on disk a store is never compacted.
 pub const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The file a compaction writes into its copy once the copy is complete and flushed to disk. Only a copy that
+/// holds it is ever moved into the store's place, by the compaction or by the recovery at open. It stays in the
+/// store's directory afterwards: it tells the recovery at open that the store in place is a compaction's copy,
+/// so a `<store>.old` beside it is that compaction's old database.
+pub const COMPACTION_COMPLETE: &str = "compaction-complete";
+
+/// Suffix of the directory beside the store's that a compaction copies the live data into.
+const COPY_SUFFIX: &str = ".compacting";
+
+/// Suffix of the directory the store is moved to while a compaction swaps its copy in.
+const OLD_SUFFIX: &str = ".old";
+
+/// What opening the store did about a compaction that a crash (or a swap that failed) interrupted; each is
+/// logged and counted in `smart_autoscaler_store_recoveries_total{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Recovery {
+    /// The store was in place with a copy beside it (interrupted while copying, or before the swap): the copy
+    /// was removed; the store in place holds everything.
+    DiscardedCopy,
+    /// The store had been moved aside and a complete copy was not yet in its place (interrupted between the two
+    /// renames): the copy was moved in, opened, and the old database removed.
+    FinishedSwap,
+    /// As for [`Recovery::FinishedSwap`], but the copy was not marked complete (a build older than the marker,
+    /// or a copy cut short): the old database was moved back and the copy removed.
+    RolledBack,
+    /// The copy was in place with the old database still beside it (interrupted before removing it): the old
+    /// database was removed.
+    RemovedOld,
+    /// A `<store>.old` lies beside a store that is not a compaction's marked copy: an older build reopened an
+    /// empty store after a crash between the renames (the history is in `<store>.old`), or it swapped in a copy
+    /// before the marker existed. Nothing was removed; an error is logged. The next compaction removes it.
+    KeptOld,
+}
+
+impl Recovery {
+    /// Every recovery.
+    pub const ALL: [Recovery; 5] = [
+        Recovery::DiscardedCopy,
+        Recovery::FinishedSwap,
+        Recovery::RolledBack,
+        Recovery::RemovedOld,
+        Recovery::KeptOld,
+    ];
+
+    /// The `action` label: `discarded_copy`, `finished_swap`, `rolled_back`, `removed_old` or `kept_old`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Recovery::DiscardedCopy => "discarded_copy",
+            Recovery::FinishedSwap => "finished_swap",
+            Recovery::RolledBack => "rolled_back",
+            Recovery::RemovedOld => "removed_old",
+            Recovery::KeptOld => "kept_old",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Recovery::DiscardedCopy => {
+                "removed the copy of a compaction interrupted before the swap; the store in place holds everything"
+            }
+            Recovery::FinishedSwap => {
+                "finished a compaction interrupted between its renames: moved the complete copy into place and removed the old database"
+            }
+            Recovery::RolledBack => {
+                "rolled back a compaction interrupted between its renames: no copy is marked complete, so the old database was moved back and any copy removed"
+            }
+            Recovery::RemovedOld => {
+                "removed the old database left by a compaction interrupted after the swap"
+            }
+            Recovery::KeptOld => {
+                "a database moved aside by a compaction lies beside a store that is not its copy (an older build may have opened an empty store after a crash, leaving the history there); kept: to restore it, stop the server and move it into the store's place; the next compaction removes it"
+            }
+        }
+    }
+}
 
 /// What a compaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -421,8 +508,10 @@ impl Store {
         if path.exists() && !path.is_dir() {
             return Err(open_error("it exists and is not a directory".into()));
         }
-        let inner = Inner::open(path.clone(), config)?;
+        let metrics = StoreMetrics::default();
+        let inner = open_recovering(&path, config, &metrics)?;
         let size = inner.db.size_on_disk().map_err(|e| inner.sled(e))?;
+        metrics.size(size);
         Ok(Store {
             shared: Arc::new(Shared {
                 path,
@@ -430,6 +519,7 @@ impl Store {
                 inner: RwLock::new(Some(Arc::new(inner))),
                 compacted_size: AtomicU64::new(size),
                 last_deployments: Mutex::default(),
+                metrics,
             }),
             clock: Arc::new(SystemClock),
         })
@@ -449,6 +539,33 @@ impl Store {
     /// The retention in force.
     pub fn retention(&self) -> Retention {
         self.shared.config.retention
+    }
+
+    /// Registers the store's figures in `/metrics`: `smart_autoscaler_store_size_bytes`, `_store_records{tree}`,
+    /// `_store_compactions_total{outcome}`, `_store_compaction_duration_seconds`,
+    /// `_store_last_flush_timestamp_seconds` and `_store_recoveries_total{action}` (recoveries done at open are
+    /// counted already). Size and records are as of the last [`Store::refresh_stats`].
+    pub fn register_metrics(&self, telemetry: &crate::telemetry::Telemetry) {
+        self.shared.metrics.register(telemetry);
+    }
+
+    /// Refreshes the figures that need the database, on the blocking pool: the size on disk, and the records of
+    /// every tree when they were last counted at least [`RECORD_COUNT_INTERVAL`] ago (of the store's clock),
+    /// since counting is a scan of every tree. serve calls it after each retention pass.
+    pub async fn refresh_stats(&self) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        let now = self.clock.now_millis();
+        self.blocking(move |inner| {
+            let metrics = &shared.metrics;
+            metrics.size(inner.db.size_on_disk().map_err(|e| inner.sled(e))?);
+            if metrics.count_due(now) {
+                for (name, tree) in inner.named_trees() {
+                    metrics.records(name, tree.len());
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Deployments the store has seen. Never waits for a compaction (callers run on async threads): while one
@@ -538,12 +655,40 @@ impl Shared {
 
     /// A directory next to the store's, for the compaction's copy and the old files.
     fn sibling(&self, suffix: &str) -> PathBuf {
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(suffix);
-        self.path.with_file_name(name)
+        sibling(&self.path, suffix)
     }
 
     fn compact(&self) -> Result<CompactReport, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.compact_locked();
+        self.metrics.compaction(result.is_ok(), started.elapsed());
+        if let Ok(report) = &result {
+            self.metrics.size(report.after_bytes);
+        }
+        result
+    }
+
+    /// Copies the live data of `db` into a fresh database at `to` (sled's export and import) and flushes it,
+    /// then writes [`COMPACTION_COMPLETE`] into it.
+    fn copy_live_data(&self, db: &sled::Db, to: &Path) -> Result<(), StoreError> {
+        let sled_error = |source| StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        };
+        {
+            let fresh = sled_config(to, self.config.cache_bytes)
+                .open()
+                .map_err(sled_error)?;
+            fresh.import(db.export());
+            fresh.flush().map_err(sled_error)?;
+        }
+        mark_complete(to).map_err(|e| StoreError::Open {
+            path: self.path.clone(),
+            reason: format!("compaction: marking the copy complete: {e}"),
+        })
+    }
+
+    fn compact_locked(&self) -> Result<CompactReport, StoreError> {
         let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let started = std::time::Instant::now();
         let Some(old) = guard.as_ref() else {
@@ -555,23 +700,18 @@ impl Shared {
         };
         old.db.flush().map_err(|e| old.sled(e))?;
         let before_bytes = old.db.size_on_disk().map_err(|e| old.sled(e))?;
-        let fresh_path = self.sibling(".compacting");
-        let old_path = self.sibling(".old");
+        let fresh_path = self.sibling(COPY_SUFFIX);
+        let old_path = self.sibling(OLD_SUFFIX);
         for leftover in [&fresh_path, &old_path] {
             if leftover.exists() {
+                tracing::warn!(path = %leftover.display(), "store compaction: removing what an earlier one left");
                 std::fs::remove_dir_all(leftover).map_err(|e| io("removing a leftover copy", e))?;
             }
         }
         // The copy first, beside the store: if it fails, nothing has changed.
-        let copied = (|| {
-            let fresh = sled_config(&fresh_path, self.config.cache_bytes).open()?;
-            fresh.import(old.db.export());
-            fresh.flush()?;
-            Ok::<_, sled::Error>(())
-        })();
-        if let Err(e) = copied {
+        if let Err(e) = self.copy_live_data(&old.db, &fresh_path) {
             let _ = std::fs::remove_dir_all(&fresh_path);
-            return Err(old.sled(e));
+            return Err(e);
         }
         // Then the swap: the old database is closed, its directory moved aside, the copy moved in and opened.
         *guard = None;
@@ -585,6 +725,7 @@ impl Shared {
                 }
             })
             .and_then(|()| {
+                sync_parent(&self.path);
                 Inner::open(self.path.clone(), self.config).inspect_err(|_| {
                     // The copy does not open: back to the old database.
                     let _ = std::fs::remove_dir_all(&self.path);
@@ -604,8 +745,9 @@ impl Shared {
                 })
             }
             Err(e) => {
-                // Reopen whatever is at the store's path now (the old database, put back).
-                *guard = Inner::open(self.path.clone(), self.config)
+                // Reopen the old database, put back; if putting it back failed too, the recovery at open finishes
+                // or rolls back the swap, and never opens an empty store in its place.
+                *guard = open_recovering(&self.path, self.config, &self.metrics)
                     .ok()
                     .map(Arc::new);
                 Err(e)
@@ -626,6 +768,124 @@ async fn on_blocking_pool<T: Send + 'static>(
             path: path.to_path_buf(),
             message: e.to_string(),
         })?
+}
+
+/// The directory beside `path` whose name is `path`'s with `suffix` appended.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Writes [`COMPACTION_COMPLETE`] into the directory `dir` and syncs it and the directory, so the marker is
+/// never on disk before the copy's data (flushed before this) is.
+fn mark_complete(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(dir.join(COMPACTION_COMPLETE))?;
+    file.write_all(b"the compaction's copy of the store is complete\n")?;
+    file.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Makes renames in `path`'s directory durable. Best effort: not every platform can sync a directory, and a
+/// rename that is lost leaves a state the recovery at open repairs anyway.
+fn sync_parent(path: &Path) {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(dir) = std::fs::File::open(parent) {
+        let _ = dir.sync_all();
+    }
+}
+
+/// Opens the database at `path`, first finishing or rolling back a compaction that a crash (or a swap that
+/// failed) interrupted. A compaction copies the live data into `<store>.compacting`, marks the copy complete,
+/// renames `<store>` to `<store>.old` and the copy to `<store>`, opens it and removes `<store>.old`. So:
+/// - `<store>` present: it is the live database (renames are atomic, and only a complete copy replaces it). A
+///   copy beside it (interrupted while copying or before the swap) is a leftover, and so is an old database when
+///   the store is marked as a compaction's copy (interrupted before the old one's removal): they are removed once
+///   the store has opened, since holding its lock proves no other process is compacting it. An old database
+///   beside an unmarked store is kept (see [`Recovery::KeptOld`]).
+/// - `<store>` missing: a copy marked complete is moved in (interrupted between the renames: the swap is
+///   finished); otherwise `<store>.old` is moved back (rolled back). The other is removed once the database
+///   moved in has opened; if it does not open, nothing more is touched and the error says so.
+///
+/// Each recovery is logged and counted in `metrics`.
+fn open_recovering(
+    path: &Path,
+    config: StoreConfig,
+    metrics: &StoreMetrics,
+) -> Result<Inner, StoreError> {
+    let copy = sibling(path, COPY_SUFFIX);
+    let old = sibling(path, OLD_SUFFIX);
+    let was_there = path.exists();
+    let mut swap = None;
+    if !was_there {
+        let (from, action) = if copy.join(COMPACTION_COMPLETE).is_file() {
+            (&copy, Recovery::FinishedSwap)
+        } else {
+            (&old, Recovery::RolledBack)
+        };
+        if from.is_dir() {
+            std::fs::rename(from, path).map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "recovering an interrupted compaction: moving {} into place: {e}",
+                    from.display()
+                ),
+            })?;
+            sync_parent(path);
+            swap = Some(action);
+        }
+    }
+    let inner = Inner::open(path.to_path_buf(), config).map_err(|e| match swap {
+        // Whatever the error, say where the other database is: nothing has been removed.
+        Some(action) => StoreError::Open {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{e} (while recovering an interrupted compaction, {}: the other database is kept beside it)",
+                action.label()
+            ),
+        },
+        None => e,
+    })?;
+    let mut done: Vec<Recovery> = swap.into_iter().collect();
+    let store_is_a_copy = path.join(COMPACTION_COMPLETE).is_file();
+    for (leftover, action) in [
+        (&copy, Recovery::DiscardedCopy),
+        (&old, Recovery::RemovedOld),
+    ] {
+        if !leftover.exists() {
+            continue;
+        }
+        if !was_there && swap.is_none() {
+            // A new store, yet something lies beside it: nothing proves it is a leftover, so it stays.
+            tracing::warn!(path = %path.display(), leftover = %leftover.display(), "store created anew beside a directory a compaction left; not touching it");
+            continue;
+        }
+        if action == Recovery::RemovedOld && !store_is_a_copy {
+            done.push(Recovery::KeptOld);
+            continue;
+        }
+        match std::fs::remove_dir_all(leftover) {
+            Ok(()) if swap.is_none() => done.push(action),
+            Ok(()) => {}
+            // The next compaction removes it before it copies.
+            Err(error) => {
+                tracing::warn!(path = %leftover.display(), %error, "store: cannot remove what an interrupted compaction left")
+            }
+        }
+    }
+    for action in done {
+        if action == Recovery::KeptOld {
+            tracing::error!(path = %path.display(), old = %old.display(), action = action.label(), "store: {}", action.describe());
+        } else {
+            tracing::warn!(path = %path.display(), action = action.label(), "store: {}", action.describe());
+        }
+        metrics.recovered(action);
+    }
+    Ok(inner)
 }
 
 fn sled_config(path: &Path, cache_bytes: u64) -> sled::Config {
@@ -958,10 +1218,14 @@ impl Store {
             .await
     }
 
-    /// Writes everything buffered to disk; returns the bytes flushed.
+    /// Writes everything buffered to disk; returns the bytes flushed. Its time (of the store's clock) is the
+    /// last flush in `/metrics`.
     pub async fn flush(&self) -> Result<usize, StoreError> {
-        self.blocking(|inner| inner.db.flush().map_err(|e| inner.sled(e)))
-            .await
+        let flushed = self
+            .blocking(|inner| inner.db.flush().map_err(|e| inner.sled(e)))
+            .await?;
+        self.shared.metrics.flushed(self.clock.now_millis());
+        Ok(flushed)
     }
 
     /// Bytes the database takes on disk.
@@ -1000,6 +1264,14 @@ type Decoded<T> = Result<T, codec::DecodeError>;
 impl Inner {
     fn tree(&self, kind: Kind) -> &sled::Tree {
         &self.trees[Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0)]
+    }
+
+    /// Every tree with its name.
+    fn named_trees(&self) -> impl Iterator<Item = (&'static str, &sled::Tree)> {
+        Kind::ALL.iter().map(|k| (k.name(), self.tree(*k))).chain([
+            ("deployments", &self.deployments),
+            ("samples_journal", &self.journal),
+        ])
     }
 
     fn sled(&self, source: sled::Error) -> StoreError {

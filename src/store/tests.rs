@@ -730,3 +730,429 @@ fn the_open_hour_keeps_samples_packed_in_order_and_reads_them_as_stored() {
     );
     assert_eq!(std::mem::size_of::<(u32, codec::PackedSample)>(), 16);
 }
+
+/// Ticks of the history a crash must not lose: three closed hours and the open hour's first half.
+const HISTORY_TICKS: i64 = 3 * 60 + 30;
+
+/// Writes that history (two deployments at one-minute ticks, so closed hours are blocks and the open hour is in
+/// the journal, plus a decision and a learned target) and flushes it.
+async fn write_history(store: &Store) {
+    for i in 0..HISTORY_TICKS {
+        store
+            .record_tick(&tick(
+                T0 + i * MINUTE,
+                &[(&api(), (i % 97) as f64), (&web(), 50.0)],
+            ))
+            .await
+            .unwrap();
+    }
+    store
+        .put_decision(&api(), T0, br#"{"served":71.5}"#)
+        .await
+        .unwrap();
+    store
+        .put_learned_target(
+            &web(),
+            T0,
+            &LearnedTarget {
+                target_percent: 65.0,
+                confidence: 0.8,
+            },
+        )
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+}
+
+/// Asserts `store` holds everything [`write_history`] wrote.
+async fn assert_history(store: &Store) {
+    let end = T0 + HISTORY_TICKS * MINUTE;
+    let api_samples = store.samples(&api(), T0, end).await.unwrap();
+    assert_eq!(api_samples.len(), HISTORY_TICKS as usize, "api samples");
+    assert!(
+        api_samples
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.at == T0 + i as i64 * MINUTE && s.cpu_percent == (i % 97) as f64)
+    );
+    assert_eq!(
+        store.samples(&web(), T0, end).await.unwrap().len(),
+        HISTORY_TICKS as usize,
+        "web samples"
+    );
+    assert_eq!(
+        store.decisions(&api(), T0, T0 + 1).await.unwrap(),
+        [(T0, br#"{"served":71.5}"#.to_vec())]
+    );
+    assert_eq!(
+        store
+            .learned_target(&web())
+            .await
+            .unwrap()
+            .map(|(at, t)| (at, t.target_percent)),
+        Some((T0, 65.0))
+    );
+    assert_eq!(store.deployments(), [api(), web()]);
+}
+
+/// The names in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The store's figures as `/metrics` shows them.
+fn exposition(store: &Store) -> String {
+    let telemetry = crate::telemetry::Telemetry::new();
+    store.register_metrics(&telemetry);
+    telemetry.encode()
+}
+
+/// The value of the sample `name{labels}` (or of `name` alone) in an exposition.
+fn metric(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A store holding [`write_history`] at `<dir>/store`, and the paths of a compaction's copy and old database.
+async fn crashed_store(dir: &Path) -> (Store, PathBuf, PathBuf, PathBuf) {
+    let path = dir.join("store");
+    let store = Store::open(&path, Retention::default()).await.unwrap();
+    write_history(&store).await;
+    (
+        store,
+        path,
+        dir.join("store.compacting"),
+        dir.join("store.old"),
+    )
+}
+
+/// Reopens the store at `path` after a crash and checks what the recovery did: `action` counted (or nothing),
+/// every record there, and nothing but the store left in `dir`.
+async fn reopen_after_crash(dir: &Path, path: &Path, action: Option<&str>) -> Store {
+    let store = Store::open(path, Retention::default()).await.unwrap();
+    assert_history(&store).await;
+    assert_eq!(entries(dir), ["store"], "leftovers are cleaned up");
+    let metrics = exposition(&store);
+    for label in Recovery::ALL.map(Recovery::label) {
+        let want = if action == Some(label) { 1.0 } else { 0.0 };
+        assert_eq!(
+            metric(
+                &metrics,
+                &format!("smart_autoscaler_store_recoveries_total{{action=\"{label}\"}}")
+            ),
+            Some(want),
+            "{label}:\n{metrics}"
+        );
+    }
+    // The recovered store takes writes and compacts as usual.
+    store
+        .record_tick(&tick(
+            T0 + HISTORY_TICKS * MINUTE,
+            &[(&api(), 1.0), (&web(), 1.0)],
+        ))
+        .await
+        .unwrap();
+    store.compact().await.unwrap();
+    assert_eq!(
+        store
+            .samples(&api(), T0, T0 + 4 * HOUR)
+            .await
+            .unwrap()
+            .len(),
+        HISTORY_TICKS as usize + 1
+    );
+    store
+}
+
+/// Crash while copying: the store is in place, a copy cut short beside it (some trees only, no completion
+/// marker). The store in place is kept and the copy removed.
+#[tokio::test]
+async fn crash_while_copying_keeps_the_store_and_drops_the_partial_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path, copy, _) = crashed_store(dir.path()).await;
+    {
+        let partial = sled_config(&copy, 1 << 20).open().unwrap();
+        let export = store.inner().db.export();
+        let half = export.len() / 2;
+        partial.import(export.into_iter().take(half).collect());
+        partial.flush().unwrap();
+    }
+    assert!(!copy.join(COMPACTION_COMPLETE).exists());
+    drop(store);
+    reopen_after_crash(dir.path(), &path, Some("discarded_copy")).await;
+}
+
+/// Crash after the copy is complete, before the first rename: the store in place is kept, the copy removed.
+#[tokio::test]
+async fn crash_after_copying_before_the_swap_keeps_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path, copy, _) = crashed_store(dir.path()).await;
+    store
+        .shared
+        .copy_live_data(&store.inner().db, &copy)
+        .unwrap();
+    assert!(copy.join(COMPACTION_COMPLETE).is_file());
+    drop(store);
+    reopen_after_crash(dir.path(), &path, Some("discarded_copy")).await;
+}
+
+/// Crash between the two renames (issue 22): the store moved to `store.old`, the complete copy still at
+/// `store.compacting`. Today's code opened an empty store there; the swap is finished instead.
+#[tokio::test]
+async fn crash_between_the_renames_finishes_the_swap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path, copy, old) = crashed_store(dir.path()).await;
+    store
+        .shared
+        .copy_live_data(&store.inner().db, &copy)
+        .unwrap();
+    drop(store);
+    std::fs::rename(&path, &old).unwrap();
+    reopen_after_crash(dir.path(), &path, Some("finished_swap")).await;
+    assert!(
+        path.join(COMPACTION_COMPLETE).is_file(),
+        "the copy is what is in place"
+    );
+}
+
+/// The same crash with a copy not marked complete (a build before the marker, or a copy cut short, which the
+/// compaction never swaps in but a crash must not promote either): the old database is moved back.
+#[tokio::test]
+async fn crash_between_the_renames_with_an_unmarked_copy_rolls_back() {
+    for cut_short in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, path, copy, old) = crashed_store(dir.path()).await;
+        if cut_short {
+            let partial = sled_config(&copy, 1 << 20).open().unwrap();
+            partial.import(store.inner().db.export().into_iter().take(2).collect());
+            partial.flush().unwrap();
+        } else {
+            store
+                .shared
+                .copy_live_data(&store.inner().db, &copy)
+                .unwrap();
+            std::fs::remove_file(copy.join(COMPACTION_COMPLETE)).unwrap();
+        }
+        drop(store);
+        std::fs::rename(&path, &old).unwrap();
+        reopen_after_crash(dir.path(), &path, Some("rolled_back")).await;
+    }
+}
+
+/// Crash after the second rename, before the old database was removed: the copy in place is kept (it may
+/// have taken writes since), the old database removed.
+#[tokio::test]
+async fn crash_after_the_swap_removes_the_old_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path, copy, old) = crashed_store(dir.path()).await;
+    store
+        .shared
+        .copy_live_data(&store.inner().db, &copy)
+        .unwrap();
+    drop(store);
+    std::fs::rename(&path, &old).unwrap();
+    std::fs::rename(&copy, &path).unwrap();
+    reopen_after_crash(dir.path(), &path, Some("removed_old")).await;
+}
+
+/// What today's build left after a crash between the renames: it opened an empty store in the store's place
+/// (which has taken writes since) beside the old database holding the history. The history is not removed: the
+/// old database is kept for the operator, who can move it back.
+#[tokio::test]
+async fn an_empty_store_an_older_build_opened_after_a_crash_keeps_the_history_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path, copy, old) = crashed_store(dir.path()).await;
+    store
+        .shared
+        .copy_live_data(&store.inner().db, &copy)
+        .unwrap();
+    std::fs::remove_file(copy.join(COMPACTION_COMPLETE)).unwrap();
+    drop(store);
+    std::fs::rename(&path, &old).unwrap();
+    // The older build's start: a new store, with no recovery (as if the two directories were not there).
+    let aside = dir.path().join("aside");
+    std::fs::create_dir(&aside).unwrap();
+    std::fs::rename(&old, aside.join("old")).unwrap();
+    std::fs::rename(&copy, aside.join("copy")).unwrap();
+    let later = T0 + 10 * HOUR;
+    {
+        let fresh = Store::open(&path, Retention::default()).await.unwrap();
+        fresh
+            .record_tick(&tick(later, &[(&api(), 7.0)]))
+            .await
+            .unwrap();
+        fresh.flush().await.unwrap();
+    }
+    std::fs::rename(aside.join("old"), &old).unwrap();
+    std::fs::rename(aside.join("copy"), &copy).unwrap();
+    std::fs::remove_dir(&aside).unwrap();
+
+    let store = Store::open(&path, Retention::default()).await.unwrap();
+    assert_eq!(
+        store.samples(&api(), T0, later + 1).await.unwrap().len(),
+        1,
+        "the store in place is kept"
+    );
+    assert_eq!(entries(dir.path()), ["store", "store.old"]);
+    let metrics = exposition(&store);
+    assert_eq!(
+        metric(
+            &metrics,
+            "smart_autoscaler_store_recoveries_total{action=\"kept_old\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    // The operator's way back to the history.
+    drop(store);
+    std::fs::rename(&path, dir.path().join("after-the-crash")).unwrap();
+    std::fs::rename(&old, &path).unwrap();
+    let store = Store::open(&path, Retention::default()).await.unwrap();
+    assert_history(&store).await;
+}
+
+/// No crash: nothing to recover, nothing counted.
+#[tokio::test]
+async fn a_clean_store_opens_without_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path, _, _) = crashed_store(dir.path()).await;
+    drop(store);
+    reopen_after_crash(dir.path(), &path, None).await;
+}
+
+/// A fresh store (no database at the path, none moved aside) does not remove a copy it cannot place, though
+/// it would promote a complete one.
+#[tokio::test]
+async fn a_new_store_promotes_a_complete_copy_and_leaves_an_unplaceable_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, path, copy, _) = crashed_store(dir.path()).await;
+    store
+        .shared
+        .copy_live_data(&store.inner().db, &copy)
+        .unwrap();
+    drop(store);
+    std::fs::remove_dir_all(&path).unwrap();
+    reopen_after_crash(dir.path(), &path, Some("finished_swap")).await;
+
+    let other = tempfile::tempdir().unwrap();
+    let stray = other.path().join("store.compacting");
+    std::fs::create_dir(&stray).unwrap();
+    std::fs::write(stray.join("db"), b"not a database").unwrap();
+    let store = Store::open(other.path().join("store"), Retention::default())
+        .await
+        .unwrap();
+    assert!(store.deployments().is_empty());
+    assert!(stray.join("db").is_file(), "left alone");
+}
+
+/// A clock the test moves.
+struct Manual(std::sync::atomic::AtomicI64);
+
+impl Clock for Manual {
+    fn now_millis(&self) -> UnixMillis {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Issue 22, item 7: size, records by tree, compactions, last flush reach the exposition.
+#[tokio::test]
+async fn store_figures_reach_the_exposition() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(Manual(T0.into()));
+    let store = Store::open(dir.path().join("store"), Retention::default())
+        .await
+        .unwrap()
+        .with_clock(clock.clone());
+    let telemetry = crate::telemetry::Telemetry::new();
+    store.register_metrics(&telemetry);
+    let value = |series: &str| metric(&telemetry.encode(), series);
+    assert!(value("smart_autoscaler_store_size_bytes").is_some());
+    assert_eq!(
+        value("smart_autoscaler_store_compactions_total{outcome=\"ok\"}"),
+        Some(0.0),
+        "every series is there from the start"
+    );
+    assert_eq!(
+        value("smart_autoscaler_store_records{tree=\"decisions\"}"),
+        None,
+        "not counted before the first refresh"
+    );
+
+    write_history(&store).await;
+    clock.0.store(
+        T0 + 3 * HOUR + 30 * MINUTE,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    for i in 0..4 {
+        store.put_decision(&web(), T0 + i, b"{}").await.unwrap();
+    }
+    store.flush().await.unwrap();
+    assert_eq!(
+        value("smart_autoscaler_store_last_flush_timestamp_seconds"),
+        Some((T0 + 3 * HOUR + 30 * MINUTE) as f64 / 1000.0)
+    );
+    store.refresh_stats().await.unwrap();
+    assert!(value("smart_autoscaler_store_size_bytes").is_some_and(|b| b > 0.0));
+    let records = |tree: &str| {
+        value(&format!(
+            "smart_autoscaler_store_records{{tree=\"{tree}\"}}"
+        ))
+    };
+    // Three closed hours of two deployments as blocks; the open hour's 30 ticks in the journal.
+    assert_eq!(records("samples"), Some(6.0));
+    assert_eq!(records("samples_journal"), Some(30.0));
+    assert_eq!(records("decisions"), Some(5.0));
+    assert_eq!(records("learned_targets"), Some(1.0));
+    assert_eq!(records("deployments"), Some(2.0));
+    assert_eq!(records("rollups"), Some(0.0));
+    assert_eq!(
+        value("smart_autoscaler_store_size_bytes"),
+        Some(store.size_on_disk().await.unwrap() as f64)
+    );
+
+    let report = store.compact().await.unwrap();
+    assert_eq!(
+        value("smart_autoscaler_store_compactions_total{outcome=\"ok\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("smart_autoscaler_store_compaction_duration_seconds_count"),
+        Some(1.0)
+    );
+    assert!(
+        value("smart_autoscaler_store_compaction_duration_seconds_sum")
+            .is_some_and(|s| (0.0..600.0).contains(&s))
+    );
+    assert_eq!(
+        value("smart_autoscaler_store_size_bytes"),
+        Some(report.after_bytes as f64)
+    );
+
+    // Records are counted at most once per RECORD_COUNT_INTERVAL of the store's clock.
+    store.put_decision(&web(), T0 + 10, b"{}").await.unwrap();
+    store.refresh_stats().await.unwrap();
+    assert_eq!(records("decisions"), Some(5.0), "counted a minute ago");
+    clock.0.fetch_add(
+        RECORD_COUNT_INTERVAL.as_millis() as i64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    store.refresh_stats().await.unwrap();
+    assert_eq!(records("decisions"), Some(6.0));
+    let text = telemetry.encode();
+    for family in [
+        "# TYPE smart_autoscaler_store_size_bytes gauge",
+        "# TYPE smart_autoscaler_store_records gauge",
+        "# TYPE smart_autoscaler_store_compactions counter",
+        "# TYPE smart_autoscaler_store_compaction_duration_seconds histogram",
+        "# TYPE smart_autoscaler_store_last_flush_timestamp_seconds gauge",
+        "# TYPE smart_autoscaler_store_recoveries counter",
+    ] {
+        assert!(text.contains(family), "{family} missing:\n{text}");
+    }
+}
