@@ -126,9 +126,20 @@ fn shutdown_on_signal(cancel: CancellationToken) {
     });
 }
 
+/// Publishes the TLS reload metrics and re-reads the TLS files every `--tls-reload-interval` until `cancel`.
+fn watch_tls(
+    tls: &Arc<certs::TlsReloader>,
+    server: &ServerArgs,
+    telemetry: &Telemetry,
+    cancel: &CancellationToken,
+) {
+    tls.register(telemetry);
+    tokio::spawn(tls.clone().run(server.tls_reload_interval, cancel.clone()));
+}
+
 async fn serve_both(
     listeners: Listeners,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<certs::TlsReloader>,
     state: AppState,
     cancel: CancellationToken,
 ) -> Result<()> {
@@ -154,11 +165,11 @@ async fn serve_both(
 
 /// Runs `serve`: Kubernetes reflectors and Prometheus feed the engine; the store keeps history.
 pub async fn run_serve(args: ServeArgs) -> Result<()> {
-    let tls = certs::server_config(
-        &args.tls_cert_file,
-        &args.tls_key_file,
-        args.server.requestheader_client_ca_file.as_deref(),
-    )?;
+    let tls = Arc::new(certs::TlsReloader::load(certs::TlsFiles {
+        cert: args.tls_cert_file.clone(),
+        key: args.tls_key_file.clone(),
+        client_ca: args.server.requestheader_client_ca_file.clone(),
+    })?);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -228,6 +239,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     );
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
+    watch_tls(&tls, &args.server, &state.telemetry, &cancel);
     serve_both(listeners, tls, state, cancel).await
 }
 
@@ -270,11 +282,11 @@ pub async fn run_demo(args: DemoArgs) -> Result<()> {
     std::fs::create_dir_all(&cert_dir)
         .with_context(|| format!("creating --data-dir {}", data_dir.display()))?;
     demo_certs(&cert_dir, clock.now_millis())?;
-    let tls = certs::server_config(
-        &cert_dir.join(certs::TLS_CERT),
-        &cert_dir.join(certs::TLS_KEY),
-        args.server.requestheader_client_ca_file.as_deref(),
-    )?;
+    let tls = Arc::new(certs::TlsReloader::load(certs::TlsFiles {
+        cert: cert_dir.join(certs::TLS_CERT),
+        key: cert_dir.join(certs::TLS_KEY),
+        client_ca: args.server.requestheader_client_ca_file.clone(),
+    })?);
     let listeners = bind(&args.server).await?;
     let secure_port = listeners.secure.local_addr()?.port();
     let metrics_port = listeners.metrics.local_addr()?.port();
@@ -332,5 +344,6 @@ pub async fn run_demo(args: DemoArgs) -> Result<()> {
     }
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/deployments/demo/api-service");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
+    watch_tls(&tls, &args.server, &state.telemetry, &cancel);
     serve_both(listeners, tls, state, cancel).await
 }

@@ -1,5 +1,10 @@
 //! Serving certificates: a private CA and a serving certificate signed by it (rcgen, aws-lc-rs), written as
-//! PEM files with the names a Kubernetes TLS Secret uses, plus loading them into a rustls server config.
+//! PEM files with the names a Kubernetes TLS Secret uses, plus loading them into a rustls server config and
+//! reloading that config when the files change ([`TlsReloader`]).
+
+mod reload;
+
+pub use reload::{Reload, TlsFiles, TlsReloader};
 
 use std::fs;
 use std::io;
@@ -238,13 +243,43 @@ pub fn server_config(
     key_file: &Path,
     client_ca_file: Option<&Path>,
 ) -> Result<Arc<rustls::ServerConfig>, CertError> {
-    let certs = load_certs(cert_file)?;
-    let key = load_key(key_file)?;
+    let read = |path: &Path| {
+        fs::read(path).map_err(|source| CertError::Io {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let client_ca = match client_ca_file {
+        Some(path) => Some((path, read(path)?)),
+        None => None,
+    };
+    server_config_from_pem(
+        (cert_file, &read(cert_file)?),
+        (key_file, &read(key_file)?),
+        client_ca
+            .as_ref()
+            .map(|(path, pem)| (*path, pem.as_slice())),
+    )
+}
+
+/// [`server_config`] from PEM already read, each given with the file it came from (named in errors). Fails if
+/// the key does not match the certificate.
+pub fn server_config_from_pem(
+    cert: (&Path, &[u8]),
+    key: (&Path, &[u8]),
+    client_ca: Option<(&Path, &[u8])>,
+) -> Result<Arc<rustls::ServerConfig>, CertError> {
+    let certs = parse_certs(cert.0, cert.1)?;
+    let key = PrivateKeyDer::from_pem_slice(key.1).map_err(|e| CertError::Pem {
+        path: key.0.to_path_buf(),
+        reason: format!("no usable private key: {e}"),
+    })?;
     let builder = rustls::ServerConfig::builder();
-    let mut config = match client_ca_file {
-        Some(ca) => {
+    let mut config = match client_ca {
+        Some((path, pem)) => {
             let mut roots = rustls::RootCertStore::empty();
-            for cert in load_certs(ca)? {
+            for cert in parse_certs(path, pem)? {
                 roots.add(cert)?;
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
@@ -258,6 +293,20 @@ pub fn server_config(
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+fn parse_certs(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let pem_error = |reason: String| CertError::Pem {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(format!("bad certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(pem_error("no CERTIFICATE block found".into()));
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]

@@ -197,6 +197,11 @@ pub struct ServerArgs {
     #[arg(long, env = "SMART_AUTOSCALER_REQUESTHEADER_CLIENT_CA_FILE")]
     pub requestheader_client_ca_file: Option<PathBuf>,
 
+    /// How often the serving certificate, its key and the client CA file are re-read (100ms-1h); when they
+    /// change, new connections get the new ones and open connections keep theirs.
+    #[arg(long, env = "SMART_AUTOSCALER_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+
     #[command(flatten)]
     pub webhook: crate::http::webhook::WebhookArgs,
 
@@ -634,6 +639,11 @@ impl ServerArgs {
         }
         if self.secure_port != 0 && self.secure_port == self.metrics_port {
             return Err(bad("metrics-port", "must differ from --secure-port"));
+        }
+        if self.tls_reload_interval < Duration::from_millis(100)
+            || self.tls_reload_interval > Duration::from_secs(3600)
+        {
+            return Err(bad("tls-reload-interval", "must be between 100ms and 1h"));
         }
         if let Some(path) = &self.requestheader_client_ca_file
             && !path.is_file()

@@ -24,22 +24,29 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where the TLS listener gets its configuration: asked once per accepted connection, so a reloaded certificate
+/// applies to new connections while open ones keep the one they were accepted with.
+pub trait TlsConfigSource: Send + Sync + 'static {
+    /// The configuration for the next handshake.
+    fn current(&self) -> Arc<rustls::ServerConfig>;
+}
+
+/// A fixed configuration.
+impl TlsConfigSource for Arc<rustls::ServerConfig> {
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.clone()
+    }
+}
+
 /// Serves `router` over TLS on `listener` until `shutdown` completes.
 pub async fn serve_tls(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: impl TlsConfigSource,
     router: Router,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    serve(
-        listener,
-        Some(TlsAcceptor::from(tls)),
-        router,
-        limits,
-        shutdown,
-    )
-    .await
+    serve(listener, Some(Arc::new(tls)), router, limits, shutdown).await
 }
 
 /// Serves `router` over plain HTTP on `listener` until `shutdown` completes.
@@ -70,7 +77,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 
 async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<dyn TlsConfigSource>>,
     router: Router,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
@@ -95,7 +102,9 @@ async fn serve(
         let router = router.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let tls = tls.clone();
+        let tls = tls
+            .as_ref()
+            .map(|source| TlsAcceptor::from(source.current()));
         tokio::spawn(async move {
             match tls {
                 Some(acceptor) => {
