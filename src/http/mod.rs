@@ -13,7 +13,7 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -195,6 +195,36 @@ impl<S: Send + Sync> FromRequest<S> for LimitedBody {
             ),
             Err(rejection) => Err(ApiError::bad_request(format!(
                 "cannot read request body: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+/// Path parameters whose rejection is a `Status` (400 for a segment that does not percent-decode to UTF-8 or does
+/// not parse), never axum's plain-text `Invalid URL: ...`.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            // A route whose template and parameters disagree: a bug, not bad input.
+            Err(rejection) if rejection.status().is_server_error() => {
+                Err(ApiError::internal(rejection.body_text()))
+            }
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "{}: {}",
+                parts.uri.path(),
                 rejection.body_text()
             ))),
         }
