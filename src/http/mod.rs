@@ -183,7 +183,7 @@ fn head_over_limits(request: &Request, limits: &Limits) -> Option<ApiError> {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    let head = request.method().as_str().len() + target + 11 + fields + 2;
+    let head = request.method().as_str().len() + target + 12 + fields + 2;
     (head > limits.max_header_bytes).then(|| {
         ApiError::header_fields_too_large(format!(
             "request head of {head} bytes exceeds the limit of {} bytes (--max-header-bytes)",
