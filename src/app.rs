@@ -68,16 +68,20 @@ fn app_state(
         )),
         snapshots,
         clock,
+        limits: limits(server, &telemetry),
         telemetry,
-        limits: limits(server),
     }
 }
 
-fn limits(server: &ServerArgs) -> Limits {
+fn limits(server: &ServerArgs, telemetry: &Telemetry) -> Limits {
     Limits {
         max_body_bytes: server.max_body_bytes,
         max_header_bytes: server.max_header_bytes,
+        max_headers: server.max_headers,
         request_timeout: server.request_timeout,
+        idle_timeout: server.idle_timeout,
+        max_connections: server.max_connections,
+        connections: http::server::Connections::new(telemetry),
     }
 }
 
@@ -143,12 +147,12 @@ async fn serve_both(
     state: AppState,
     cancel: CancellationToken,
 ) -> Result<()> {
-    let limits = state.limits;
+    let limits = state.limits.clone();
     let secure = http::server::serve_tls(
         listeners.secure,
         tls,
         http::secure_router(state.clone()),
-        limits,
+        limits.clone(),
         cancel.clone().cancelled_owned(),
     );
     let metrics = http::server::serve_plain(

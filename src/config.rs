@@ -184,13 +184,32 @@ pub struct ServerArgs {
     #[arg(long, env = "SMART_AUTOSCALER_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Largest request head (request line plus headers) accepted, in bytes.
+    /// Largest request head (request line plus headers, as HTTP/1.1 writes them) accepted, in bytes; larger heads
+    /// get a 431 Status. Heads over four times this (at least 64 KiB) are cut off by the HTTP parser itself, with
+    /// an empty 431 and the connection closed.
     #[arg(long, env = "SMART_AUTOSCALER_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
     pub max_header_bytes: usize,
+
+    /// Most header fields in one request; more get a 431 Status (over four times this, the HTTP parser's own
+    /// empty 431).
+    #[arg(long, env = "SMART_AUTOSCALER_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
 
     /// Time limit for handling one request, e.g. `10s`; slower requests get a 504 Status.
     #[arg(long, env = "SMART_AUTOSCALER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+
+    /// How long a connection may stay open with no request in flight, e.g. `90s`: from accept (TLS handshake
+    /// included) to its first request, and from each response to the next request, HTTP/1.1 and HTTP/2 alike.
+    /// The default is kube-apiserver's own, chosen there to match the idle timeout of Go's default HTTP client.
+    #[arg(long, env = "SMART_AUTOSCALER_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Open connections each listener (secure and metrics) holds at most. When full, or when the process runs out
+    /// of file descriptors, the connection idle the longest is closed to make room; a new connection is refused
+    /// only when every open one has a request in flight.
+    #[arg(long, env = "SMART_AUTOSCALER_MAX_CONNECTIONS", default_value_t = 256)]
+    pub max_connections: usize,
 
     /// PEM CA that signs the aggregator's front-proxy client certificate (the `requestheader-client-ca-file`).
     /// When set, client certificates are requested (not required) and verified against it.
@@ -636,6 +655,15 @@ impl ServerArgs {
         }
         if self.request_timeout.is_zero() {
             return Err(bad("request-timeout", "must be greater than zero"));
+        }
+        if self.max_headers == 0 {
+            return Err(bad("max-headers", "must be at least 1"));
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return Err(bad("idle-timeout", "must be at least 1s"));
+        }
+        if self.max_connections == 0 {
+            return Err(bad("max-connections", "must be at least 1"));
         }
         if self.secure_port != 0 && self.secure_port == self.metrics_port {
             return Err(bad("metrics-port", "must differ from --secure-port"));

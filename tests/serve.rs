@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::fake_apiserver;
 use common::prometheus::Prometheus;
@@ -117,14 +117,7 @@ async fn serve_end_to_end_with_real_prometheus_and_recorded_api() {
             .text()
             .await
             .unwrap();
-        let value = |series: &str| {
-            text.lines().find_map(|l| {
-                l.strip_prefix(series)?
-                    .strip_prefix(' ')?
-                    .parse::<f64>()
-                    .ok()
-            })
-        };
+        let value = |series: &str| common::sample(&text, series);
         let flushed =
             value("smart_autoscaler_store_last_flush_timestamp_seconds").is_some_and(|t| t > 1.0e9);
         // Counted once at the first pass, then hourly: only that a count is there.

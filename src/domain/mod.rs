@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod cluster;
+pub mod connections;
 pub mod decision;
 pub mod extender;
 pub mod forecast;

@@ -8,14 +8,14 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, ApiPath, AppState};
 use crate::clock::rfc3339;
 use crate::domain::decision::{Freshness, freshness};
 use crate::domain::model::{DeploymentKey, ServedDeployment, Snapshot, UnixMillis};
@@ -126,7 +126,7 @@ pub struct MetricValue {
 
 async fn metric_values(
     State(state): State<AppState>,
-    Path((namespace, metric)): Path<(String, String)>,
+    ApiPath((namespace, metric)): ApiPath<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let snapshot = state.snapshot();

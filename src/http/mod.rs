@@ -13,7 +13,7 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,15 +25,24 @@ use crate::domain::model::Snapshot;
 use crate::telemetry::{LatencyLabels, RouteLabels, Telemetry};
 pub use status::ApiError;
 
-/// Request limits applied on every route.
-#[derive(Debug, Clone, Copy)]
+/// Request and connection limits applied on every route and listener.
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// Largest accepted request head.
     pub max_header_bytes: usize,
+    /// Most header fields in one request.
+    pub max_headers: usize,
     /// Time limit per request.
     pub request_timeout: Duration,
+    /// How long a connection may stay open with no request in flight: from accept to its first request, and
+    /// from each response to the next request.
+    pub idle_timeout: Duration,
+    /// Open connections each listener holds at most.
+    pub max_connections: usize,
+    /// The open connections of the listeners these limits are given to, and their metrics.
+    pub connections: server::Connections,
 }
 
 impl Default for Limits {
@@ -41,7 +50,11 @@ impl Default for Limits {
         Limits {
             max_body_bytes: 3 * 1024 * 1024,
             max_header_bytes: 16 * 1024,
+            max_headers: 100,
             request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+            max_connections: 256,
+            connections: Default::default(),
         }
     }
 }
@@ -122,8 +135,11 @@ async fn method_not_allowed(request: Request) -> ApiError {
     ))
 }
 
-/// Rejects declared-oversized bodies up front and bounds the time spent on any request.
+/// Rejects oversized heads and declared-oversized bodies up front and bounds the time spent on any request.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(error) = head_over_limits(&request, &state.limits) {
+        return error.into_response();
+    }
     let declared = request
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -145,6 +161,35 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
             ApiError::timeout(format!("request not handled within {limit:?}")).into_response()
         }
     }
+}
+
+/// The 431 for a request over the header limits. They are enforced here rather than by hyper (whose limits are set
+/// several times higher, as a memory bound only) because hyper answers its own 431 with an empty body.
+fn head_over_limits(request: &Request, limits: &Limits) -> Option<ApiError> {
+    let headers = request.headers();
+    if headers.len() > limits.max_headers {
+        return Some(ApiError::header_fields_too_large(format!(
+            "{} header fields exceed the limit of {} (--max-headers)",
+            headers.len(),
+            limits.max_headers
+        )));
+    }
+    // The head as HTTP/1.1 writes it: `METHOD target HTTP/1.1\r\n`, `name: value\r\n` per field, `\r\n`.
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(1, |p| p.as_str().len());
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let head = request.method().as_str().len() + target + 12 + fields + 2;
+    (head > limits.max_header_bytes).then(|| {
+        ApiError::header_fields_too_large(format!(
+            "request head of {head} bytes exceeds the limit of {} bytes (--max-header-bytes)",
+            limits.max_header_bytes
+        ))
+    })
 }
 
 /// Counts and times requests by route template.
@@ -195,6 +240,36 @@ impl<S: Send + Sync> FromRequest<S> for LimitedBody {
             ),
             Err(rejection) => Err(ApiError::bad_request(format!(
                 "cannot read request body: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+/// Path parameters whose rejection is a `Status` (400 for a segment that does not percent-decode to UTF-8 or does
+/// not parse), never axum's plain-text `Invalid URL: ...`.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            // A route whose template and parameters disagree: a bug, not bad input.
+            Err(rejection) if rejection.status().is_server_error() => {
+                Err(ApiError::internal(rejection.body_text()))
+            }
+            Err(rejection) => Err(ApiError::bad_request(format!(
+                "{}: {}",
+                parts.uri.path(),
                 rejection.body_text()
             ))),
         }

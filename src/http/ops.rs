@@ -3,13 +3,13 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, ApiPath, AppState};
 use std::sync::Arc;
 
 use crate::domain::forecast::online::{Board, Published};
@@ -65,7 +65,7 @@ async fn list_forecasts(State(state): State<AppState>) -> Result<Json<Value>, Ap
 /// One deployment's forecast: advice, scores, members and their weights.
 async fn get_forecast(
     State(state): State<AppState>,
-    Path((namespace, name)): Path<(String, String)>,
+    ApiPath((namespace, name)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let board = board(&state)?;
     let key = DeploymentKey::new(namespace, name);
@@ -200,7 +200,7 @@ async fn list_deployments(State(state): State<AppState>) -> Result<Json<Value>, 
 
 async fn get_deployment(
     State(state): State<AppState>,
-    Path((namespace, name)): Path<(String, String)>,
+    ApiPath((namespace, name)): ApiPath<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let snapshot = state
         .snapshot()

@@ -62,6 +62,16 @@ impl ApiError {
         )
     }
 
+    /// 431 for a request head over the header limits. Kubernetes has no reason for 431; `BadRequest` is the one
+    /// clients handle as "do not retry this as is".
+    pub fn header_fields_too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "BadRequest",
+            message,
+        )
+    }
+
     /// 415 UnsupportedMediaType.
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
         Self::new(

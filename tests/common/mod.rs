@@ -23,8 +23,23 @@ pub struct DemoServer {
 impl DemoServer {
     /// Starts `demo` with extra arguments and waits until it is ready.
     pub fn start(extra: &[&str]) -> DemoServer {
+        Self::start_under(&[], extra)
+    }
+
+    /// Starts `demo` through a wrapper command that execs it (e.g. `["prlimit", "--nofile=256:256", "--"]` or
+    /// `["env", "NAME=value"]`), so the server keeps the wrapper's process id.
+    pub fn start_under(wrapper: &[&str], extra: &[&str]) -> DemoServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_smart-autoscaler"))
+        let bin = env!("CARGO_BIN_EXE_smart-autoscaler");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args([
                 "demo",
                 "--secure-port",
@@ -40,7 +55,7 @@ impl DemoServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("start smart-autoscaler demo");
+            .unwrap_or_else(|e| panic!("start smart-autoscaler demo under {wrapper:?}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
@@ -89,6 +104,11 @@ impl DemoServer {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("demo never became ready");
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The generated CA certificate.
