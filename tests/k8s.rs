@@ -55,10 +55,19 @@ fn usage() -> Usage {
         "api-7c9d8f6b5d-9wz7m",
         "api-7c9d8f6b5d-hx5tn",
     ];
+    // web's pods: 0.05 cores of 200m, 25% (unknown usage would leave web unmeasured, without inputs).
+    let web_pods = ["web-6d8f9c7b4a-tq7vp", "web-6d8f9c7b4a-l2m8s"];
+    let cpu = || {
+        api_pods
+            .iter()
+            .map(|p| (k(p), 0.245))
+            .chain(web_pods.iter().map(|p| (k(p), 0.05)))
+            .collect()
+    };
     Usage {
         // 0.245 cores of a 350m request: 70%.
-        pod_cpu_10m: api_pods.iter().map(|p| (k(p), 0.245)).collect(),
-        pod_cpu_5m: api_pods.iter().map(|p| (k(p), 0.245)).collect(),
+        pod_cpu_10m: cpu(),
+        pod_cpu_5m: cpu(),
         node_cpu_percent: [(N1, 50.0), (N2, 70.0), (N3, 10.0)]
             .into_iter()
             .map(|(n, v)| (n.to_string(), v))
