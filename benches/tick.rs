@@ -57,7 +57,8 @@ fn cluster(deployments: usize, pods_per: usize, nodes: usize) -> (ClusterSnapsho
                     node: Some(format!("node-{}", (d * pods_per + p) % nodes.len())),
                     phase: "Running".into(),
                     ready: true,
-                    started_at: Some(NOW - ((d + p) as i64 % 3600) * 1000),
+                    // Every pod past the default 60 s startup filter: a pod inside it has no utilization to join.
+                    started_at: Some(NOW - (60 + (d + p) as i64 % 3600) * 1000),
                     cpu_request_milli: 500,
                     memory_request_bytes: 1 << 29,
                     terminating: false,
