@@ -91,6 +91,11 @@ impl DemoServer {
         panic!("demo never became ready");
     }
 
+    /// Process id of the running binary (for reading `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The generated CA certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("certs").join("ca.crt")
