@@ -96,7 +96,7 @@ struct SimDeployment {
     pool_nodes: Vec<String>,
     /// The current pods, oldest first.
     pods: Vec<SimPod>,
-    /// Number of the next pod, for its name and node.
+    /// Number of the next pod, for its name.
     next_pod: usize,
 }
 
@@ -106,7 +106,8 @@ impl SimDeployment {
         self.next_pod += 1;
         self.pods.push(SimPod {
             name: format!("{}-{n:05}", self.name),
-            node: self.pool_nodes[n % self.pool_nodes.len()].clone(),
+            // Spread over the pool in turn by position; the newest pods go first on scale-down, so this stays even.
+            node: self.pool_nodes[self.pods.len() % self.pool_nodes.len()].clone(),
             started_at: at,
             cpu: VecDeque::new(),
         });
@@ -220,6 +221,9 @@ const TEMPLATES: [Template; 4] = [
         hpa_target: 70.0,
         min_replicas: 2,
         max_replicas: 20,
+        // Over before the pod leaves its 150 s filter by more than the 1-minute window, so the short rate it is
+        // then measured by holds none of it (its 5- and 10-minute rates still do, and serve's estimate takes the
+        // lowest when nothing rises).
         warmup_s: 90.0,
         annotations: &[
             (STARTUP_FILTER_ANNOTATION, "150"),
