@@ -1,28 +1,41 @@
 //! The embedded simulated cluster behind `demo`: two node pools and four deployments with recognisable
-//! workloads, each scaled by a simple model of the native HPA consuming the metric we serve, so the whole
-//! server runs on a fresh machine with no Kubernetes or Prometheus.
+//! workloads, so the whole server runs on a fresh machine with no Kubernetes or Prometheus.
+//!
+//! Only the outside world is simulated. On each tick the cluster produces what serve's adapters produce (the
+//! Kubernetes objects as a [`ClusterSnapshot`], the Prometheus rates as a [`Usage`], each pod's windows computed
+//! from a short history of its CPU usage) and hands them to [`cluster::join`] with serve's default
+//! [`JoinConfig`], so the engine computes exactly what `serve` would serve for that cluster. Each deployment is
+//! scaled by the native HPA model of [`crate::domain::hpa`] (External `Value` target, default behavior) fed the
+//! served value; new pods become Ready after 30 s.
 //!
 //! Simulated time comes from the injected clock (`--speed` makes it run faster); noise comes from a seeded RNG.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::domain::model::{
-    DeploymentInputs, DeploymentKey, NodeInputs, Observation, PoolInputs, Snapshot, UnixMillis,
+use crate::domain::cluster::{
+    self, ClusterSnapshot, DeploymentInfo, JoinConfig, NodeInfo, PodInfo,
+    STARTUP_FILTER_ANNOTATION, Usage,
 };
+use crate::domain::hpa::{self, Behavior, HpaSpec, HpaState};
+use crate::domain::model::{DeploymentKey, Observation, Snapshot, UnixMillis};
 use crate::engine::{Source, SourceError};
 
 /// Namespace of the demo deployments.
 pub const NAMESPACE: &str = "demo";
 /// Label that names a node's pool.
 pub const POOL_LABEL: &str = "smart-autoscaler.io/pool";
+/// Namespace of the other tenants' pods that share the nodes.
+const TENANT_NAMESPACE: &str = "tenants";
 
 /// Seconds a new pod takes to become Ready in the simulation.
 const READY_AFTER_S: f64 = 30.0;
-/// The HPA's scale-down stabilization window.
-const STABILIZATION_MS: i64 = 5 * 60 * 1000;
+/// How much CPU history each pod keeps: the longest window Prometheus is asked for (10 minutes).
+const HISTORY_MS: i64 = 10 * 60 * 1000;
+/// Memory request of every demo pod, bytes.
+const MEMORY_REQUEST_BYTES: i64 = 512 << 20;
 
 /// The shape of a deployment's CPU demand over a simulated day, in cores.
 #[derive(Debug, Clone, Copy)]
@@ -33,41 +46,88 @@ enum Workload {
     Batch,
     /// Small, noisy front-end load.
     Frontend,
-    /// Steady business load; each new pod burns a full core for its first two minutes (JVM warm-up).
+    /// Steady business load; each new pod burns a full core for its first 90 seconds (JVM warm-up).
     Jvm,
 }
 
-struct SimDeployment {
-    name: &'static str,
-    pool: &'static str,
-    workload: Workload,
-    request_milli: i64,
-    base_target: f64,
-    min_replicas: u32,
-    max_replicas: u32,
-    startup_filter_s: u32,
-    warmup_s: f64,
-    annotations: BTreeMap<String, String>,
-    /// Start times of the current pods, oldest first.
-    pods: VecDeque<UnixMillis>,
-    /// Recent (time, desired replicas) recommendations for downscale stabilization.
-    recommendations: VecDeque<(UnixMillis, u32)>,
-    /// Last observed per-pod usage in cores, for node accounting.
-    last_usage_cores: Vec<f64>,
+#[derive(Debug, Clone)]
+struct SimPod {
+    name: String,
+    node: String,
+    started_at: UnixMillis,
+    /// CPU usage in cores at each observation of the last [`HISTORY_MS`], oldest first: what Prometheus'
+    /// `rate()` over a window averages.
+    cpu: VecDeque<(UnixMillis, f64)>,
 }
 
+impl SimPod {
+    fn age_s(&self, now: UnixMillis) -> f64 {
+        (now - self.started_at) as f64 / 1000.0
+    }
+
+    fn ready(&self, now: UnixMillis) -> bool {
+        self.age_s(now) >= READY_AFTER_S
+    }
+
+    /// Mean usage over the last `window_ms`, as a rate over that window would give it.
+    fn rate(&self, now: UnixMillis, window_ms: i64) -> Option<f64> {
+        let (sum, n) = self
+            .cpu
+            .iter()
+            .filter(|(t, _)| *t > now - window_ms)
+            .fold((0.0, 0usize), |(s, n), (_, c)| (s + c, n + 1));
+        (n > 0).then(|| sum / n as f64)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SimDeployment {
+    name: &'static str,
+    workload: Workload,
+    request_milli: i64,
+    /// Target of the HPA on our metric, percent.
+    hpa_target: f64,
+    hpa: HpaSpec,
+    hpa_state: HpaState,
+    warmup_s: f64,
+    annotations: BTreeMap<String, String>,
+    node_selector: BTreeMap<String, String>,
+    /// Nodes of its pool, where its pods are placed in turn.
+    pool_nodes: Vec<String>,
+    /// The current pods, oldest first.
+    pods: Vec<SimPod>,
+    /// Number of the next pod, for its name.
+    next_pod: usize,
+}
+
+impl SimDeployment {
+    fn start_pod(&mut self, at: UnixMillis) {
+        let n = self.next_pod;
+        self.next_pod += 1;
+        self.pods.push(SimPod {
+            name: format!("{}-{n:05}", self.name),
+            // Spread over the pool in turn by position; the newest pods go first on scale-down, so this stays even.
+            node: self.pool_nodes[self.pods.len() % self.pool_nodes.len()].clone(),
+            started_at: at,
+            cpu: VecDeque::new(),
+        });
+    }
+}
+
+#[derive(Debug, Clone)]
 struct SimNode {
     name: String,
-    pool: &'static str,
     labels: BTreeMap<String, String>,
     allocatable_milli: i64,
 }
 
 /// The simulated cluster.
+#[derive(Debug, Clone)]
 pub struct DemoCluster {
     deployments: Vec<SimDeployment>,
     nodes: Vec<SimNode>,
     rng: StdRng,
+    join: JoinConfig,
 }
 
 fn hour_of_day(now: UnixMillis) -> f64 {
@@ -100,91 +160,85 @@ fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// One deployment of the demo: its shape before any pod exists.
+struct Template {
+    name: &'static str,
+    pool: &'static str,
+    workload: Workload,
+    request_milli: i64,
+    hpa_target: f64,
+    min_replicas: u32,
+    max_replicas: u32,
+    warmup_s: f64,
+    annotations: &'static [(&'static str, &'static str)],
+}
+
+const TEMPLATES: [Template; 4] = [
+    Template {
+        name: "api-service",
+        pool: "general",
+        workload: Workload::MorningSpike,
+        request_milli: 500,
+        hpa_target: 70.0,
+        min_replicas: 3,
+        max_replicas: 30,
+        warmup_s: 0.0,
+        annotations: &[],
+    },
+    Template {
+        name: "batch-processor",
+        pool: "compute",
+        workload: Workload::Batch,
+        request_milli: 1000,
+        hpa_target: 80.0,
+        min_replicas: 2,
+        max_replicas: 16,
+        warmup_s: 0.0,
+        annotations: &[],
+    },
+    Template {
+        name: "web-frontend",
+        pool: "general",
+        workload: Workload::Frontend,
+        request_milli: 25,
+        hpa_target: 70.0,
+        min_replicas: 4,
+        max_replicas: 40,
+        warmup_s: 0.0,
+        annotations: &[
+            ("smart-autoscaler.io/target-utilization", "85"),
+            (
+                "smart-autoscaler.io/policy",
+                "cpu request 25m < 50m: target 85%",
+            ),
+        ],
+    },
+    Template {
+        name: "java-orders",
+        pool: "general",
+        workload: Workload::Jvm,
+        request_milli: 500,
+        hpa_target: 70.0,
+        min_replicas: 2,
+        max_replicas: 20,
+        // Over before the pod leaves its 150 s filter by more than the 1-minute window, so the short rate it is
+        // then measured by holds none of it (its 5- and 10-minute rates still do, and serve's estimate takes the
+        // lowest when nothing rises).
+        warmup_s: 90.0,
+        annotations: &[
+            (STARTUP_FILTER_ANNOTATION, "150"),
+            (
+                "smart-autoscaler.io/policy",
+                "JVM image: 150s startup filter",
+            ),
+        ],
+    },
+];
+
 impl DemoCluster {
-    /// Builds the demo cluster with every deployment at its minimum size, pods started well before `now`.
+    /// Builds the demo cluster with every deployment at the size its load needs at `now` (at least its
+    /// minimum), pods started well before `now`, each HPA settled on that size.
     pub fn new(seed: u64, now: UnixMillis) -> Self {
-        let mut deployments = vec![
-            SimDeployment {
-                name: "api-service",
-                pool: "general",
-                workload: Workload::MorningSpike,
-                request_milli: 500,
-                base_target: 70.0,
-                min_replicas: 3,
-                max_replicas: 30,
-                startup_filter_s: 30,
-                warmup_s: 0.0,
-                annotations: annotations(&[]),
-                pods: VecDeque::new(),
-                recommendations: VecDeque::new(),
-                last_usage_cores: Vec::new(),
-            },
-            SimDeployment {
-                name: "batch-processor",
-                pool: "compute",
-                workload: Workload::Batch,
-                request_milli: 1000,
-                base_target: 80.0,
-                min_replicas: 2,
-                max_replicas: 16,
-                startup_filter_s: 30,
-                warmup_s: 0.0,
-                annotations: annotations(&[]),
-                pods: VecDeque::new(),
-                recommendations: VecDeque::new(),
-                last_usage_cores: Vec::new(),
-            },
-            SimDeployment {
-                name: "web-frontend",
-                pool: "general",
-                workload: Workload::Frontend,
-                request_milli: 25,
-                base_target: 70.0,
-                min_replicas: 4,
-                max_replicas: 40,
-                startup_filter_s: 30,
-                warmup_s: 0.0,
-                annotations: annotations(&[
-                    ("smart-autoscaler.io/target-utilization", "85"),
-                    (
-                        "smart-autoscaler.io/policy",
-                        "cpu request 25m < 50m: target 85%",
-                    ),
-                ]),
-                pods: VecDeque::new(),
-                recommendations: VecDeque::new(),
-                last_usage_cores: Vec::new(),
-            },
-            SimDeployment {
-                name: "java-orders",
-                pool: "general",
-                workload: Workload::Jvm,
-                request_milli: 500,
-                base_target: 70.0,
-                min_replicas: 2,
-                max_replicas: 20,
-                startup_filter_s: 150,
-                warmup_s: 120.0,
-                annotations: annotations(&[
-                    ("smart-autoscaler.io/startup-filter-seconds", "150"),
-                    (
-                        "smart-autoscaler.io/policy",
-                        "JVM image: 150s startup filter",
-                    ),
-                ]),
-                pods: VecDeque::new(),
-                recommendations: VecDeque::new(),
-                last_usage_cores: Vec::new(),
-            },
-        ];
-        for d in &mut deployments {
-            let steady = d.workload.demand_cores(now) * 1000.0
-                / (d.request_milli as f64 * d.base_target / 100.0);
-            let replicas = (steady.ceil() as u32).clamp(d.min_replicas, d.max_replicas);
-            d.pods = (0..replicas)
-                .map(|i| now - 3_600_000 - i as i64 * 1000)
-                .collect();
-        }
         let mut nodes = Vec::new();
         for (pool, count, cpu, instance) in [
             ("general", 3, 8000, "m5.2xlarge"),
@@ -194,7 +248,6 @@ impl DemoCluster {
                 let zone = ["eu-west-1a", "eu-west-1b", "eu-west-1c"][i % 3];
                 nodes.push(SimNode {
                     name: format!("{pool}-{i}"),
-                    pool,
                     labels: annotations(&[
                         (POOL_LABEL, pool),
                         ("node.kubernetes.io/instance-type", instance),
@@ -205,193 +258,186 @@ impl DemoCluster {
                 });
             }
         }
+        let deployments = TEMPLATES
+            .iter()
+            .map(|t| {
+                let steady = t.workload.demand_cores(now) * 1000.0
+                    / (t.request_milli as f64 * t.hpa_target / 100.0);
+                let replicas = (steady.ceil() as u32).clamp(t.min_replicas, t.max_replicas);
+                let mut d = SimDeployment {
+                    name: t.name,
+                    workload: t.workload,
+                    request_milli: t.request_milli,
+                    hpa_target: t.hpa_target,
+                    hpa: HpaSpec {
+                        min_replicas: t.min_replicas,
+                        max_replicas: t.max_replicas,
+                        tolerance: 0.1,
+                        behavior: Behavior::defaults(),
+                    },
+                    hpa_state: HpaState::settled(replicas, now),
+                    warmup_s: t.warmup_s,
+                    annotations: annotations(t.annotations),
+                    node_selector: annotations(&[(POOL_LABEL, t.pool)]),
+                    pool_nodes: nodes
+                        .iter()
+                        .filter(|n| n.labels[POOL_LABEL] == t.pool)
+                        .map(|n| n.name.clone())
+                        .collect(),
+                    pods: Vec::new(),
+                    next_pod: 0,
+                };
+                for i in 0..replicas {
+                    d.start_pod(now - 3_600_000 - i64::from(replicas - i) * 1000);
+                }
+                d
+            })
+            .collect();
         DemoCluster {
             deployments,
             nodes,
             rng: StdRng::seed_from_u64(seed),
+            join: JoinConfig::default(),
         }
     }
 
-    /// Observes the simulated cluster at `now`.
-    pub fn observe_at(&mut self, now: UnixMillis) -> Observation {
-        // Per-pod usage first, then node accounting, then per-deployment inputs with their pool figures.
-        let mut node_usage: BTreeMap<String, (f64, i64)> = BTreeMap::new();
-        let mut per_deployment = Vec::new();
+    /// Advances the simulated world to `now` and returns what serve's adapters would read from it: the
+    /// Kubernetes objects and the Prometheus usage (each pod's 10-minute, 5-minute and short-window CPU rates over
+    /// its usage history, its memory, each node's CPU).
+    pub fn measure(&mut self, now: UnixMillis) -> (ClusterSnapshot, Usage) {
+        let mut objects = ClusterSnapshot::default();
+        let mut usage = Usage::default();
+        let mut node_usage_milli: HashMap<String, f64> = HashMap::new();
+        let short_ms = i64::from(self.join.short_window_seconds) * 1000;
         for d in &mut self.deployments {
             let noise = 1.0 + (self.rng.random::<f64>() - 0.5) * 0.1;
             let demand = d.workload.demand_cores(now) * noise;
-            let ages: Vec<f64> = d
-                .pods
-                .iter()
-                .map(|start| (now - start) as f64 / 1000.0)
-                .collect();
-            let ready: Vec<bool> = ages.iter().map(|a| *a >= READY_AFTER_S).collect();
-            let ready_count = ready.iter().filter(|r| **r).count().max(1) as f64;
+            let ready_count = d.pods.iter().filter(|p| p.ready(now)).count().max(1) as f64;
             let request = d.request_milli as f64 / 1000.0;
-            d.last_usage_cores = ages
-                .iter()
-                .zip(&ready)
-                .map(|(age, is_ready)| {
-                    let share = if *is_ready { demand / ready_count } else { 0.0 };
-                    let warmup = if *age < d.warmup_s {
-                        request * 2.0
-                    } else {
-                        0.0
-                    };
-                    share + warmup
-                })
-                .collect();
-            let filtered: Vec<f64> = ages
-                .iter()
-                .zip(&d.last_usage_cores)
-                .filter(|(age, _)| **age >= d.startup_filter_s as f64)
-                .map(|(_, u)| *u)
-                .collect();
-            let sample = if filtered.is_empty() {
-                &d.last_usage_cores
-            } else {
-                &filtered
-            };
-            let utilization = if sample.is_empty() {
-                0.0
-            } else {
-                sample.iter().sum::<f64>() / sample.len() as f64 / request * 100.0
-            };
-            let pool_nodes: Vec<&SimNode> =
-                self.nodes.iter().filter(|n| n.pool == d.pool).collect();
-            for (i, usage) in d.last_usage_cores.iter().enumerate() {
-                let node = &pool_nodes[i % pool_nodes.len()];
-                let entry = node_usage.entry(node.name.clone()).or_default();
-                entry.0 += usage * 1000.0;
-                entry.1 += d.request_milli;
+            for p in &mut d.pods {
+                let share = if p.ready(now) {
+                    demand / ready_count
+                } else {
+                    0.0
+                };
+                let warmup = if p.age_s(now) < d.warmup_s {
+                    request * 2.0
+                } else {
+                    0.0
+                };
+                let cores = share + warmup;
+                p.cpu.push_back((now, cores));
+                while p.cpu.front().is_some_and(|(t, _)| *t <= now - HISTORY_MS) {
+                    p.cpu.pop_front();
+                }
+                *node_usage_milli.entry(p.node.clone()).or_default() += cores * 1000.0;
+                let key = (NAMESPACE.to_string(), p.name.clone());
+                for (rates, window_ms) in [
+                    (&mut usage.pod_cpu_10m, HISTORY_MS),
+                    (&mut usage.pod_cpu_5m, 300_000),
+                    (&mut usage.pod_cpu_1m, short_ms),
+                ] {
+                    if let Some(rate) = p.rate(now, window_ms) {
+                        rates.insert(key.clone(), rate);
+                    }
+                }
+                let busy = (cores / request).min(1.5);
+                usage
+                    .pod_memory_bytes
+                    .insert(key, MEMORY_REQUEST_BYTES as f64 * (0.55 + 0.10 * busy));
+                objects.pods.push(PodInfo {
+                    namespace: NAMESPACE.to_string(),
+                    name: p.name.clone(),
+                    deployment: Some(d.name.to_string()),
+                    node: Some(p.node.clone()),
+                    phase: "Running".to_string(),
+                    ready: p.ready(now),
+                    started_at: Some(p.started_at),
+                    cpu_request_milli: d.request_milli,
+                    memory_request_bytes: MEMORY_REQUEST_BYTES,
+                    terminating: false,
+                });
             }
-            per_deployment.push((
-                utilization,
-                ready.iter().filter(|r| **r).count() as u32,
-                ages,
-            ));
+            objects.deployments.push(DeploymentInfo {
+                key: DeploymentKey::new(NAMESPACE, d.name),
+                replicas: d.pods.len() as u32,
+                annotations: d.annotations.clone(),
+                node_selector: d.node_selector.clone(),
+                required_affinity: Vec::new(),
+                pod_cpu_request_milli: d.request_milli,
+                pod_memory_request_bytes: MEMORY_REQUEST_BYTES,
+                hpa_target_percent: Some(d.hpa_target),
+            });
         }
 
         let h = hour_of_day(now);
-        let nodes: Vec<NodeInputs> = self
-            .nodes
-            .iter()
-            .map(|n| {
-                // Other tenants' load on the pool, with its own daily rhythm.
-                let background = n.allocatable_milli as f64
-                    * (0.35 + 0.15 * (std::f64::consts::TAU * (h - 14.0) / 24.0).cos());
-                let (usage, requested) = node_usage.get(&n.name).copied().unwrap_or_default();
-                NodeInputs {
-                    name: n.name.clone(),
-                    labels: n.labels.clone(),
-                    ready: true,
-                    schedulable: true,
-                    allocatable_cpu_milli: n.allocatable_milli,
-                    requested_cpu_milli: requested + (background * 1.1) as i64,
-                    measured_cpu_percent: Some(
-                        ((usage + background) / n.allocatable_milli as f64 * 100.0).min(100.0),
-                    ),
-                }
-            })
-            .collect();
-
-        let deployments = self
-            .deployments
-            .iter()
-            .zip(per_deployment)
-            .map(|(d, (utilization, ready_pods, ages))| {
-                let pool: Vec<&NodeInputs> = nodes
-                    .iter()
-                    .filter(|n| n.labels.get(POOL_LABEL).map(String::as_str) == Some(d.pool))
-                    .collect();
-                let allocatable: i64 = pool.iter().map(|n| n.allocatable_cpu_milli).sum();
-                let measured: f64 = pool
-                    .iter()
-                    .map(|n| n.measured_cpu_percent.unwrap_or(0.0) * n.allocatable_cpu_milli as f64)
-                    .sum::<f64>()
-                    / allocatable.max(1) as f64;
-                let requested: i64 = pool.iter().map(|n| n.requested_cpu_milli).sum();
-                DeploymentInputs {
-                    key: DeploymentKey::new(NAMESPACE, d.name),
-                    base_target_percent: d.base_target,
-                    cpu_utilization_percent: utilization,
-                    memory_utilization_percent: Some(55.0 + 10.0 * (utilization / 100.0).min(1.5)),
-                    pod_cpu_request_milli: d.request_milli,
-                    replicas: d.pods.len() as u32,
-                    ready_pods,
-                    starting_pods: ages
-                        .iter()
-                        .filter(|a| **a < d.startup_filter_s as f64)
-                        .count() as u32,
-                    recent_pod_starts: ages.iter().filter(|a| **a < 180.0).count() as u32,
-                    startup_filter_seconds: d.startup_filter_s,
-                    pool: PoolInputs {
-                        name: d.pool.to_string(),
-                        measured_cpu_percent: Some(measured),
-                        requested_cpu_percent: requested as f64 / allocatable.max(1) as f64 * 100.0,
-                        nodes: pool.len() as u32,
-                    },
-                    annotations: d.annotations.clone(),
-                    window_seconds: 600,
-                    observed_at: now,
-                }
-            })
-            .collect();
-        Observation {
-            at: now,
-            measured_at: now,
-            deployments,
-            unmeasured: Vec::new(),
-            nodes,
+        for n in &self.nodes {
+            // Other tenants' load on the node, with its own daily rhythm, and their pods' requests.
+            let background = n.allocatable_milli as f64
+                * (0.35 + 0.15 * (std::f64::consts::TAU * (h - 14.0) / 24.0).cos());
+            objects.pods.push(PodInfo {
+                namespace: TENANT_NAMESPACE.to_string(),
+                name: format!("tenant-{}", n.name),
+                deployment: None,
+                node: Some(n.name.clone()),
+                phase: "Running".to_string(),
+                ready: true,
+                started_at: Some(now - 86_400_000),
+                cpu_request_milli: (background * 1.1) as i64,
+                memory_request_bytes: 0,
+                terminating: false,
+            });
+            let pods = node_usage_milli.get(&n.name).copied().unwrap_or_default();
+            usage.node_cpu_percent.insert(
+                n.name.clone(),
+                ((pods + background) / n.allocatable_milli as f64 * 100.0).min(100.0),
+            );
+            objects.nodes.push(NodeInfo {
+                name: n.name.clone(),
+                labels: n.labels.clone(),
+                ready: true,
+                schedulable: true,
+                allocatable_cpu_milli: n.allocatable_milli,
+            });
         }
+        (objects, usage)
     }
 
-    /// Applies the native HPA's External `Value` rule to every deployment, using what was served:
-    /// tolerance 0.1, scale-up at once, scale-down only to the highest recommendation of the last 5 minutes.
+    /// Observes the simulated cluster at `now`: [`DemoCluster::measure`] joined as `serve` joins what its
+    /// adapters read.
+    pub fn observe_at(&mut self, now: UnixMillis) -> Observation {
+        let (objects, usage) = self.measure(now);
+        cluster::join(&objects, &usage, now, &self.join)
+    }
+
+    /// Runs every deployment's HPA ([`hpa::external_value_proposal`] then [`hpa::normalize`]) on what was
+    /// served, and starts or removes pods to the count it writes. A deployment whose usage is unknown on this
+    /// tick is left alone, as the HPA does when its metric fails.
     pub fn apply_hpa(&mut self, snapshot: &Snapshot) {
         let now = snapshot.collected_at;
         for d in &mut self.deployments {
-            let Some(served) = snapshot
-                .deployments
-                .get(&DeploymentKey::new(NAMESPACE, d.name))
-            else {
+            let key = DeploymentKey::new(NAMESPACE, d.name);
+            if snapshot.unmeasured.contains_key(&key) {
+                continue;
+            }
+            let Some(served) = snapshot.deployments.get(&key) else {
                 continue;
             };
             let current = d.pods.len() as u32;
-            let ratio = served.smart_percent / d.base_target;
-            let ready = served.inputs.ready_pods.max(1) as f64;
-            let proposal = if (0.9..=1.1).contains(&ratio) {
-                current
-            } else {
-                (ratio * ready).ceil().max(0.0) as u32
-            };
-            let proposal = proposal.clamp(d.min_replicas, d.max_replicas);
-            d.recommendations.push_back((now, proposal));
-            while d
-                .recommendations
-                .front()
-                .is_some_and(|(t, _)| now - t > STABILIZATION_MS)
-            {
-                d.recommendations.pop_front();
-            }
-            let stabilized = d
-                .recommendations
-                .iter()
-                .map(|(_, r)| *r)
-                .max()
-                .unwrap_or(proposal);
-            let desired = if proposal > current {
-                proposal
-            } else {
-                stabilized.min(current)
-            };
+            let ready = d.pods.iter().filter(|p| p.ready(now)).count() as u32;
+            let proposal = hpa::external_value_proposal(
+                served.smart_percent,
+                d.hpa_target,
+                ready,
+                current,
+                d.hpa.tolerance,
+            );
+            let desired = hpa::normalize(&d.hpa, &mut d.hpa_state, now, current, proposal);
             while (d.pods.len() as u32) < desired {
-                d.pods.push_back(now);
+                d.start_pod(now);
             }
-            while (d.pods.len() as u32) > desired {
-                // The newest pods go first, as the ReplicaSet controller prefers.
-                d.pods.pop_back();
-            }
+            // The newest pods go first, as the ReplicaSet controller prefers.
+            d.pods.truncate(desired as usize);
         }
     }
 }
@@ -412,13 +458,15 @@ impl Source for DemoSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::decision::DecisionConfig;
+    use crate::engine::DecisionStates;
     use std::time::Duration;
 
     const HOUR: i64 = 3_600_000;
 
     fn run(cluster: &mut DemoCluster, from: UnixMillis, ticks: i64, step: i64) -> Snapshot {
         let mut last = Snapshot::default();
-        let config = crate::domain::decision::DecisionConfig::default();
+        let config = DecisionConfig::default();
         let mut states = Default::default();
         for i in 0..ticks {
             let obs = cluster.observe_at(from + i * step);
@@ -453,6 +501,7 @@ mod tests {
                 "java-orders"
             ]
         );
+        assert!(obs.unmeasured.is_empty(), "{:?}", obs.unmeasured);
         assert_eq!(obs.nodes.len(), 5);
         let pools: std::collections::BTreeSet<&str> = obs
             .nodes
@@ -463,10 +512,14 @@ mod tests {
         let web = &obs.deployments[2];
         assert_eq!(web.pod_cpu_request_milli, 25);
         for d in &obs.deployments {
-            assert!(d.cpu_utilization_percent.is_finite() && d.cpu_utilization_percent >= 0.0);
+            assert!(d.cpu_utilization_percent.is_finite() && d.cpu_utilization_percent > 0.0);
             let measured = d.pool.measured_cpu_percent.unwrap();
             assert!(measured > 0.0 && measured <= 100.0);
+            assert!(d.memory_utilization_percent.is_some());
         }
+        // Three deployments share the general pool, batch-processor has the compute pool to itself.
+        assert_eq!(obs.deployments[0].pool.nodes, 3);
+        assert_eq!(obs.deployments[1].pool.nodes, 2);
     }
 
     #[test]
@@ -493,12 +546,26 @@ mod tests {
         let now = 12 * HOUR;
         let before = c.observe_at(now);
         // A freshly started pod burns CPU, but is inside the startup filter.
-        c.deployments[3].pods.push_back(now - 60_000);
+        c.deployments[3].start_pod(now - 60_000);
         let after = c.observe_at(now + 1);
         let util = |o: &Observation| o.deployments[3].cpu_utilization_percent;
         assert!((util(&after) - util(&before)).abs() < util(&before) * 0.5);
         assert_eq!(after.deployments[3].starting_pods, 1);
         assert_eq!(after.deployments[3].recent_pod_starts, 1);
+        // Its warm-up is over before it leaves the filter, and the short window then shows it at its share.
+        let mut t = now + 1;
+        while t < now + 200_000 {
+            t += 15_000;
+            c.observe_at(t);
+        }
+        let settled = c.observe_at(t);
+        assert_eq!(settled.deployments[3].starting_pods, 0);
+        assert!(
+            (util(&settled) - util(&before)).abs() < util(&before) * 0.5,
+            "before {}, after the filter {}",
+            util(&before),
+            util(&settled)
+        );
     }
 
     #[test]
@@ -506,5 +573,103 @@ mod tests {
         let a = DemoCluster::new(9, 0).observe_at(HOUR);
         let b = DemoCluster::new(9, 0).observe_at(HOUR);
         assert_eq!(a, b);
+    }
+
+    /// Issue 15's proof: on every tick of a demo run through a morning spike (pods starting, the HPA scaling),
+    /// the snapshot the demo publishes is the one `serve`'s path computes from the same Kubernetes objects and
+    /// Prometheus usage: `cluster::join` with serve's default join settings, then `engine::compute`, as
+    /// `DataPlaneSource` and `Engine` do. If the demo built its inputs any other way, they would differ.
+    #[tokio::test]
+    async fn demo_serves_what_serve_computes_from_the_same_cluster_state() {
+        let start = 20 * 24 * HOUR + 8 * HOUR + 15 * 60_000;
+        let interval = Duration::from_secs(15);
+        // `serve`'s join settings at its flag defaults (`--default-startup-filter 60s`, `--default-target 70`,
+        // the default PromQL's `[1m]` short window).
+        let serve_join = JoinConfig {
+            default_startup_filter_seconds: 60,
+            default_target_percent: 70.0,
+            short_window_seconds: cluster::DEFAULT_SHORT_WINDOW_SECONDS,
+        };
+        let config = DecisionConfig::default();
+        let mut demo = DemoSource(DemoCluster::new(5, start));
+        let (mut demo_states, mut serve_states) = (DecisionStates::new(), DecisionStates::new());
+        let (mut demo_last, mut serve_last) = (Snapshot::default(), Snapshot::default());
+        let mut replicas_seen = std::collections::BTreeSet::new();
+        let mut starting_seen = 0;
+        for tick in 0..240 {
+            let now = start + tick * 15_000;
+            // What serve's adapters would read from this cluster on this tick (the world stepped on a copy).
+            let (objects, usage) = demo.0.clone().measure(now);
+            let mut observation = cluster::join(&objects, &usage, now, &serve_join);
+            observation.at = now;
+            let serve = crate::engine::compute(
+                observation,
+                interval,
+                &config,
+                &mut serve_states,
+                None,
+                Some(&serve_last),
+            );
+
+            let observed = demo.observe(now).await.expect("the demo always observes");
+            let published = crate::engine::compute(
+                observed,
+                interval,
+                &config,
+                &mut demo_states,
+                None,
+                Some(&demo_last),
+            );
+            demo.served(&published);
+
+            assert_eq!(
+                published.deployments.keys().collect::<Vec<_>>(),
+                serve.deployments.keys().collect::<Vec<_>>(),
+                "tick {tick}"
+            );
+            for (key, served) in &published.deployments {
+                let expected = &serve.deployments[key];
+                assert_eq!(
+                    served.smart_percent.to_bits(),
+                    expected.smart_percent.to_bits(),
+                    "tick {tick}, {key:?}"
+                );
+                assert_eq!(
+                    serde_json::to_value(&served.explanation).unwrap(),
+                    serde_json::to_value(&expected.explanation).unwrap(),
+                    "tick {tick}, {key:?}"
+                );
+                replicas_seen.insert((key.name.clone(), served.inputs.replicas));
+                starting_seen += served.inputs.starting_pods;
+            }
+            // Everything else published: inputs, nodes, times, the unmeasured.
+            for (key, served) in &published.deployments {
+                assert_eq!(
+                    serde_json::to_value(served).unwrap(),
+                    serde_json::to_value(&serve.deployments[key]).unwrap(),
+                    "tick {tick}, {key:?}"
+                );
+            }
+            assert_eq!(published.nodes, serve.nodes, "tick {tick}");
+            assert_eq!(
+                (published.collected_at, published.measured_at),
+                (serve.collected_at, serve.measured_at)
+            );
+            assert_eq!(
+                serde_json::to_value(published.unmeasured.values().collect::<Vec<_>>()).unwrap(),
+                serde_json::to_value(serve.unmeasured.values().collect::<Vec<_>>()).unwrap(),
+                "tick {tick}"
+            );
+            (demo_last, serve_last) = (published, serve);
+        }
+        // The run is not trivial: the HPA scaled api-service and new pods went through the startup filter.
+        let api_sizes = replicas_seen
+            .iter()
+            .filter(|(name, _)| name == "api-service")
+            .count();
+        assert!(api_sizes > 3, "{replicas_seen:?}");
+        assert!(starting_seen > 0);
+        assert_eq!(demo_last.deployments.len(), 4);
+        assert!(demo_last.unmeasured.is_empty());
     }
 }

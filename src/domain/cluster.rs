@@ -16,6 +16,10 @@ pub const ENABLED_ANNOTATION: &str = "smart-autoscaler.io/enabled";
 /// Annotation with the per-deployment startup filter, seconds.
 pub const STARTUP_FILTER_ANNOTATION: &str = "smart-autoscaler.io/startup-filter-seconds";
 
+/// A pod started less than this many seconds ago counts as a recent start
+/// ([`DeploymentInputs::recent_pod_starts`]).
+pub const RECENT_START_SECONDS: i64 = 180;
+
 /// One requirement of a node selector term (required node affinity), as in `NodeSelectorRequirement`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRequirement {
@@ -425,7 +429,7 @@ pub fn join(
             starting_pods: pods.len() as u32 - past_filter.len() as u32,
             recent_pod_starts: pods
                 .iter()
-                .filter(|p| age(p).is_some_and(|a| a < 180))
+                .filter(|p| age(p).is_some_and(|a| a < RECENT_START_SECONDS))
                 .count() as u32,
             startup_filter_seconds: filter_s,
             pool: PoolInputs {

@@ -497,7 +497,9 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                         recent_pod_starts: pods
                             .starts
                             .iter()
-                            .filter(|s| now - **s < 180_000)
+                            .filter(|s| {
+                                now - **s < crate::domain::cluster::RECENT_START_SECONDS * 1000
+                            })
                             .count() as u32,
                         startup_filter_seconds: config.startup_filter_seconds as u32,
                         pool: PoolInputs {
