@@ -1,4 +1,4 @@
-//! The Kubernetes adapter: kube-rs reflectors that keep Deployments, ReplicaSets, Pods, Nodes and
+//! The Kubernetes adapter: kube-rs watchers and slim caches that keep Deployments, ReplicaSets, Pods, Nodes and
 //! autoscaling/v2 HorizontalPodAutoscalers in memory, and turn them into a
 //! [`ClusterSnapshot`](crate::domain::cluster::ClusterSnapshot) on demand.
 //!
