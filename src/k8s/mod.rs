@@ -172,7 +172,7 @@ const KINDS: [&str; 5] = [
     "HorizontalPodAutoscaler",
 ];
 
-/// Shared progress of the reflector tasks.
+/// Shared progress of the watch tasks.
 #[derive(Debug)]
 struct Status {
     synced: [AtomicBool; 5],
