@@ -229,6 +229,10 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     }
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
     state.forecasts = forecasts;
+    tokio::spawn(http::extender::forget_expired(
+        state.clone(),
+        cancel.clone(),
+    ));
     tracing::info!(
         secure = %listeners.secure.local_addr()?,
         metrics = %listeners.metrics.local_addr()?,
@@ -323,6 +327,10 @@ pub async fn run_demo(args: DemoArgs) -> Result<()> {
     let cancel = CancellationToken::new();
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
+    tokio::spawn(http::extender::forget_expired(
+        state.clone(),
+        cancel.clone(),
+    ));
 
     let k = format!("kubectl --kubeconfig {}", kubeconfig.display());
     println!(

@@ -107,6 +107,12 @@ async fn metric(server: &DemoServer, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `args` for another pod: the same request with `Pod.metadata.uid` set to `uid`.
+fn with_uid(mut args: Value, uid: &str) -> Value {
+    args["Pod"]["metadata"]["uid"] = json!(uid);
+    args
+}
+
 fn names(value: &Value) -> Vec<String> {
     value
         .as_array()
@@ -393,10 +399,12 @@ async fn when_every_node_is_hot_all_pass_and_the_fallback_is_counted() {
 #[tokio::test]
 async fn a_burst_of_pods_spreads_over_the_nodes() {
     let server = start(&[]);
-    let args = names_args();
     let mut winners = Vec::new();
     let mut rounds = Vec::new();
-    for _ in 0..5 {
+    for pod in 0..5 {
+        // As kube-scheduler does: filter, then prioritize for the same pod.
+        let args = with_uid(names_args(), &format!("burst-{pod}"));
+        post_json(&server, FILTER, &args).await;
         let scores = hosts_and_scores(&post_json(&server, PRIORITIZE, &args).await);
         winners.push(scores[winner(&scores)].0.clone());
         rounds.push(scores);
@@ -430,6 +438,234 @@ async fn a_burst_of_pods_spreads_over_the_nodes() {
         .await,
         25.0
     );
+}
+
+/// Issue 22 item 3: eight prioritize calls naming one node, with no filter call before them, took its score from 4
+/// to 0. Only a filter -> prioritize sequence for the same pod and candidates counts as a placement now.
+#[tokio::test]
+async fn prioritize_calls_without_the_schedulers_filter_call_do_not_lower_a_score() {
+    let server = start(&[]);
+    let before = view_items(&node_view(&server).await);
+    let pod = names_args()["Pod"].clone();
+
+    // The reproduction: a lone candidate, no filter call (kube-scheduler never prioritizes a single node).
+    let lone = json!({"Pod": pod, "NodeNames": ["compute-0"]});
+    for _ in 0..8 {
+        post_json(&server, PRIORITIZE, &lone).await;
+    }
+    // Every node named, still no filter call.
+    for _ in 0..8 {
+        post_json(&server, PRIORITIZE, &names_args()).await;
+    }
+    // A filter call for another pod, or for other candidates, does not vouch for this prioritize call.
+    post_json(&server, FILTER, &with_uid(names_args(), "other-pod")).await;
+    post_json(&server, PRIORITIZE, &with_uid(names_args(), "not-filtered")).await;
+    let some = json!({"Pod": with_uid(names_args(), "narrow")["Pod"], "NodeNames": ["general-0", "general-1"]});
+    post_json(&server, FILTER, &some).await;
+    post_json(&server, PRIORITIZE, &with_uid(names_args(), "narrow")).await;
+
+    let after = view_items(&node_view(&server).await);
+    for name in DEMO_NODES {
+        assert_eq!(
+            after[name]["recent_placements"], 0.0,
+            "{name}: {}",
+            after[name]
+        );
+        assert_eq!(
+            after[name]["score"], before[name]["score"],
+            "{name} before {} after {}",
+            before[name], after[name]
+        );
+    }
+    assert_eq!(
+        metric(&server, "smart_autoscaler_extender_recent_placement_nodes").await,
+        0.0
+    );
+
+    // The scheduler's sequence counts once: filter, then prioritize, same pod; a replay of the prioritize does not.
+    let real = with_uid(names_args(), "real-pod");
+    post_json(&server, FILTER, &real).await;
+    let scores = hosts_and_scores(&post_json(&server, PRIORITIZE, &real).await);
+    post_json(&server, PRIORITIZE, &real).await;
+    let won = &scores[winner(&scores)].0;
+    let view = view_items(&node_view(&server).await);
+    let load = view[won]["recent_placements"].as_f64().unwrap();
+    assert!(load > 0.9 && load <= 1.0, "{won}: {}", view[won]);
+    let total: f64 = view
+        .values()
+        .map(|n| n["recent_placements"].as_f64().unwrap())
+        .sum();
+    assert!(total <= 1.0, "{view:?}");
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_placements_total{outcome=\"counted\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_placements_total{outcome=\"single_candidate\"}"
+        )
+        .await,
+        8.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_placements_total{outcome=\"unpaired\"}"
+        )
+        .await,
+        10.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "smart_autoscaler_extender_placements_total{outcome=\"candidates_differ\"}"
+        )
+        .await,
+        1.0
+    );
+}
+
+/// Placements are forgotten after `--extender-recent-pod-window` by the server's own timer, without another call.
+#[tokio::test]
+async fn placements_expire_without_further_calls() {
+    let server = start(&["--extender-recent-pod-window", "2s"]);
+    for pod in 0..3 {
+        let args = with_uid(names_args(), &format!("expiring-{pod}"));
+        post_json(&server, FILTER, &args).await;
+        post_json(&server, PRIORITIZE, &args).await;
+    }
+    let gauge = "smart_autoscaler_extender_recent_placement_nodes";
+    assert!(metric(&server, gauge).await >= 1.0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let remembered = metric(&server, gauge).await;
+        let pending = metric(&server, "smart_autoscaler_extender_pending_filters").await;
+        if remembered == 0.0 && pending == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {remembered} nodes and {pending} filter calls remembered 30 s after a 2 s window"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// VmRSS of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// Sends `pairs` filter -> prioritize pairs (two calls each) from four concurrent connections, each pair for a
+/// fresh pod UID with two random node names that no snapshot knows, the first (the winner) `name_len` letters.
+async fn flood(server: &DemoServer, first: usize, pairs: usize, name_len: usize) {
+    use rand::Rng;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const WORKERS: usize = 4;
+    let next = Arc::new(AtomicUsize::new(first));
+    let end = first + pairs;
+    let client = server.client();
+    let (filter, prioritize) = (server.secure_url(FILTER), server.secure_url(PRIORITIZE));
+    let pod = names_args()["Pod"].clone();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..WORKERS {
+        let (next, client, filter, prioritize, pod) = (
+            next.clone(),
+            client.clone(),
+            filter.clone(),
+            prioritize.clone(),
+            pod.clone(),
+        );
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    break;
+                }
+                // A long name first: every candidate scores the same (unknown), and the first one wins.
+                let names: Vec<String> = [name_len, 16]
+                    .into_iter()
+                    .map(|len| {
+                        let mut letters = vec![0u8; len];
+                        rand::rng().fill(&mut letters[..]);
+                        letters.iter().map(|b| (b'a' + b % 26) as char).collect()
+                    })
+                    .collect();
+                let mut pod = pod.clone();
+                pod["metadata"]["uid"] = json!(format!("flood-{i}"));
+                let body = json!({"Pod": pod, "NodeNames": names}).to_string();
+                for url in [&filter, &prioritize] {
+                    let resp = client
+                        .post(url.as_str())
+                        .header("Content-Type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status().as_u16(), 200, "{url}");
+                    resp.bytes().await.unwrap();
+                }
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.unwrap();
+    }
+}
+
+/// Issue 22 item 3: prioritize calls with unknown names grew RSS from 43 MB to 636 MB in 21 s. Now only nodes of
+/// the snapshot are remembered (at most its node count) and waiting filter calls are bounded, so 20,000 calls
+/// with 32 KiB random names leave the table empty and RSS nearly flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unknown_names_keeps_memory_bounded() {
+    const PAIRS: usize = 10_000;
+    const NAME_LEN: usize = 32 * 1024;
+    let server = start(&[]);
+    // Warm up connections, TLS sessions and the allocator's arenas before the baseline.
+    flood(&server, 0, 200, NAME_LEN).await;
+    let baseline = rss_kib(server.pid());
+    let started = std::time::Instant::now();
+    flood(&server, 200, PAIRS, NAME_LEN).await;
+    let elapsed = started.elapsed();
+    let after = rss_kib(server.pid());
+    let remembered = metric(&server, "smart_autoscaler_extender_recent_placement_nodes").await;
+    let pending = metric(&server, "smart_autoscaler_extender_pending_filters").await;
+    println!(
+        "flood: {} calls in {:.1}s, VmRSS {baseline} KiB -> {after} KiB (+{} KiB); remembered nodes {remembered}, \
+         pending filter calls {pending}",
+        2 * PAIRS,
+        elapsed.as_secs_f64(),
+        after.saturating_sub(baseline)
+    );
+    assert!(
+        remembered <= DEMO_NODES.len() as f64,
+        "{remembered} nodes remembered, the snapshot has {}",
+        DEMO_NODES.len()
+    );
+    assert!(pending <= 1024.0, "{pending} filter calls waiting");
+    // Before the fix this flood added ~215 MiB (debug build, 6,241 names remembered at the end); connection buffers
+    // and allocator slack stay far below the bound.
+    let growth_mib = after.saturating_sub(baseline) / 1024;
+    assert!(
+        growth_mib < 24,
+        "VmRSS grew by {growth_mib} MiB ({baseline} -> {after} KiB)"
+    );
+    // Still answering correctly.
+    post_json(&server, FILTER, &names_args()).await;
 }
 
 #[tokio::test]
@@ -562,13 +798,14 @@ async fn bad_input_is_answered_as_the_scheduler_expects() {
     post_json(&server, FILTER, &names_args()).await;
 }
 
-/// The pure part (decode, filter or prioritize, encode) for 5,000 nodes that are all known, timed in-process.
+/// The pure part (decode, filter or prioritize with the placement bookkeeping, encode) for 5,000 nodes that are
+/// all known, timed in-process.
 /// Run by `hack/bench-extender.sh` with `cargo test --release`; in a debug build the figures mean little.
 #[test]
 #[ignore = "benchmark; run by hack/bench-extender.sh"]
 fn bench_pure_5000_nodes() {
     use smart_autoscaler::domain::extender::{
-        self as rules, NamePositions, NodeIndex, RecentPlacements,
+        self as rules, NamePositions, NodeIndex, PlacementMemory,
     };
     use smart_autoscaler::domain::model::NodeInputs;
     use std::time::Instant;
@@ -614,15 +851,31 @@ fn bench_pure_5000_nodes() {
     let positions = NamePositions::new(&nodes);
 
     let time = |body: &[u8], verb: &str| {
-        let mut recent = RecentPlacements::default();
+        let mut memory = PlacementMemory::default();
         let mut samples = Vec::with_capacity(RUNS);
         let mut out_len = 0;
         for run in 0..RUNS {
+            let now = run as i64 * 10;
+            if verb == "prioritize" {
+                // The pod's filter call, untimed: the prioritize call below pairs with it, as the scheduler's do.
+                let pod = names_args()["Pod"]["metadata"]["uid"].clone();
+                memory.filtered(
+                    &config,
+                    pod.as_str().unwrap(),
+                    node_names.iter().map(String::as_str),
+                    now,
+                );
+            }
             let started = Instant::now();
             let request = rules::decode(body).unwrap();
             let index = NodeIndex::with_positions(&nodes, &positions);
             let out = if verb == "filter" {
-                let outcome = rules::filter(&config, &index, request.candidates.names());
+                let names = request.candidates.names();
+                let outcome = rules::filter(&config, &index, names);
+                let passed = (0..names.len())
+                    .filter(|i| outcome.passes(*i))
+                    .map(|i| names[i].as_str());
+                memory.filtered(&config, &request.pod.uid, passed, now);
                 serde_json::to_vec(&rules::filter_result(&config, request.candidates, &outcome))
             } else {
                 let names = request.candidates.names().to_vec();
@@ -631,9 +884,12 @@ fn bench_pure_5000_nodes() {
                     &index,
                     names,
                     request.pod.cpu_request_milli,
-                    &mut recent,
-                    run as i64 * 10,
+                    &memory.recent,
+                    now,
                 );
+                let hosts: Vec<&str> = outcome.priorities.iter().map(|p| p.host.as_str()).collect();
+                let winner = outcome.winner.map(|i| hosts[i]);
+                memory.prioritized(&config, &request.pod.uid, &hosts, winner, &index, now);
                 serde_json::to_vec(&outcome.priorities)
             }
             .unwrap();

@@ -145,6 +145,22 @@ async fn read(serve: &Serve, client: &reqwest::Client) -> (u16, String, String) 
     }
 }
 
+/// Waits until shop/api's read is refused with a 503, up to `within`; the Status message.
+async fn refused(serve: &Serve, client: &reqwest::Client, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (code, message, _) = read(serve, client).await;
+        if code == 503 {
+            return message;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never refused; last: {code} {message}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn get_json(url: String) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
@@ -230,11 +246,7 @@ async fn no_usable_samples_are_never_served_as_a_fresh_zero() {
 
     // Past the fail-safe's error limit (10 intervals of 1 s) the read is refused with the reason, and the
     // server is no longer ready: nothing can be served.
-    eventually("the 503", Duration::from_secs(30), || async {
-        read(&serve, &client).await.0 == 503
-    })
-    .await;
-    let (_, message, _) = read(&serve, &client).await;
+    let message = refused(&serve, &client, Duration::from_secs(30)).await;
     assert!(message.contains("no usable CPU sample"), "{message}");
     common::serve::wait_for_readyz(&serve.metrics, Duration::from_secs(10), |code, body| {
         code == 503 && body.contains("[-]values")
@@ -330,11 +342,7 @@ async fn a_hung_apiserver_shows_and_stops_fresh_values_past_the_staleness_limit(
     assert!(body.contains("data "), "{body}");
     // ...and past the 8 s limit no new value is computed from the cached objects: the last ones age out
     // through the fail-safe (10 intervals) into a 503, and the server turns unready.
-    eventually("the 503", Duration::from_secs(40), || async {
-        read(&serve, &client).await.0 == 503
-    })
-    .await;
-    let (_, message, _) = read(&serve, &client).await;
+    let message = refused(&serve, &client, Duration::from_secs(40)).await;
     assert!(message.contains("fail-safe"), "{message}");
     common::serve::wait_for_readyz(&serve.metrics, Duration::from_secs(10), |code, body| {
         code == 503 && body.contains("--kube-max-staleness")

@@ -10,10 +10,19 @@
 //! - **Prioritize.** `0..=10`: a weighted mean of measured headroom and requested headroom (after adding the pod's
 //!   own CPU request), minus a penalty for nodes that recently won a prioritize call, because the measurements lag
 //!   a burst of pods by a collection interval.
+//! - **What counts as a placement** ([`PlacementMemory`]). The endpoints are not authenticated, so a prioritize
+//!   call alone proves nothing. A win is remembered only when the call looks like kube-scheduler's: a filter call
+//!   for the same pod UID came first (within [`PAIRING_WINDOW_MILLIS`]), every prioritize candidate passed that
+//!   filter, there are at least two candidates (the scheduler never scores a single feasible node), and the
+//!   winner is a node of the snapshot. Each filter call vouches for one prioritize call.
+//! - **Bounded memory.** Remembered nodes are at most the snapshot's node count, waiting filter calls at most
+//!   [`MAX_PENDING_FILTERS`] holding [`MAX_PENDING_NAMES`] name hashes, and [`PlacementMemory::sweep`] drops
+//!   whatever has expired, so the memory empties on its own when calls stop.
 //!
 //! Nothing here reads a clock or does IO: callers pass `now` and the snapshot's nodes in.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -44,6 +53,14 @@ pub const DEFAULT_RECENT_WINDOW_MILLIS: i64 = 30_000;
 const REASON_PREFIX: &str = "smart-autoscaler";
 /// Placements remembered per node at most; beyond this the penalty is saturated anyway at any useful setting.
 const MAX_PLACEMENTS_PER_NODE: usize = 64;
+/// How long a filter call waits for the prioritize call of the same pod. kube-scheduler sends it right after the
+/// later extenders' filter calls (each bounded by its `httpTimeout`, 5 s by default) and its own score plugins.
+pub const PAIRING_WINDOW_MILLIS: i64 = 10_000;
+/// Filter calls waiting for their prioritize call, at most; the oldest is dropped to make room. The scheduler
+/// runs one scheduling cycle at a time, so only a flood gets near this, and it can only cost placements.
+pub const MAX_PENDING_FILTERS: usize = 1024;
+/// Passing node names held by all waiting filter calls together, at most (8-byte hashes: 512 KiB).
+pub const MAX_PENDING_NAMES: usize = 1 << 16;
 
 // ------------------------------------------------------------------------------------------------------------
 // Wire types (kube-scheduler `extender/v1`): no json tags upstream, so the members are PascalCase.
@@ -129,6 +146,8 @@ pub struct PodInfo {
     pub namespace: String,
     /// Name.
     pub name: String,
+    /// `metadata.uid` (empty when missing): pairs a prioritize call with the filter call for the same pod.
+    pub uid: String,
     /// Effective CPU request in milli-cores, computed as the scheduler does (see [`pod_cpu_request_milli`]).
     pub cpu_request_milli: i64,
 }
@@ -251,6 +270,7 @@ fn pod_info(pod: &Value) -> PodInfo {
     PodInfo {
         namespace: meta("namespace"),
         name: meta("name"),
+        uid: meta("uid"),
         cpu_request_milli: pod_cpu_request_milli(pod),
     }
 }
@@ -425,6 +445,16 @@ impl<'a> NodeIndex<'a> {
     pub fn get(&self, name: &str) -> Option<&'a NodeInputs> {
         let position = *self.positions.0.get(name)?;
         self.nodes.get(position).filter(|n| n.name == name)
+    }
+
+    /// How many nodes are indexed.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether no node is known (no fresh snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 }
 
@@ -636,15 +666,15 @@ pub struct PrioritizeOutcome {
     pub penalized: usize,
 }
 
-/// Scores every candidate and records the winner in `recent`, so the next pods of a burst spread out.
+/// Scores every candidate, taking the penalty of `recent` placements off.
 ///
-/// The extender never sees which node the scheduler finally binds; the node we scored highest is the proxy.
+/// Nothing is recorded here: whether the winner counts as a placement is [`PlacementMemory::prioritized`]'s call.
 pub fn prioritize(
     config: &ExtenderConfig,
     known: &NodeIndex<'_>,
     names: Vec<String>,
     pod_cpu_milli: i64,
-    recent: &mut RecentPlacements,
+    recent: &RecentPlacements,
     now: UnixMillis,
 ) -> PrioritizeOutcome {
     let mut no_data = 0;
@@ -671,9 +701,6 @@ pub fn prioritize(
         })
         .collect();
     let winner = best.map(|(i, _)| i);
-    if let Some(i) = winner {
-        recent.record(&priorities[i].host, now, config.recent_window_millis);
-    }
     PrioritizeOutcome {
         priorities,
         winner,
@@ -682,8 +709,9 @@ pub fn prioritize(
     }
 }
 
-/// Nodes that recently won a prioritize call, with when. Each placement counts 1 when it happens and decays
-/// linearly to 0 over the window, so a burst is spread and the memory forgets on its own.
+/// Nodes that recently received a pod (as far as [`PlacementMemory`] can tell), with when. Each placement counts 1
+/// when it happens and decays linearly to 0 over the window, so a burst is spread and the memory forgets on its
+/// own. At most [`MAX_PLACEMENTS_PER_NODE`] placements per node, and as many nodes as the caller allows.
 #[derive(Debug, Clone, Default)]
 pub struct RecentPlacements {
     by_node: HashMap<String, VecDeque<UnixMillis>>,
@@ -711,12 +739,16 @@ impl RecentPlacements {
             .unwrap_or(0.0)
     }
 
-    /// Remembers a placement on `node` at `now` and forgets everything older than the window.
-    pub fn record(&mut self, node: &str, now: UnixMillis, window: i64) {
-        if window <= 0 {
+    /// Remembers a placement on `node` at `now` and forgets everything older than the window. At most
+    /// `max_nodes` nodes are kept: a new node beyond that replaces the one whose last placement is oldest.
+    pub fn record(&mut self, node: &str, now: UnixMillis, window: i64, max_nodes: usize) {
+        if window <= 0 || max_nodes == 0 {
             return;
         }
         self.forget(now, window);
+        if !self.by_node.contains_key(node) {
+            self.shrink_to(max_nodes - 1);
+        }
         let times = self.by_node.entry(node.to_string()).or_default();
         if times.len() >= MAX_PLACEMENTS_PER_NODE {
             times.pop_front();
@@ -732,6 +764,21 @@ impl RecentPlacements {
         });
     }
 
+    /// Keeps at most `max_nodes` nodes, dropping those whose last placement is oldest.
+    pub fn shrink_to(&mut self, max_nodes: usize) {
+        while self.by_node.len() > max_nodes {
+            let oldest = self
+                .by_node
+                .iter()
+                .min_by_key(|(_, times)| times.back().copied().unwrap_or(UnixMillis::MIN))
+                .map(|(node, _)| node.clone());
+            match oldest {
+                Some(node) => self.by_node.remove(&node),
+                None => break,
+            };
+        }
+    }
+
     /// Nodes with at least one remembered placement.
     pub fn len(&self) -> usize {
         self.by_node.len()
@@ -740,6 +787,248 @@ impl RecentPlacements {
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.by_node.is_empty()
+    }
+}
+
+/// Whether a prioritize call had a filter call for the same pod before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairing {
+    /// A filter call for this pod UID within [`PAIRING_WINDOW_MILLIS`], and every candidate passed it.
+    Matched,
+    /// No UID, or no filter call for it within the window (or that call was already used).
+    Unpaired,
+    /// A filter call for this pod, but some candidate did not pass it: not the same scheduling attempt.
+    CandidatesDiffer,
+}
+
+/// A filter call waiting for its prioritize call.
+#[derive(Debug, Clone)]
+struct WaitingFilter {
+    at: UnixMillis,
+    /// Hashes of the names that passed, sorted and without duplicates.
+    passed: Vec<u64>,
+}
+
+/// Filter calls waiting for the prioritize call of the same pod, keyed by a hash of the pod UID. Names and UIDs
+/// are kept as 8-byte hashes under a per-process random key, so their length costs nothing and nobody can aim
+/// collisions; a collision at worst lets one call count or not count.
+#[derive(Debug, Clone, Default)]
+pub struct PendingFilters {
+    hasher: RandomState,
+    by_pod: HashMap<u64, WaitingFilter>,
+    /// Name hashes held by all entries together.
+    names: usize,
+}
+
+fn pairing_expired(at: UnixMillis, now: UnixMillis) -> bool {
+    // A clock that stepped back makes the age negative: such an entry is new, not expired.
+    now - at >= PAIRING_WINDOW_MILLIS
+}
+
+impl PendingFilters {
+    /// Notes that the filter call for pod `uid` passed `passed`. Calls without a UID, or with fewer than two
+    /// passing nodes (the scheduler does not prioritize a single feasible node), wait for nothing.
+    pub fn filtered<'n>(
+        &mut self,
+        uid: &str,
+        passed: impl IntoIterator<Item = &'n str>,
+        now: UnixMillis,
+    ) {
+        if uid.is_empty() {
+            return;
+        }
+        let key = self.hasher.hash_one(uid);
+        self.take(key);
+        self.expire(now);
+        let mut passed: Vec<u64> = passed
+            .into_iter()
+            .take(MAX_PENDING_NAMES + 1)
+            .map(|name| self.hasher.hash_one(name))
+            .collect();
+        passed.sort_unstable();
+        passed.dedup();
+        if passed.len() < 2 || passed.len() > MAX_PENDING_NAMES {
+            return;
+        }
+        while self.by_pod.len() >= MAX_PENDING_FILTERS
+            || self.names + passed.len() > MAX_PENDING_NAMES
+        {
+            let Some(oldest) = self
+                .by_pod
+                .iter()
+                .min_by_key(|(_, waiting)| waiting.at)
+                .map(|(key, _)| *key)
+            else {
+                break;
+            };
+            self.take(oldest);
+        }
+        self.names += passed.len();
+        self.by_pod.insert(key, WaitingFilter { at: now, passed });
+    }
+
+    /// Pairs the prioritize call for pod `uid` over `candidates` with its filter call, which is used up either way.
+    pub fn prioritized<S: AsRef<str>>(
+        &mut self,
+        uid: &str,
+        candidates: &[S],
+        now: UnixMillis,
+    ) -> Pairing {
+        if uid.is_empty() {
+            return Pairing::Unpaired;
+        }
+        match self.take(self.hasher.hash_one(uid)) {
+            Some(waiting) if !pairing_expired(waiting.at, now) => {
+                let passed = |name: &S| {
+                    waiting
+                        .passed
+                        .binary_search(&self.hasher.hash_one(name.as_ref()))
+                        .is_ok()
+                };
+                if candidates.iter().all(passed) {
+                    Pairing::Matched
+                } else {
+                    Pairing::CandidatesDiffer
+                }
+            }
+            _ => Pairing::Unpaired,
+        }
+    }
+
+    /// Drops filter calls whose prioritize call did not come within [`PAIRING_WINDOW_MILLIS`].
+    pub fn expire(&mut self, now: UnixMillis) {
+        let names = &mut self.names;
+        self.by_pod.retain(|_, waiting| {
+            let keep = !pairing_expired(waiting.at, now);
+            if !keep {
+                *names -= waiting.passed.len();
+            }
+            keep
+        });
+    }
+
+    fn take(&mut self, key: u64) -> Option<WaitingFilter> {
+        let waiting = self.by_pod.remove(&key)?;
+        self.names -= waiting.passed.len();
+        Some(waiting)
+    }
+
+    /// Filter calls waiting.
+    pub fn len(&self) -> usize {
+        self.by_pod.len()
+    }
+
+    /// Whether no filter call is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.by_pod.is_empty()
+    }
+
+    /// Name hashes held by all waiting filter calls together.
+    pub fn names_held(&self) -> usize {
+        self.names
+    }
+}
+
+/// What became of a prioritize call's winner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Remembered as a placement: its score drops for the next pods.
+    Counted,
+    /// The penalty is off (`--extender-recent-pod-penalty 0` or `--extender-recent-pod-window 0s`).
+    Disabled,
+    /// Fewer than two candidates: kube-scheduler never prioritizes a single feasible node.
+    SingleCandidate,
+    /// No filter call for this pod UID came first (see [`Pairing::Unpaired`]).
+    Unpaired,
+    /// The filter call for this pod did not pass every candidate.
+    CandidatesDiffer,
+    /// The winner is not a node of the (fresh) snapshot.
+    UnknownNode,
+}
+
+impl Placement {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Placement::Counted => "counted",
+            Placement::Disabled => "disabled",
+            Placement::SingleCandidate => "single_candidate",
+            Placement::Unpaired => "unpaired",
+            Placement::CandidatesDiffer => "candidates_differ",
+            Placement::UnknownNode => "unknown_node",
+        }
+    }
+}
+
+/// What the extender remembers between calls: filter calls waiting for their prioritize call, and the placements
+/// they led to. Every part is bounded (see the module docs); [`PlacementMemory::sweep`] empties it over time.
+#[derive(Debug, Clone, Default)]
+pub struct PlacementMemory {
+    /// Filter calls waiting for their prioritize call.
+    pub filters: PendingFilters,
+    /// Recent placements, the source of the penalty.
+    pub recent: RecentPlacements,
+}
+
+impl ExtenderConfig {
+    /// Whether recent placements lower scores at all; if not, nothing needs remembering.
+    pub fn penalizes(&self) -> bool {
+        self.recent_window_millis > 0 && self.recent_pod_penalty > 0.0
+    }
+}
+
+impl PlacementMemory {
+    /// Notes a filter call for pod `uid` that passed `passed` (see [`PendingFilters::filtered`]).
+    pub fn filtered<'n>(
+        &mut self,
+        config: &ExtenderConfig,
+        uid: &str,
+        passed: impl IntoIterator<Item = &'n str>,
+        now: UnixMillis,
+    ) {
+        if config.penalizes() {
+            self.filters.filtered(uid, passed, now);
+        }
+    }
+
+    /// Decides whether the winner of the prioritize call for pod `uid` over `candidates` counts as a placement, and
+    /// records it if so. `known` is the snapshot's nodes: only they are remembered, at most as many as it has.
+    pub fn prioritized<S: AsRef<str>>(
+        &mut self,
+        config: &ExtenderConfig,
+        uid: &str,
+        candidates: &[S],
+        winner: Option<&str>,
+        known: &NodeIndex<'_>,
+        now: UnixMillis,
+    ) -> Placement {
+        if !config.penalizes() {
+            return Placement::Disabled;
+        }
+        let Some(winner) = winner.filter(|_| candidates.len() >= 2) else {
+            return Placement::SingleCandidate;
+        };
+        match self.filters.prioritized(uid, candidates, now) {
+            Pairing::Matched => {}
+            Pairing::Unpaired => return Placement::Unpaired,
+            Pairing::CandidatesDiffer => return Placement::CandidatesDiffer,
+        }
+        if known.get(winner).is_none() {
+            return Placement::UnknownNode;
+        }
+        self.recent
+            .record(winner, now, config.recent_window_millis, known.len());
+        Placement::Counted
+    }
+
+    /// Drops what has expired, and nodes beyond `max_nodes` (the snapshot's node count, when there is one). Run
+    /// on a timer, so the memory empties even when no call comes.
+    pub fn sweep(&mut self, config: &ExtenderConfig, max_nodes: Option<usize>, now: UnixMillis) {
+        self.filters.expire(now);
+        self.recent.forget(now, config.recent_window_millis);
+        if let Some(max_nodes) = max_nodes {
+            self.recent.shrink_to(max_nodes);
+        }
     }
 }
 
@@ -1015,20 +1304,44 @@ mod tests {
         assert_eq!(c.recent_window_millis, 0);
     }
 
+    /// One pod as kube-scheduler places it: filter, then prioritize the nodes that passed, same pod UID.
+    fn schedule(
+        config: &ExtenderConfig,
+        index: &NodeIndex<'_>,
+        memory: &mut PlacementMemory,
+        uid: &str,
+        candidates: &[&str],
+        now: UnixMillis,
+    ) -> (PrioritizeOutcome, Placement) {
+        let filtered = filter(config, index, candidates);
+        let passed: Vec<&str> = (0..candidates.len())
+            .filter(|i| filtered.passes(*i))
+            .map(|i| candidates[i])
+            .collect();
+        memory.filtered(config, uid, passed.iter().copied(), now);
+        let out = prioritize(config, index, names(&passed), 0, &memory.recent, now);
+        let winner = out.winner.map(|i| out.priorities[i].host.clone());
+        let placement = memory.prioritized(config, uid, &passed, winner.as_deref(), index, now);
+        (out, placement)
+    }
+
     #[test]
     fn a_burst_spreads_over_equally_cold_nodes() {
         let config = ExtenderConfig::default();
         let nodes = vec![node("a", Some(20.0), 0), node("b", Some(20.0), 0)];
         let index = NodeIndex::new(&nodes);
-        let mut recent = RecentPlacements::default();
-        let first = prioritize(&config, &index, names(&["a", "b"]), 0, &mut recent, 0);
+        let mut memory = PlacementMemory::default();
+        let (first, placed) = schedule(&config, &index, &mut memory, "pod-1", &["a", "b"], 0);
+        assert_eq!(placed, Placement::Counted);
         assert_eq!(first.winner, Some(0));
         assert_eq!(first.priorities[0].score, first.priorities[1].score);
-        let second = prioritize(&config, &index, names(&["a", "b"]), 0, &mut recent, 1_000);
+        let (second, placed) = schedule(&config, &index, &mut memory, "pod-2", &["a", "b"], 1_000);
+        assert_eq!(placed, Placement::Counted);
         assert_eq!(second.winner, Some(1), "{:?}", second.priorities);
         assert!(second.priorities[0].score < first.priorities[0].score);
         assert_eq!(second.penalized, 1);
         // The memory decays: half-way through the window half the penalty is left; after it, none.
+        let recent = &mut memory.recent;
         assert!((recent.load("a", 15_000, 30_000) - 0.5).abs() < 1e-9);
         assert_eq!(recent.load("a", 30_000, 30_000), 0.0);
         recent.forget(40_000, 30_000);
@@ -1036,30 +1349,201 @@ mod tests {
     }
 
     #[test]
-    fn penalty_disabled_with_zero_window() {
-        let config = ExtenderConfig::new(90.0, 2.0, 1.0, 3.0, 0);
+    fn penalty_disabled_with_zero_window_or_zero_penalty() {
         let nodes = vec![node("a", Some(20.0), 0), node("b", Some(20.0), 0)];
-        let mut recent = RecentPlacements::default();
-        for t in 0..5 {
-            let out = prioritize(
-                &config,
-                &NodeIndex::new(&nodes),
-                names(&["a", "b"]),
-                0,
-                &mut recent,
-                t,
-            );
-            assert_eq!(out.winner, Some(0));
-            assert_eq!(out.penalized, 0);
+        let index = NodeIndex::new(&nodes);
+        for config in [
+            ExtenderConfig::new(90.0, 2.0, 1.0, 3.0, 0),
+            ExtenderConfig::new(90.0, 2.0, 1.0, 0.0, 30_000),
+        ] {
+            let mut memory = PlacementMemory::default();
+            for t in 0..5 {
+                let (out, placed) = schedule(
+                    &config,
+                    &index,
+                    &mut memory,
+                    &format!("p{t}"),
+                    &["a", "b"],
+                    t,
+                );
+                assert_eq!(placed, Placement::Disabled);
+                assert_eq!(out.winner, Some(0));
+                assert_eq!(out.penalized, 0);
+            }
+            assert!(memory.recent.is_empty() && memory.filters.is_empty());
         }
-        assert!(recent.is_empty());
+    }
+
+    /// Issue 22 item 3: anyone can call prioritize. Only the scheduler's sequence counts a placement.
+    #[test]
+    fn only_a_filter_then_prioritize_for_the_same_pod_counts() {
+        let config = ExtenderConfig::default();
+        let nodes = vec![
+            node("a", Some(20.0), 0),
+            node("b", Some(20.0), 0),
+            node("c", Some(20.0), 0),
+        ];
+        let index = NodeIndex::new(&nodes);
+        let mut memory = PlacementMemory::default();
+        let abc = ["a", "b", "c"];
+        let prioritized = |memory: &mut PlacementMemory, uid: &str, candidates: &[&str], now| {
+            let out = prioritize(&config, &index, names(candidates), 0, &memory.recent, now);
+            let winner = out.winner.map(|i| out.priorities[i].host.clone());
+            memory.prioritized(&config, uid, candidates, winner.as_deref(), &index, now)
+        };
+        // The reproduction: the same lone node named again and again, no filter call.
+        for t in 0..8 {
+            assert_eq!(
+                prioritized(&mut memory, "", &["a"], t),
+                Placement::SingleCandidate
+            );
+            assert_eq!(prioritized(&mut memory, "x", &abc, t), Placement::Unpaired);
+        }
+        assert!(memory.recent.is_empty());
+        // A filter call for another pod does not vouch for this one.
+        memory.filtered(&config, "other", abc, 10);
+        assert_eq!(
+            prioritized(&mut memory, "mine", &abc, 11),
+            Placement::Unpaired
+        );
+        // A candidate that did not pass this pod's filter call: another scheduling attempt, not counted.
+        memory.filtered(&config, "narrow", ["a", "b"], 20);
+        assert_eq!(
+            prioritized(&mut memory, "narrow", &abc, 21),
+            Placement::CandidatesDiffer
+        );
+        // Too late: the prioritize call comes after the pairing window.
+        memory.filtered(&config, "late", abc, 30);
+        assert_eq!(
+            prioritized(&mut memory, "late", &abc, 30 + PAIRING_WINDOW_MILLIS),
+            Placement::Unpaired
+        );
+        // A filter call without a UID cannot be paired.
+        memory.filtered(&config, "", abc, 40);
+        assert_eq!(prioritized(&mut memory, "", &abc, 41), Placement::Unpaired);
+        assert!(memory.recent.is_empty());
+
+        // The scheduler's sequence; later extenders may narrow the candidates, which still counts.
+        memory.filtered(&config, "real", abc, 50);
+        assert_eq!(
+            prioritized(&mut memory, "real", &["b", "c"], 51),
+            Placement::Counted
+        );
+        assert_eq!(memory.recent.len(), 1);
+        assert!(memory.recent.load("b", 51, 30_000) > 0.99);
+        // Each filter call vouches for one prioritize call: a replay does not count again.
+        assert_eq!(
+            prioritized(&mut memory, "real", &["b", "c"], 52),
+            Placement::Unpaired
+        );
+        assert!(memory.recent.load("b", 52, 30_000) <= 1.0);
+        assert_eq!(memory.recent.load("c", 52, 30_000), 0.0);
+        // Unknown winners are never remembered, even when paired.
+        memory.filtered(&config, "ghost", ["ghost-0", "ghost-1"], 60);
+        assert_eq!(
+            prioritized(&mut memory, "ghost", &["ghost-0", "ghost-1"], 61),
+            Placement::UnknownNode
+        );
+        assert_eq!(memory.recent.len(), 1);
+        // Only the other pod's filter call still waits; every other one was used up.
+        assert_eq!(memory.filters.len(), 1);
+    }
+
+    /// Entries vanish once the window is over, by the sweep alone (no further call).
+    #[test]
+    fn the_sweep_expires_placements_and_filter_calls() {
+        let config = ExtenderConfig::new(90.0, 2.0, 1.0, 3.0, 2_000);
+        let nodes = vec![node("a", Some(20.0), 0), node("b", Some(20.0), 0)];
+        let index = NodeIndex::new(&nodes);
+        let mut memory = PlacementMemory::default();
+        let (_, placed) = schedule(&config, &index, &mut memory, "p1", &["a", "b"], 1_000);
+        assert_eq!(placed, Placement::Counted);
+        memory.filtered(&config, "waiting", ["a", "b"], 1_500);
+        assert_eq!((memory.recent.len(), memory.filters.len()), (1, 1));
+        memory.sweep(&config, Some(2), 2_999);
+        assert_eq!((memory.recent.len(), memory.filters.len()), (1, 1));
+        memory.sweep(&config, Some(2), 3_000);
+        assert_eq!((memory.recent.len(), memory.filters.len()), (0, 1));
+        memory.sweep(&config, None, 1_500 + PAIRING_WINDOW_MILLIS - 1);
+        assert_eq!(memory.filters.len(), 1);
+        memory.sweep(&config, None, 1_500 + PAIRING_WINDOW_MILLIS);
+        assert!(memory.filters.is_empty());
+        assert_eq!(memory.filters.names_held(), 0);
+    }
+
+    #[test]
+    fn remembered_nodes_never_exceed_the_node_count() {
+        let mut recent = RecentPlacements::default();
+        for (t, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            recent.record(name, t as i64, 30_000, 3);
+            assert!(recent.len() <= 3);
+        }
+        // The nodes placed on longest ago made room.
+        assert_eq!(recent.load("a", 5, 30_000), 0.0);
+        assert_eq!(recent.load("b", 5, 30_000), 0.0);
+        assert!(recent.load("e", 5, 30_000) > 0.99);
+        // A node already remembered never evicts another.
+        recent.record("e", 6, 30_000, 3);
+        assert_eq!(recent.len(), 3);
+        // The snapshot shrank: the sweep trims to the new node count.
+        let mut memory = PlacementMemory {
+            recent,
+            ..Default::default()
+        };
+        memory.sweep(&ExtenderConfig::default(), Some(1), 7);
+        assert_eq!(memory.recent.len(), 1);
+        assert!(memory.recent.load("e", 7, 30_000) > 1.9);
+        memory.recent.record("z", 8, 30_000, 0);
+        assert_eq!(memory.recent.len(), 1);
+    }
+
+    #[test]
+    fn waiting_filter_calls_are_bounded() {
+        let mut filters = PendingFilters::default();
+        let long = "n".repeat(10_000);
+        for i in 0..MAX_PENDING_FILTERS + 500 {
+            let uid = format!("{long}-{i}");
+            filters.filtered(&uid, [long.as_str(), "b"], i as i64);
+            assert!(filters.len() <= MAX_PENDING_FILTERS);
+        }
+        assert_eq!(filters.len(), MAX_PENDING_FILTERS);
+        assert_eq!(filters.names_held(), 2 * MAX_PENDING_FILTERS);
+        // The oldest made room; the newest is there.
+        assert_eq!(
+            filters.prioritized(&format!("{long}-0"), &["b"], 2_000),
+            Pairing::Unpaired
+        );
+        let newest = format!("{long}-{}", MAX_PENDING_FILTERS + 499);
+        assert_eq!(
+            filters.prioritized(&newest, &["b"], 2_000),
+            Pairing::Matched
+        );
+
+        // The name budget: big candidate lists push out old entries, and a list over the budget is not kept.
+        let many: Vec<String> = (0..MAX_PENDING_NAMES / 4)
+            .map(|i| format!("n{i}"))
+            .collect();
+        for i in 0..10 {
+            filters.filtered(&format!("big-{i}"), many.iter().map(String::as_str), 3_000);
+            assert!(filters.names_held() <= MAX_PENDING_NAMES);
+        }
+        assert!(filters.len() <= 4, "{}", filters.len());
+        let too_many: Vec<String> = (0..=MAX_PENDING_NAMES).map(|i| format!("n{i}")).collect();
+        filters.filtered("huge", too_many.iter().map(String::as_str), 3_000);
+        assert_eq!(
+            filters.prioritized("huge", &["n0"], 3_001),
+            Pairing::Unpaired
+        );
+        // Fewer than two passing nodes: the scheduler will not prioritize, so nothing waits.
+        filters.filtered("one", ["a"], 3_000);
+        assert_eq!(filters.prioritized("one", &["a"], 3_001), Pairing::Unpaired);
     }
 
     #[test]
     fn memory_is_bounded_per_node() {
         let mut recent = RecentPlacements::default();
         for _ in 0..1000 {
-            recent.record("a", 5, 30_000);
+            recent.record("a", 5, 30_000, 1);
         }
         assert_eq!(recent.load("a", 5, 30_000), MAX_PLACEMENTS_PER_NODE as f64);
         // A clock that steps back does not make weights exceed 1.
@@ -1123,11 +1607,16 @@ mod tests {
             prop_assert!(!passed.is_empty());
             prop_assert_eq!(passed.len() + outcome.failed(), names.len());
 
-            let mut recent = RecentPlacements::default();
+            let mut memory = PlacementMemory::default();
             let mut now = 0;
-            for step in calls {
+            for (pod, step) in calls.into_iter().enumerate() {
                 now += step;
-                let out = prioritize(&config, &index, names.clone(), pod_cpu, &mut recent, now);
+                let uid = format!("pod-{pod}");
+                memory.filtered(&config, &uid, names.iter().map(String::as_str), now);
+                let out = prioritize(&config, &index, names.clone(), pod_cpu, &memory.recent, now);
+                let winner = out.winner.map(|i| out.priorities[i].host.clone());
+                memory.prioritized(&config, &uid, &names, winner.as_deref(), &index, now);
+                prop_assert!(memory.recent.len() <= nodes.len());
                 prop_assert_eq!(out.priorities.len(), names.len());
                 for (p, name) in out.priorities.iter().zip(&names) {
                     prop_assert_eq!(&p.host, name);

@@ -18,9 +18,15 @@
 //! Unknown names and a stale snapshot are logged (info/warn at most once per 10 s of clock time, debug otherwise)
 //! and counted in `smart_autoscaler_extender_decisions_total{outcome="pass_no_data"|"no_data"}`.
 //!
+//! The endpoints are not authenticated, so the recent-placement penalty only counts a prioritize call that follows
+//! a filter call for the same pod, as kube-scheduler's do (the rules are in [`PlacementMemory`]); what is counted
+//! shows in `smart_autoscaler_extender_placements_total{outcome}`. The memory is bounded by the snapshot's node
+//! count and [`rules::MAX_PENDING_FILTERS`], and [`forget_expired`] empties it on a timer, so it shrinks even
+//! when no call comes.
+//!
 //! The handlers never wait on anything but reading the body. The name index of the snapshot is built once per
-//! published snapshot; the recent-placement memory sits behind a std `Mutex` that is only held for the
-//! synchronous scoring step.
+//! published snapshot; the placement memory sits behind a std `Mutex` that is only held for the synchronous
+//! scoring and bookkeeping steps.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,13 +43,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::external::STALE_INTERVALS;
 use super::{ApiError, AppState, LimitedBody};
 use crate::config::{ConfigError, parse_duration};
 use crate::domain::extender::{
     self as rules, Candidates, DecodeError, ExtenderConfig, ExtenderFilterResult, NamePositions,
-    NodeIndex, RecentPlacements, Verdict,
+    NodeIndex, PlacementMemory, Verdict,
 };
 use crate::domain::model::{NodeInputs, Snapshot, UnixMillis};
 use crate::telemetry::Telemetry;
@@ -60,6 +67,8 @@ pub const NODES_PATH: &str = "/api/v1/nodes";
 const LOG_EVERY_MILLIS: i64 = 10_000;
 /// How many node names a log line lists before it only gives the count.
 const LOG_SAMPLE: usize = 5;
+/// How often, in clock time, [`forget_expired`] drops expired placements and filter calls.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Command-line settings of the scheduler extender.
 #[derive(Debug, Clone, Args)]
@@ -93,7 +102,8 @@ pub struct ExtenderArgs {
     pub requested_weight: f64,
 
     /// Prioritize: score points taken off a node per pod it recently won, decaying to zero over
-    /// --extender-recent-pod-window, so a burst of pods does not pile onto one node before metrics catch up.
+    /// --extender-recent-pod-window, so a burst of pods does not pile onto one node before metrics catch up. Only
+    /// a prioritize call that follows the filter call for the same pod counts; 0 turns the penalty off.
     #[arg(
         id = "extender_recent_pod_penalty",
         long = "extender-recent-pod-penalty",
@@ -206,13 +216,22 @@ struct DecisionLabels {
     outcome: &'static str,
 }
 
+/// Labels of the placement counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlacementLabels {
+    /// See [`rules::Placement::label`].
+    outcome: &'static str,
+}
+
 /// The extender's own metrics.
 #[derive(Debug, Default)]
 struct ExtenderMetrics {
     requests: Family<RequestLabels, Counter>,
     decisions: Family<DecisionLabels, Counter>,
     fallbacks: Counter,
+    placements: Family<PlacementLabels, Counter>,
     remembered: Gauge,
+    pending: Gauge,
 }
 
 impl ExtenderMetrics {
@@ -233,10 +252,25 @@ impl ExtenderMetrics {
             self.fallbacks.clone(),
         );
         telemetry.register(
+            "extender_placements",
+            "Prioritize calls by what became of their winner: counted as a placement, or why not",
+            self.placements.clone(),
+        );
+        telemetry.register(
             "extender_recent_placement_nodes",
-            "Nodes currently penalized for recently winning a prioritize call",
+            "Nodes currently penalized for recently winning a prioritize call (at most the snapshot's node count)",
             self.remembered.clone(),
         );
+        telemetry.register(
+            "extender_pending_filters",
+            "Filter calls waiting for the prioritize call of the same pod",
+            self.pending.clone(),
+        );
+    }
+
+    fn memory_size(&self, memory: &PlacementMemory) {
+        self.remembered.set(memory.recent.len() as i64);
+        self.pending.set(memory.filters.len() as i64);
     }
 
     fn request(&self, verb: &'static str, result: &'static str) {
@@ -281,8 +315,8 @@ impl Throttle {
 #[derive(Debug, Default)]
 pub struct ExtenderState {
     config: ExtenderConfig,
-    // A std mutex: it is locked only around the synchronous scoring step, never across an `.await`.
-    recent: Mutex<RecentPlacements>,
+    // A std mutex: it is locked only around synchronous steps, never across an `.await`.
+    memory: Mutex<PlacementMemory>,
     /// Name positions of the last snapshot seen, rebuilt when the engine publishes a new one.
     positions: Mutex<Option<(Arc<Snapshot>, Arc<NamePositions>)>>,
     metrics: ExtenderMetrics,
@@ -331,9 +365,33 @@ impl ExtenderState {
         Known { freshness, nodes }
     }
 
-    fn recent(&self) -> std::sync::MutexGuard<'_, RecentPlacements> {
+    fn memory(&self) -> std::sync::MutexGuard<'_, PlacementMemory> {
         // The memory is only ever a hint; a panic elsewhere must not take the extender down with it.
-        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops expired placements and filter calls, and nodes beyond the snapshot's node count.
+    fn sweep(&self, node_count: Option<usize>, now: UnixMillis) {
+        let mut memory = self.memory();
+        memory.sweep(&self.config, node_count, now);
+        self.metrics.memory_size(&memory);
+    }
+}
+
+/// Empties the placement memory on a timer ([`SWEEP_EVERY`] of clock time), so that what has expired is freed
+/// even when no further call comes. Runs until `cancel`.
+pub async fn forget_expired(app: AppState, cancel: CancellationToken) {
+    let period = app
+        .clock
+        .real_duration(SWEEP_EVERY)
+        .max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let node_count = app.snapshot().map(|s| s.nodes.len());
+        app.extender.sweep(node_count, app.clock.now_millis());
     }
 }
 
@@ -494,6 +552,17 @@ async fn filter(State(app): State<AppState>, LimitedBody(body): LimitedBody) -> 
         state.metrics.decisions("filter", outcome, count);
     }
 
+    if state.config.penalizes() {
+        let passed = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| outcome.passes(*i))
+            .map(|(_, name)| name.as_str());
+        let mut memory = state.memory();
+        memory.filtered(&state.config, &request.pod.uid, passed, now);
+        state.metrics.memory_size(&memory);
+    }
+
     let pod = &request.pod;
     if outcome.fallback {
         state.metrics.fallbacks.inc();
@@ -542,17 +611,22 @@ async fn prioritize(
         Candidates::Names(names) | Candidates::Objects { names, .. } => names,
     };
     let candidates = names.len();
-    let (outcome, remembered) = {
-        let mut recent = state.recent();
+    let (outcome, placement) = {
+        let mut memory = state.memory();
         let outcome = rules::prioritize(
             &state.config,
             &known,
             names,
             request.pod.cpu_request_milli,
-            &mut recent,
+            &memory.recent,
             now,
         );
-        (outcome, recent.len())
+        let hosts: Vec<&str> = outcome.priorities.iter().map(|p| p.host.as_str()).collect();
+        let winner = outcome.winner.map(|i| hosts[i]);
+        let placement =
+            memory.prioritized(&state.config, &request.pod.uid, &hosts, winner, &known, now);
+        state.metrics.memory_size(&memory);
+        (outcome, placement)
     };
     state.note_missing_data(
         "prioritize",
@@ -569,10 +643,16 @@ async fn prioritize(
     state
         .metrics
         .decisions("prioritize", "no_data", outcome.no_data);
-    state.metrics.remembered.set(remembered as i64);
+    state
+        .metrics
+        .placements
+        .get_or_create(&PlacementLabels {
+            outcome: placement.label(),
+        })
+        .inc();
     if let Some(winner) = outcome.winner.map(|i| &outcome.priorities[i]) {
         tracing::debug!(pod = %request.pod, candidates, winner = %winner.host, score = winner.score,
-            penalized = outcome.penalized, "extender prioritize");
+            penalized = outcome.penalized, placement = placement.label(), "extender prioritize");
     }
     Ok(Json(outcome.priorities))
 }
@@ -592,11 +672,15 @@ async fn nodes(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     let verdicts: Vec<Verdict> = judged.iter().map(|n| rules::judge(config, *n)).collect();
     let fallback = !verdicts.is_empty() && verdicts.iter().all(|v| v.fails());
     let loads: Vec<f64> = {
-        let recent = state.recent();
+        let memory = state.memory();
         snapshot
             .nodes
             .iter()
-            .map(|n| recent.load(&n.name, now, config.recent_window_millis))
+            .map(|n| {
+                memory
+                    .recent
+                    .load(&n.name, now, config.recent_window_millis)
+            })
             .collect()
     };
     let items: Vec<Value> = snapshot

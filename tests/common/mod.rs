@@ -106,7 +106,7 @@ impl DemoServer {
         panic!("demo never became ready");
     }
 
-    /// The server's process id.
+    /// Process id of the running binary (for reading `/proc/<pid>/status` and `/proc/<pid>/fd`).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
