@@ -167,7 +167,7 @@ async fn serve_both(
     Ok(())
 }
 
-/// Runs `serve`: Kubernetes reflectors and Prometheus feed the engine; the store keeps history.
+/// Runs `serve`: Kubernetes watches and Prometheus feed the engine; the store keeps history.
 pub async fn run_serve(args: ServeArgs) -> Result<()> {
     let tls = Arc::new(certs::TlsReloader::load(certs::TlsFiles {
         cert: args.tls_cert_file.clone(),

@@ -1,6 +1,6 @@
-//! The production [`Source`]: Kubernetes (reflectors) and Prometheus (batched queries) joined into per-deployment
-//! inputs each tick, recorded in the sled store, with first-seen deployments bootstrapped from Prometheus
-//! history in the background.
+//! The production [`Source`]: Kubernetes (watches and caches) and Prometheus (batched queries) joined into
+//! per-deployment inputs each tick, recorded in the sled store, with first-seen deployments bootstrapped from
+//! Prometheus history in the background.
 //!
 //! Degraded operation: when Prometheus fails, the last good usage is reused with its original timestamp, so the
 //! served values age and the read-time fail-safe (raw value, then 503) takes over; errors are counted in

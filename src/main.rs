@@ -9,7 +9,7 @@ use smart_autoscaler::config::{Cli, Command, LogFormat};
 /// jemalloc instead of glibc's malloc. Each tick decodes megabytes of Prometheus JSON and builds a new snapshot
 /// while longer-lived data (the snapshot, sled's cache, the store's open hour) is allocated among it; glibc kept the
 /// freed space in its arenas and `serve`'s RSS crept up tick after tick while the live heap stayed flat (measured
-/// with heaptrack and `malloc_info`, see README "Memory of serve at scale").
+/// with heaptrack and `malloc_info`, see docs/benchmarks.md "Memory of serve at scale").
 #[cfg(all(unix, not(target_env = "musl")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

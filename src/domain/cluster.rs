@@ -1,8 +1,8 @@
 //! The cluster as the data plane sees it on one tick (deployments, pods, nodes from Kubernetes; usage from
 //! Prometheus), and the pure join that turns it into per-deployment [`DeploymentInputs`].
 //!
-//! The adapters fill these plain structs (`k8s/` from reflectors, `prom/` from batched PromQL); everything that
-//! decides what the numbers mean lives here, so it is unit-tested without a cluster.
+//! The adapters fill these plain structs (`k8s/` from its watch caches, `prom/` from batched PromQL); everything
+//! that decides what the numbers mean lives here, so it is unit-tested without a cluster.
 
 use std::collections::{BTreeMap, HashMap};
 

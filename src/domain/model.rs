@@ -54,7 +54,8 @@ pub struct DeploymentInputs {
     pub key: DeploymentKey,
     /// The HPA's target value for our metric, percent: the base the effective target is compared with.
     pub base_target_percent: f64,
-    /// CPU utilization of pods past their startup filter, percent of requests (70% 10-minute + 30% 5-minute).
+    /// CPU utilization of pods past their startup filter, percent of requests (`serve` and `simulate` compute it
+    /// with [`estimate_usage`](super::cluster::estimate_usage) from 10-minute, 5-minute and short-window rates).
     pub cpu_utilization_percent: f64,
     /// Memory working set over requests, percent, when known.
     pub memory_utilization_percent: Option<f64>,

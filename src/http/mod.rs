@@ -1,4 +1,4 @@
-//! The HTTP adapters: the secure router (external metrics API, and later the webhook and extender), the plain
+//! The HTTP adapters: the secure router (external metrics API, admission webhook, scheduler extender), the plain
 //! metrics router (probes, /metrics, JSON API), shared middleware (limits, timeouts, telemetry), and the
 //! listeners. Handlers parse, call the core, encode; they never wait on Kubernetes or Prometheus.
 

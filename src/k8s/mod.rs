@@ -1,4 +1,4 @@
-//! The Kubernetes adapter: kube-rs reflectors that keep Deployments, ReplicaSets, Pods, Nodes and
+//! The Kubernetes adapter: kube-rs watchers and slim caches that keep Deployments, ReplicaSets, Pods, Nodes and
 //! autoscaling/v2 HorizontalPodAutoscalers in memory, and turn them into a
 //! [`ClusterSnapshot`](crate::domain::cluster::ClusterSnapshot) on demand.
 //!
@@ -172,7 +172,7 @@ const KINDS: [&str; 5] = [
     "HorizontalPodAutoscaler",
 ];
 
-/// Shared progress of the reflector tasks.
+/// Shared progress of the watch tasks.
 #[derive(Debug)]
 struct Status {
     synced: [AtomicBool; 5],

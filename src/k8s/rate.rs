@@ -2,7 +2,7 @@
 //! and `--kube-api-burst`.
 //!
 //! Every request *start* takes one token: the initial lists, each watch (re)connection and any other call. An
-//! open watch stream costs nothing while it streams, so in steady state the five reflectors use no tokens at
+//! open watch stream costs nothing while it streams, so in steady state the five watches use no tokens at
 //! all; the bucket matters when watches reconnect together (an apiserver restart) or when lists are retried.
 //! Requests wait for a token rather than fail.
 
