@@ -242,10 +242,11 @@ impl<S: Source> Engine<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::contract::SMART_METRIC;
     use crate::domain::decision::tests::inputs;
     use crate::domain::model::{DeploymentInputs, UnknownCause};
     use crate::domain::selector::Selector;
-    use crate::http::external::{SMART_METRIC, lookup};
+    use crate::http::external::lookup;
 
     const INTERVAL: Duration = Duration::from_secs(15);
 

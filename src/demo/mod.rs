@@ -16,9 +16,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::domain::cluster::{
-    self, ClusterSnapshot, DeploymentInfo, JoinConfig, NodeInfo, PodInfo,
-    STARTUP_FILTER_ANNOTATION, Usage,
+    self, ClusterSnapshot, DeploymentInfo, JoinConfig, NodeInfo, PodInfo, Usage,
 };
+use crate::domain::contract::STARTUP_FILTER_ANNOTATION;
 use crate::domain::hpa::{self, Behavior, HpaSpec, HpaState};
 use crate::domain::model::{DeploymentKey, Observation, Snapshot, UnixMillis};
 use crate::engine::{Source, SourceError};

@@ -23,16 +23,10 @@ use serde_json::{Map, Value};
 
 use super::quantity::parse_cpu_milli;
 
-/// Seconds after a pod starts during which its CPU is not trusted for scaling (JIT warm-up, cache fills).
-pub const STARTUP_FILTER_ANNOTATION: &str = "smart-autoscaler.io/startup-filter-seconds";
-/// Target CPU utilization percentage the autoscaler should aim for.
-pub const TARGET_UTILIZATION_ANNOTATION: &str = "smart-autoscaler.io/target-utilization";
-/// Human-readable record of what the webhook stamped and why (also the ownership record, see the module docs).
-pub const POLICY_ANNOTATION: &str = "smart-autoscaler.io/policy";
-/// Label that opts a Deployment (or, in the webhook configuration's namespaceSelector, a namespace) out.
-pub const OPT_OUT_LABEL: &str = "smart-autoscaler.io/webhook";
-/// The [`OPT_OUT_LABEL`] value that opts out.
-pub const OPT_OUT_VALUE: &str = "disabled";
+use super::contract::{
+    OPT_OUT_LABEL, OPT_OUT_VALUE, POLICY_ANNOTATION, STARTUP_FILTER_ANNOTATION,
+    TARGET_UTILIZATION_ANNOTATION,
+};
 
 /// Prefix of every warning, so users can tell where a `Warning:` line printed by kubectl comes from.
 pub const WARNING_PREFIX: &str = "smart-autoscaler: ";

@@ -11,14 +11,9 @@ use super::model::{
     Unmeasured,
 };
 
-/// Annotation that opts a deployment in without an HPA.
-pub const ENABLED_ANNOTATION: &str = "smart-autoscaler.io/enabled";
-/// Annotation with the per-deployment startup filter, seconds.
-pub const STARTUP_FILTER_ANNOTATION: &str = "smart-autoscaler.io/startup-filter-seconds";
-
-/// A pod started less than this many seconds ago counts as a recent start
-/// ([`DeploymentInputs::recent_pod_starts`]).
-pub const RECENT_START_SECONDS: i64 = 180;
+use super::contract::{
+    ANNOTATION_PREFIX, ENABLED_ANNOTATION, RECENT_START_SECONDS, STARTUP_FILTER_ANNOTATION,
+};
 
 /// One requirement of a node selector term (required node affinity), as in `NodeSelectorRequirement`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -448,7 +443,7 @@ pub fn join(
             annotations: d
                 .annotations
                 .iter()
-                .filter(|(k, _)| k.starts_with("smart-autoscaler.io/"))
+                .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             window_seconds: 600,

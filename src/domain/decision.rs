@@ -10,8 +10,7 @@ use serde::Serialize;
 
 use super::model::{DeploymentInputs, FailSafe, UnixMillis};
 
-/// Annotation with a user- or webhook-set target utilization, percent.
-pub const TARGET_ANNOTATION: &str = "smart-autoscaler.io/target-utilization";
+use super::contract::TARGET_UTILIZATION_ANNOTATION;
 
 /// Node-pool pressure settings: where pressure starts and saturates, and how far it moves the target.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -242,7 +241,7 @@ pub fn policy_target(
 ) -> (f64, TargetSource) {
     let annotated = inputs
         .annotations
-        .get(TARGET_ANNOTATION)
+        .get(TARGET_UTILIZATION_ANNOTATION)
         .and_then(|v| v.trim().trim_end_matches('%').parse::<f64>().ok())
         .filter(|v| v.is_finite() && (1.0..=100.0).contains(v));
     if let Some(t) = annotated {
@@ -612,12 +611,13 @@ pub(crate) mod tests {
     fn annotation_wins_over_request_policy() {
         let mut i = inputs(50.0, 60.0, 70.0);
         i.pod_cpu_request_milli = 25;
-        i.annotations.insert(TARGET_ANNOTATION.into(), "90".into());
+        i.annotations
+            .insert(TARGET_UTILIZATION_ANNOTATION.into(), "90".into());
         let e = run(&i);
         assert_eq!(e.policy_source, TargetSource::Annotation);
         assert_eq!(e.policy_target_percent, 90.0);
         i.annotations
-            .insert(TARGET_ANNOTATION.into(), "banana".into());
+            .insert(TARGET_UTILIZATION_ANNOTATION.into(), "banana".into());
         assert_eq!(run(&i).policy_source, TargetSource::TinyRequest);
     }
 

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod cluster;
 pub mod connections;
+pub mod contract;
 pub mod decision;
 pub mod extender;
 pub mod forecast;

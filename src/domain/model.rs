@@ -67,7 +67,7 @@ pub struct DeploymentInputs {
     pub ready_pods: u32,
     /// Pods not yet ready or still inside their startup filter.
     pub starting_pods: u32,
-    /// Pods started in the last [`RECENT_START_SECONDS`](super::cluster::RECENT_START_SECONDS) (3 minutes).
+    /// Pods started in the last [`RECENT_START_SECONDS`](super::contract::RECENT_START_SECONDS) (3 minutes).
     pub recent_pod_starts: u32,
     /// Seconds a new pod's CPU is ignored.
     pub startup_filter_seconds: u32,

@@ -498,7 +498,7 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                             .starts
                             .iter()
                             .filter(|s| {
-                                now - **s < crate::domain::cluster::RECENT_START_SECONDS * 1000
+                                now - **s < crate::domain::contract::RECENT_START_SECONDS * 1000
                             })
                             .count() as u32,
                         startup_filter_seconds: config.startup_filter_seconds as u32,

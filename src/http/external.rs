@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ApiPath, AppState};
 use crate::clock::rfc3339;
+use crate::domain::contract::{DEPLOYMENT_LABEL, METRICS, SMART_METRIC};
 use crate::domain::decision::{Freshness, freshness};
 use crate::domain::model::{DeploymentKey, ServedDeployment, Snapshot, UnixMillis};
 use crate::domain::quantity;
@@ -26,14 +27,6 @@ use crate::domain::selector::Selector;
 pub const GROUP: &str = "external.metrics.k8s.io";
 /// API version served.
 pub const VERSION: &str = "v1beta1";
-/// The adjusted metric the HPA scales on.
-pub const SMART_METRIC: &str = "smart_cpu_utilization";
-/// The unadjusted measured utilization, for comparison.
-pub const RAW_METRIC: &str = "smart_cpu_utilization_raw";
-/// Every metric this server offers.
-pub const METRICS: [&str; 2] = [SMART_METRIC, RAW_METRIC];
-/// The metric label that names the deployment.
-pub const DEPLOYMENT_LABEL: &str = "deployment";
 /// A snapshot older than this many collection intervals is not served.
 pub const STALE_INTERVALS: i64 = 3;
 

@@ -30,6 +30,7 @@ use serde_json::Value;
 use super::{ApiError, AppState, LimitedBody};
 use crate::config::ConfigError;
 use crate::domain::admission::{self, AdmissionConfig, Decision, Operation};
+use crate::domain::contract;
 use crate::telemetry::Telemetry;
 
 /// Path the MutatingWebhookConfiguration points at.
@@ -133,9 +134,9 @@ impl WebhookState {
         }
         for op in &reviewed.decision.patch {
             for key in [
-                admission::STARTUP_FILTER_ANNOTATION,
-                admission::TARGET_UTILIZATION_ANNOTATION,
-                admission::POLICY_ANNOTATION,
+                contract::STARTUP_FILTER_ANNOTATION,
+                contract::TARGET_UTILIZATION_ANNOTATION,
+                contract::POLICY_ANNOTATION,
             ] {
                 let set = match &op.value {
                     Some(Value::Object(map)) => map.contains_key(key),
@@ -451,9 +452,9 @@ const METADATA: &[(&str, Keep)] = &[
 /// The policy reads only its own annotations (and whether the map exists); other values, such as kubectl's
 /// multi-kilobyte last-applied-configuration, are skipped.
 const ANNOTATIONS: &[(&str, Keep)] = &[
-    (admission::STARTUP_FILTER_ANNOTATION, Keep::Whole),
-    (admission::TARGET_UTILIZATION_ANNOTATION, Keep::Whole),
-    (admission::POLICY_ANNOTATION, Keep::Whole),
+    (contract::STARTUP_FILTER_ANNOTATION, Keep::Whole),
+    (contract::TARGET_UTILIZATION_ANNOTATION, Keep::Whole),
+    (contract::POLICY_ANNOTATION, Keep::Whole),
 ];
 const SPEC: &[(&str, Keep)] = &[("template", Keep::Only(TEMPLATE))];
 const TEMPLATE: &[(&str, Keep)] = &[("spec", Keep::Only(POD))];

@@ -14,9 +14,9 @@ use super::objects::{
 };
 use super::quantity::parse_memory_bytes;
 use crate::domain::cluster::{DeploymentInfo, NodeInfo, NodeRequirement, PodInfo};
+use crate::domain::contract::{DEPLOYMENT_LABEL, METRICS};
 use crate::domain::model::DeploymentKey;
 use crate::domain::quantity::parse_cpu_milli;
-use crate::http::external::{DEPLOYMENT_LABEL, METRICS};
 
 /// `(namespace, name)` of a namespaced object.
 pub type NamespacedName = (String, String);
