@@ -437,6 +437,18 @@ impl DecisionArgs {
                 return Err(bad(flag, "must be between 0.1 and 5"));
             }
         }
+        // More pressure must never mean a higher target (fewer pods): the pool's pressure would shed pods exactly
+        // when its nodes are busiest.
+        if self.low_pressure_factor < self.high_pressure_factor {
+            return Err(bad(
+                "low-pressure-factor",
+                format!(
+                    "{} is below --high-pressure-factor {}: more pressure would raise the target; the factor \
+                     with no pressure must be at least the one under full pressure",
+                    self.low_pressure_factor, self.high_pressure_factor
+                ),
+            ));
+        }
         if !(self.min_confidence.is_finite() && (0.0..=1.0).contains(&self.min_confidence)) {
             return Err(bad("min-confidence", "must be between 0 and 1"));
         }
@@ -806,6 +818,34 @@ mod tests {
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn pressure_factors_must_not_invert() {
+        let demo = |extra: &[&str]| {
+            let mut args = vec!["x", "demo"];
+            args.extend_from_slice(extra);
+            let Command::Demo(args) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("demo expected")
+            };
+            args.validate()
+        };
+        assert!(demo(&[]).is_ok());
+        let err = demo(&[
+            "--low-pressure-factor",
+            "0.5",
+            "--high-pressure-factor",
+            "0.8",
+        ])
+        .unwrap_err();
+        assert_eq!(err.flag, "low-pressure-factor");
+        assert!(
+            err.reason.contains("high-pressure-factor"),
+            "{}",
+            err.reason
+        );
+        // Equal factors switch pressure off: allowed.
+        assert!(demo(&["--low-pressure-factor", "1", "--high-pressure-factor", "1"]).is_ok());
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::domain::cluster::{self, JoinConfig, Usage};
-use crate::domain::model::{DeploymentKey, Observation, Snapshot, UnixMillis, UnknownCause};
+use crate::domain::model::{
+    DeploymentKey, NodeInputs, Observation, Snapshot, UnixMillis, UnknownCause,
+};
 use crate::engine::{Source, SourceError};
 use crate::health::Health;
 use crate::k8s::ClusterWatch;
@@ -279,44 +281,72 @@ impl DataPlaneSource {
             .filter(|u| u.cause == UnknownCause::NoSamples)
             .map(|u| u.key.to_string())
             .collect();
-        let dropped = if rejected > 0 {
-            format!("; {rejected} NaN, infinite or negative samples dropped")
-        } else {
-            String::new()
-        };
-        if missing.is_empty() {
-            self.health.ok(
+        // Ready nodes without a usable measurement count for nothing in pressure and are "no data" to the
+        // extender. A few (a node pool without node-exporter) are worth naming; none at all is a fault.
+        let ready: Vec<&NodeInputs> = observation.nodes.iter().filter(|n| n.ready).collect();
+        let unmeasured_nodes: Vec<String> = ready
+            .iter()
+            .filter(|n| n.measured_cpu_percent.is_none())
+            .map(|n| n.name.clone())
+            .collect();
+        let mut notes = String::new();
+        if rejected > 0 {
+            notes.push_str(&format!(
+                "; {rejected} NaN, infinite or negative samples dropped"
+            ));
+        }
+        if !unmeasured_nodes.is_empty() {
+            notes.push_str(&format!(
+                "; {} of {} ready nodes without a CPU measurement ({})",
+                unmeasured_nodes.len(),
+                ready.len(),
+                named(&unmeasured_nodes)
+            ));
+        }
+        let no_node_measured = !ready.is_empty() && unmeasured_nodes.len() == ready.len();
+        if !missing.is_empty() {
+            self.health.error(
                 "prometheus",
                 format!(
-                    "{} deployments measured, {} nodes{dropped}",
-                    observation.deployments.len(),
-                    observation
-                        .nodes
-                        .iter()
-                        .filter(|n| n.measured_cpu_percent.is_some())
-                        .count()
+                    "answered, but {} managed deployments have no usable CPU sample ({}): they keep their \
+                     last good value until the fail-safe{notes}",
+                    missing.len(),
+                    named(&missing)
+                ),
+                now,
+            );
+        } else if no_node_measured {
+            self.health.error(
+                "prometheus",
+                format!(
+                    "answered, but no node has a usable CPU measurement: pressure comes from requests alone and \
+                     the extender has no data{notes}"
                 ),
                 now,
             );
         } else {
-            const NAMED: usize = 5;
-            let more = missing.len().saturating_sub(NAMED);
-            let mut names = missing[..missing.len().min(NAMED)].join(", ");
-            if more > 0 {
-                names.push_str(&format!(" and {more} more"));
-            }
-            self.health.error(
+            self.health.ok(
                 "prometheus",
                 format!(
-                    "answered, but {} managed deployments have no usable CPU sample ({names}): they keep \
-                     their last good value until the fail-safe{dropped}",
-                    missing.len()
+                    "{} deployments measured, {} nodes{notes}",
+                    observation.deployments.len(),
+                    ready.len() - unmeasured_nodes.len()
                 ),
                 now,
             );
         }
         self.health.data_at("prometheus", now);
     }
+}
+
+/// Up to five names, and how many more.
+fn named(names: &[String]) -> String {
+    const NAMED: usize = 5;
+    let mut out = names[..names.len().min(NAMED)].join(", ");
+    if names.len() > NAMED {
+        out.push_str(&format!(" and {} more", names.len() - NAMED));
+    }
+    out
 }
 
 impl Source for DataPlaneSource {

@@ -223,21 +223,27 @@ impl Snapshot {
         self.measured_age_millis(now) > self.interval_millis * intervals
     }
 
-    /// Age at `now` of the freshest value a metric read could serve (the snapshot's own age when it has no
-    /// deployment): what readiness is judged on.
-    pub fn data_age_millis(&self, now: UnixMillis) -> i64 {
-        let newest = self
+    /// Age at `now` of the freshest value a metric read could serve (the measurements' age when nothing is
+    /// managed); `None` when deployments are managed but none has a value (all of them unmeasured).
+    pub fn data_age_millis(&self, now: UnixMillis) -> Option<i64> {
+        let newest = match self
             .deployments
             .values()
             .map(|d| d.inputs.observed_at)
             .max()
-            .unwrap_or(self.measured_at);
-        (now - newest).max(0)
+        {
+            Some(at) => at,
+            None if self.unmeasured.is_empty() => self.measured_at,
+            None => return None,
+        };
+        Some((now - newest).max(0))
     }
 
-    /// Whether a metric read can be answered with a value: some input is within the fail-safe's error limit.
+    /// Whether a metric read can be answered with a value: some input is within the fail-safe's error limit
+    /// (or nothing is managed and the measurements are that fresh).
     pub fn can_serve(&self, now: UnixMillis) -> bool {
-        self.data_age_millis(now) <= self.failsafe.error_after_millis
+        self.data_age_millis(now)
+            .is_some_and(|age| age <= self.failsafe.error_after_millis)
     }
 }
 
@@ -297,11 +303,25 @@ mod tests {
         // The snapshot is new, but the only value in it was measured long ago: nothing can be served.
         s.deployments
             .insert(DeploymentKey::new("shop", "old"), served(0));
-        assert_eq!(s.data_age_millis(1_000_000), 1_000_000);
+        assert_eq!(s.data_age_millis(1_000_000), Some(1_000_000));
         assert!(!s.can_serve(1_000_000));
         s.deployments
             .insert(DeploymentKey::new("shop", "new"), served(990_000));
-        assert_eq!(s.data_age_millis(1_000_000), 10_000);
+        assert_eq!(s.data_age_millis(1_000_000), Some(10_000));
         assert!(s.can_serve(1_000_000));
+        // Managed deployments, none with a value (a restart while the source answers nothing usable): every
+        // read is refused, so the server is not ready, however fresh the snapshot.
+        s.deployments.clear();
+        s.unmeasured.insert(
+            DeploymentKey::new("shop", "new"),
+            UsageUnknown {
+                cause: UnknownCause::NoSamples,
+                reason: "no usable CPU sample".into(),
+                since: 1_000_000,
+                last_good_at: None,
+            },
+        );
+        assert_eq!(s.data_age_millis(1_000_000), None);
+        assert!(!s.can_serve(1_000_000));
     }
 }

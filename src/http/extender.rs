@@ -45,7 +45,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::external::STALE_INTERVALS;
 use super::{ApiError, AppState, LimitedBody};
 use crate::config::{ConfigError, parse_duration};
 use crate::domain::extender::{
@@ -403,13 +402,17 @@ pub fn routes() -> Router<AppState> {
         .route(NODES_PATH, get(nodes))
 }
 
+/// Node measurements older than this many collection intervals are not acted on: the extender treats them as
+/// no data (fails open).
+pub const STALE_INTERVALS: i64 = 3;
+
 /// Whether the snapshot can be used, and if not why. Stale data is treated as no data (fail open).
 fn freshness(snapshot: Option<&Snapshot>, now: UnixMillis) -> Result<(), String> {
     match snapshot {
         None => Err("no snapshot collected yet".to_string()),
         Some(s) if s.is_stale(now, STALE_INTERVALS) => Err(format!(
-            "snapshot is {}s old, more than {STALE_INTERVALS} collection intervals",
-            s.age_millis(now) / 1000
+            "node measurements are {}s old, more than {STALE_INTERVALS} collection intervals",
+            s.measured_age_millis(now) / 1000
         )),
         Some(_) => Ok(()),
     }

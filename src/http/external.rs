@@ -27,8 +27,6 @@ use crate::domain::selector::Selector;
 pub const GROUP: &str = "external.metrics.k8s.io";
 /// API version served.
 pub const VERSION: &str = "v1beta1";
-/// A snapshot older than this many collection intervals is not served.
-pub const STALE_INTERVALS: i64 = 3;
 
 /// Routes of the external metrics API.
 pub fn routes() -> Router<AppState> {

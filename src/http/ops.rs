@@ -124,7 +124,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             false
         }
         Some(s) => {
-            let age = s.data_age_millis(now) / 1000;
+            let age = s.data_age_millis(now).map(|ms| ms / 1000);
             let limit = s.failsafe.error_after_millis / 1000;
             let unknown = if s.unmeasured.is_empty() {
                 String::new()
@@ -134,16 +134,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             let ready = s.can_serve(now);
             lines.insert(
                 0,
-                if ready {
-                    format!(
+                match age {
+                    Some(age) if ready => format!(
                         "[+]values: {} deployments{unknown}, freshest data {age}s old (limit {limit}s)",
                         s.deployments.len()
-                    )
-                } else {
-                    format!(
+                    ),
+                    Some(age) => format!(
                         "[-]values: freshest data {age}s old, past the {limit}s fail-safe limit: every read \
                          would be refused"
-                    )
+                    ),
+                    None => format!(
+                        "[-]values: none of the {} managed deployments has a value yet (usage unknown): every \
+                         read would be refused",
+                        s.unmeasured.len()
+                    ),
                 },
             );
             ready

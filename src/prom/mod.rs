@@ -782,19 +782,27 @@ fn is_measurement(value: f64) -> bool {
 }
 
 /// Per-pod values and the number of samples rejected by [`is_measurement`]; series without the labels are
-/// skipped, several series of one pod (a template without `sum by`) are added up.
+/// skipped, several series of one pod (a template without `sum by`) are added up. A pod with any rejected
+/// series has no value: the sum of the rest would be a fresh, too-low reading.
 fn pod_values(vector: Vec<InstantVector>, t: &QueryTemplates) -> (HashMap<PodRef, f64>, usize) {
     let mut out = HashMap::with_capacity(vector.len());
+    let mut poisoned = Vec::new();
     let mut rejected = 0;
     for series in vector {
         let value = series.sample().value();
-        if !is_measurement(value) {
-            rejected += 1;
+        let Some(pod) = pod_ref(series.metric(), t) else {
+            rejected += usize::from(!is_measurement(value));
             continue;
-        }
-        if let Some(pod) = pod_ref(series.metric(), t) {
+        };
+        if is_measurement(value) {
             *out.entry(pod).or_insert(0.0) += value;
+        } else {
+            rejected += 1;
+            poisoned.push(pod);
         }
+    }
+    for pod in &poisoned {
+        out.remove(pod);
     }
     (out, rejected)
 }
@@ -845,11 +853,20 @@ mod tests {
                 {"metric":{"namespace":"shop","pod":"b"},"value":[1,"NaN"]},
                 {"metric":{"namespace":"shop","pod":"d"},"value":[1,"-1e308"]},
                 {"metric":{"namespace":"shop","pod":"e"},"value":[1,"-Inf"]},
+                {"metric":{"namespace":"shop","pod":"f","container":"app"},"value":[1,"0.5"]},
+                {"metric":{"namespace":"shop","pod":"f","container":"sidecar"},"value":[1,"NaN"]},
                 {"metric":{"pod":"c"},"value":[1,"1"]}]}"#,
         );
         let (pods, rejected) = pod_values(v, &t);
-        assert_eq!(pods.len(), 1);
-        assert_eq!(rejected, 3, "NaN, -1e308 and -Inf are not measurements");
+        assert_eq!(
+            pods.len(),
+            1,
+            "{pods:?}: f's sum without its NaN series would be too low"
+        );
+        assert_eq!(
+            rejected, 4,
+            "NaN, -1e308, -Inf and f's NaN are not measurements"
+        );
         assert!((pods[&("shop".to_string(), "a".to_string())] - 0.30).abs() < 1e-12);
 
         let v = vector(

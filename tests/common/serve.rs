@@ -1,6 +1,6 @@
 //! Runs the real `smart-autoscaler serve` against the fake apiserver (recorded API JSON: no kube-apiserver exists
 //! on these machines) and a real Prometheus, with the recording's metrics: shop/api's three pods each using
-//! [`POD_CORES`] of a 350m request (50%), two nodes at 60% and 20% CPU.
+//! [`POD_CORES`] of a 350m request (50%), shop/web's [`WEB_POD_CORES`], nodes at 60%, 20% and 10% CPU.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::fake_apiserver::{N1, N2};
+use super::fake_apiserver::{N1, N2, N3};
 
 /// The managed deployment of the recording: shop/api, 3 pods of 250m + a 100m restartable sidecar.
 pub const API_PODS: [&str; 3] = [
@@ -28,7 +28,7 @@ pub const WEB_PODS: [&str; 3] = [
 pub const WEB_POD_CORES: f64 = 0.05;
 
 /// cAdvisor- and node-exporter-shaped counters for the last 40 minutes around `now` (seconds), as OpenMetrics
-/// for `promtool tsdb create-blocks-from openmetrics`: every pod of both managed deployments, two of three nodes.
+/// for `promtool tsdb create-blocks-from openmetrics`: every pod of both managed deployments, every node.
 pub fn openmetrics(now: i64) -> String {
     let mut om = String::from("# TYPE container_cpu_usage_seconds_total counter\n");
     let start = now - 40 * 60;
@@ -65,7 +65,7 @@ pub fn openmetrics(now: i64) -> String {
         om.push('\n');
     }
     om.push_str("# TYPE node_cpu_seconds_total counter\n");
-    for (node, idle_share) in [(N1, 0.4), (N2, 0.8)] {
+    for (node, idle_share) in [(N1, 0.4), (N2, 0.8), (N3, 0.9)] {
         let mut t = start;
         while t <= now + 300 {
             om.push_str(&format!(
