@@ -16,8 +16,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use smart_autoscaler::certs::{self, CertBundle};
 
-/// Short, also so that the connection opened before the swap is never idle near the server's idle limit (hyper's
-/// header-read timeout, `--request-timeout`, also runs while a keep-alive connection waits for its next request).
+/// Short, also so that the connection opened before the swap is never idle near the server's idle limit
+/// (`--idle-timeout`, which also runs while a keep-alive connection waits for its next request).
 const RELOAD_INTERVAL: &str = "200ms";
 /// Generous: the poll interval is 200 ms, but the machine may be loaded.
 const DEADLINE: Duration = Duration::from_secs(30);

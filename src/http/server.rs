@@ -39,8 +39,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection told to close with nothing in flight may take to go: HTTP/1 goes at once, HTTP/2 is sent
-/// GOAWAY and a PING first. One told to close mid-request gets the request timeout on top.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// GOAWAY and a PING first (one round trip). Short, because under file-descriptor pressure the accept loop waits
+/// for it. One told to close mid-request gets the request timeout on top.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// Backoff of the accept loop after an error that closing a connection cannot fix.
 const BACKOFF_MIN_MILLIS: u64 = 10;
 const BACKOFF_MAX_MILLIS: u64 = 1_000;
@@ -360,9 +361,17 @@ impl Connections {
         self.inner.epoch.elapsed().as_millis() as u64
     }
 
-    /// Out of file descriptors: closes the connection idle the longest on any listener. False if none is idle.
+    /// Out of file descriptors: closes the connection idle the longest on any listener. False if none is idle,
+    /// or if an idle connection told to close is still open: its descriptor is on its way back (within
+    /// [`CLOSE_GRACE`]), and closing another on every retry of the failing accept would claim victim after victim
+    /// until no idle connection was left; the accept loop backs off meanwhile.
     fn make_room_anywhere(&self) -> bool {
         let table = self.lock();
+        if table.entries.values().any(|e| {
+            e.conn.closing.load(Ordering::Acquire) && e.conn.in_flight.load(Ordering::Acquire) == 0
+        }) {
+            return false;
+        }
         let victim = rules::longest_idle(table.entries.iter().map(|(id, e)| e.conn.candidate(*id)));
         match victim.and_then(|id| table.entries.get(&id)) {
             Some(entry) => {
@@ -655,5 +664,40 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_descriptors_closes_one_idle_connection_at_a_time() {
+        let connections = Connections::new(&Telemetry::new());
+        let a = connections.admit("metrics", 8).unwrap();
+        let b = connections.admit("secure", 8).unwrap();
+        // The first failed accept closes one idle connection...
+        assert!(connections.make_room_anywhere());
+        let closing = [&a, &b]
+            .iter()
+            .filter(|r| r.conn.closing.load(Ordering::Acquire))
+            .count();
+        assert_eq!(closing, 1);
+        // ...and while its descriptor is on its way back, retries close no other.
+        assert!(!connections.make_room_anywhere());
+        assert!(!connections.make_room_anywhere());
+        let still_open = if a.conn.closing.load(Ordering::Acquire) {
+            &b
+        } else {
+            &a
+        };
+        assert!(!still_open.conn.closing.load(Ordering::Acquire));
+        // Once it has gone, the next one may be closed.
+        if a.conn.closing.load(Ordering::Acquire) {
+            drop(a);
+        } else {
+            drop(b);
+        }
+        assert!(connections.make_room_anywhere());
     }
 }

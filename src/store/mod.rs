@@ -444,10 +444,22 @@ impl Recovery {
                 "removed the old database left by a compaction interrupted after the swap"
             }
             Recovery::KeptOld => {
-                "a database moved aside by a compaction lies beside a store that is not its copy (an older build may have opened an empty store after a crash, leaving the history there); kept: to restore it, stop the server and move it into the store's place; the next compaction removes it"
+                "a database moved aside by a compaction lies beside a store that is not its copy (an older build may have opened an empty store after a crash, leaving the history there); kept: to restore it, stop the server and move it into the store's place; the next compaction moves it to store.old.kept"
             }
         }
     }
+}
+
+/// A free name beside `old` (`<old>.kept`, `<old>.kept.2`, ...) for an old database that must not be removed.
+fn keep_aside(old: &Path) -> PathBuf {
+    let name = old.file_name().unwrap_or_default().to_string_lossy();
+    (1..)
+        .map(|n| match n {
+            1 => old.with_file_name(format!("{name}.kept")),
+            n => old.with_file_name(format!("{name}.kept.{n}")),
+        })
+        .find(|candidate| !candidate.exists())
+        .unwrap_or_else(|| old.with_file_name(format!("{name}.kept")))
 }
 
 /// What a compaction did.
@@ -702,6 +714,18 @@ impl Shared {
         let before_bytes = old.db.size_on_disk().map_err(|e| old.sled(e))?;
         let fresh_path = self.sibling(COPY_SUFFIX);
         let old_path = self.sibling(OLD_SUFFIX);
+        // An old database beside a store that is not its copy (no marker) may hold the only history (see
+        // `Recovery::KeptOld`): it is moved out of the way, never removed.
+        if old_path.exists() && !self.path.join(COMPACTION_COMPLETE).is_file() {
+            let kept = keep_aside(&old_path);
+            std::fs::rename(&old_path, &kept)
+                .map_err(|e| io("keeping an old database aside", e))?;
+            tracing::error!(
+                path = %self.path.display(), kept = %kept.display(),
+                "store compaction: a database moved aside by an interrupted compaction lies beside a store that is \
+                 not its copy; kept, not removed: stop the server and move it into the store's place to restore it"
+            );
+        }
         for leftover in [&fresh_path, &old_path] {
             if leftover.exists() {
                 tracing::warn!(path = %leftover.display(), "store compaction: removing what an earlier one left");

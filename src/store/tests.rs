@@ -1009,10 +1009,15 @@ async fn an_empty_store_an_older_build_opened_after_a_crash_keeps_the_history_be
         Some(1.0),
         "{metrics}"
     );
+    // A compaction moves it out of its way but does not remove it.
+    store.compact().await.unwrap();
+    let kept = dir.path().join("store.old.kept");
+    assert_eq!(entries(dir.path()), ["store", "store.old.kept"]);
+    assert!(path.join(COMPACTION_COMPLETE).is_file());
     // The operator's way back to the history.
     drop(store);
     std::fs::rename(&path, dir.path().join("after-the-crash")).unwrap();
-    std::fs::rename(&old, &path).unwrap();
+    std::fs::rename(&kept, &path).unwrap();
     let store = Store::open(&path, Retention::default()).await.unwrap();
     assert_history(&store).await;
 }
