@@ -12,11 +12,10 @@ use super::objects::{
     Condition, ContainerFields, PartialDeployment, PartialNode, PartialPod, PartialReplicaSet,
     PodSpecFields,
 };
-use super::quantity::parse_memory_bytes;
 use crate::domain::cluster::{DeploymentInfo, NodeInfo, NodeRequirement, PodInfo};
 use crate::domain::contract::{DEPLOYMENT_LABEL, METRICS};
 use crate::domain::model::DeploymentKey;
-use crate::domain::quantity::parse_cpu_milli;
+use crate::domain::quantity::{parse_cpu_milli, parse_memory_bytes};
 
 /// `(namespace, name)` of a namespaced object.
 pub type NamespacedName = (String, String);

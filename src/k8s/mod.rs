@@ -22,7 +22,6 @@
 pub mod cache;
 pub mod convert;
 pub mod objects;
-pub mod quantity;
 pub mod rate;
 
 use std::collections::HashMap;
