@@ -300,19 +300,13 @@ impl Connections {
         let total = table.totals.get(server).copied().unwrap_or(0);
         // Only a listener near its cap pays for a scan.
         if total >= max_connections {
-            let mine = || table.entries.iter().filter(|(_, e)| e.server == server);
-            let open = mine()
-                .filter(|(_, e)| !e.conn.closing.load(Ordering::Acquire))
+            let open = table
+                .entries
+                .values()
+                .filter(|e| e.server == server && !e.conn.closing.load(Ordering::Acquire))
                 .count();
             if !rules::has_room(open, max_connections) {
-                let victim = rules::longest_idle(mine().map(|(id, e)| e.conn.candidate(*id)));
-                let made_room = match victim.and_then(|id| table.entries.get(&id)) {
-                    Some(entry) => {
-                        self.close_for_room(entry);
-                        true
-                    }
-                    None => false,
-                };
+                let made_room = self.close_longest_idle(&table, |e| e.server == server);
                 if !made_room {
                     drop(table);
                     self.metrics()
@@ -353,10 +347,6 @@ impl Connections {
         })
     }
 
-    fn close_for_room(&self, entry: &Entry) {
-        close_idle(self.metrics(), entry.server, &entry.conn, "pressure");
-    }
-
     fn now_millis(&self) -> u64 {
         self.inner.epoch.elapsed().as_millis() as u64
     }
@@ -372,10 +362,20 @@ impl Connections {
         }) {
             return false;
         }
-        let victim = rules::longest_idle(table.entries.iter().map(|(id, e)| e.conn.candidate(*id)));
-        match victim.and_then(|id| table.entries.get(&id)) {
+        self.close_longest_idle(&table, |_| true)
+    }
+
+    /// Closes the connection idle the longest among the entries `which` selects, to make room; false if none of
+    /// them is idle.
+    fn close_longest_idle(&self, table: &Table, which: impl Fn(&Entry) -> bool) -> bool {
+        let candidates = table
+            .entries
+            .iter()
+            .filter(|(_, e)| which(e))
+            .map(|(id, e)| e.conn.candidate(*id));
+        match rules::longest_idle(candidates).and_then(|id| table.entries.get(&id)) {
             Some(entry) => {
-                self.close_for_room(entry);
+                close_idle(self.metrics(), entry.server, &entry.conn, "pressure");
                 true
             }
             None => false,
