@@ -188,14 +188,43 @@ async fn eventually<F: Future<Output = bool>>(what: &str, within: Duration, chec
     }
 }
 
+/// The fake apiserver (watch events released), a real Prometheus with the recording, the proxy in front of it
+/// (passing answers through until told otherwise) and `serve` on both, with `extra` flags.
+struct Rig {
+    api: fake_apiserver::Harness,
+    prom: Prometheus,
+    proxy: Arc<Proxy>,
+    serve: Serve,
+    client: reqwest::Client,
+}
+
+impl Rig {
+    async fn start(extra: &[&str]) -> Rig {
+        let api = fake_apiserver::start(vec![]).await;
+        api.release.send(true).unwrap();
+        let prom = Prometheus::start(&openmetrics(unix_now()), None, None).await;
+        let (proxy, url) = start_proxy(&prom.url).await;
+        let serve = Serve::start(&url, &api.kubeconfig, extra);
+        let client = serve.client();
+        Rig {
+            api,
+            prom,
+            proxy,
+            serve,
+            client,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_usable_samples_are_never_served_as_a_fresh_zero() {
-    let api = fake_apiserver::start(vec![]).await;
-    api.release.send(true).unwrap();
-    let prom = Prometheus::start(&openmetrics(unix_now()), None, None).await;
-    let (proxy, url) = start_proxy(&prom.url).await;
-    let serve = Serve::start(&url, &api.kubeconfig, &[]);
-    let client = serve.client();
+    let Rig {
+        api: _api,
+        prom: _prom,
+        proxy,
+        serve,
+        client,
+    } = Rig::start(&[]).await;
     serve
         .wait_readyz(Duration::from_secs(60), |b| {
             b.contains("[+]prometheus") && b.contains("[+]values")
@@ -298,12 +327,13 @@ async fn no_usable_samples_are_never_served_as_a_fresh_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_data_age_not_tick_latency() {
-    let api = fake_apiserver::start(vec![]).await;
-    api.release.send(true).unwrap();
-    let prom = Prometheus::start(&openmetrics(unix_now()), None, None).await;
-    let (proxy, url) = start_proxy(&prom.url).await;
-    let serve = Serve::start(&url, &api.kubeconfig, &[]);
-    let client = serve.client();
+    let Rig {
+        api: _api,
+        prom,
+        proxy,
+        serve,
+        client,
+    } = Rig::start(&[]).await;
     serve
         .wait_readyz(Duration::from_secs(60), |b| b.contains("[+]values"))
         .await;
@@ -339,11 +369,13 @@ async fn readiness_follows_data_age_not_tick_latency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_apiserver_shows_and_stops_fresh_values_past_the_staleness_limit() {
-    let api = fake_apiserver::start(vec![]).await;
-    api.release.send(true).unwrap();
-    let prom = Prometheus::start(&openmetrics(unix_now()), None, None).await;
-    let serve = Serve::start(&prom.url, &api.kubeconfig, &["--kube-max-staleness", "8s"]);
-    let client = serve.client();
+    let Rig {
+        api,
+        prom: _prom,
+        proxy: _proxy,
+        serve,
+        client,
+    } = Rig::start(&["--kube-max-staleness", "8s"]).await;
     serve
         .wait_readyz(Duration::from_secs(60), |b| {
             b.contains("[+]kubernetes") && b.contains("[+]values")
