@@ -819,6 +819,14 @@ fn metric(exposition: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// What a compaction leaves at `copy` once its copy is complete: the live data, flushed and marked.
+fn copy_marked(store: &Store, copy: &Path) {
+    store
+        .shared
+        .copy_live_data(&store.inner().db, copy)
+        .unwrap();
+}
+
 /// A store holding [`write_history`] at `<dir>/store`, and the paths of a compaction's copy and old database.
 async fn crashed_store(dir: &Path) -> (Store, PathBuf, PathBuf, PathBuf) {
     let path = dir.join("store");
@@ -893,10 +901,7 @@ async fn crash_while_copying_keeps_the_store_and_drops_the_partial_copy() {
 async fn crash_after_copying_before_the_swap_keeps_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path, copy, _) = crashed_store(dir.path()).await;
-    store
-        .shared
-        .copy_live_data(&store.inner().db, &copy)
-        .unwrap();
+    copy_marked(&store, &copy);
     assert!(copy.join(COMPACTION_COMPLETE).is_file());
     drop(store);
     reopen_after_crash(dir.path(), &path, Some("discarded_copy")).await;
@@ -908,10 +913,7 @@ async fn crash_after_copying_before_the_swap_keeps_the_store() {
 async fn crash_between_the_renames_finishes_the_swap() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path, copy, old) = crashed_store(dir.path()).await;
-    store
-        .shared
-        .copy_live_data(&store.inner().db, &copy)
-        .unwrap();
+    copy_marked(&store, &copy);
     drop(store);
     std::fs::rename(&path, &old).unwrap();
     reopen_after_crash(dir.path(), &path, Some("finished_swap")).await;
@@ -933,10 +935,7 @@ async fn crash_between_the_renames_with_an_unmarked_copy_rolls_back() {
             partial.import(store.inner().db.export().into_iter().take(2).collect());
             partial.flush().unwrap();
         } else {
-            store
-                .shared
-                .copy_live_data(&store.inner().db, &copy)
-                .unwrap();
+            copy_marked(&store, &copy);
             std::fs::remove_file(copy.join(COMPACTION_COMPLETE)).unwrap();
         }
         drop(store);
@@ -951,10 +950,7 @@ async fn crash_between_the_renames_with_an_unmarked_copy_rolls_back() {
 async fn crash_after_the_swap_removes_the_old_database() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path, copy, old) = crashed_store(dir.path()).await;
-    store
-        .shared
-        .copy_live_data(&store.inner().db, &copy)
-        .unwrap();
+    copy_marked(&store, &copy);
     drop(store);
     std::fs::rename(&path, &old).unwrap();
     std::fs::rename(&copy, &path).unwrap();
@@ -968,10 +964,7 @@ async fn crash_after_the_swap_removes_the_old_database() {
 async fn an_empty_store_an_older_build_opened_after_a_crash_keeps_the_history_beside_it() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path, copy, old) = crashed_store(dir.path()).await;
-    store
-        .shared
-        .copy_live_data(&store.inner().db, &copy)
-        .unwrap();
+    copy_marked(&store, &copy);
     std::fs::remove_file(copy.join(COMPACTION_COMPLETE)).unwrap();
     drop(store);
     std::fs::rename(&path, &old).unwrap();
@@ -1037,10 +1030,7 @@ async fn a_clean_store_opens_without_recovery() {
 async fn a_new_store_promotes_a_complete_copy_and_leaves_an_unplaceable_one() {
     let dir = tempfile::tempdir().unwrap();
     let (store, path, copy, _) = crashed_store(dir.path()).await;
-    store
-        .shared
-        .copy_live_data(&store.inner().db, &copy)
-        .unwrap();
+    copy_marked(&store, &copy);
     drop(store);
     std::fs::remove_dir_all(&path).unwrap();
     reopen_after_crash(dir.path(), &path, Some("finished_swap")).await;
