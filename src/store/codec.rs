@@ -9,9 +9,6 @@
 //! | journal tick (all deployments, key = id 0 + tick time) | 5 + 14 n | count u32, then per deployment: id u32, cpu % f32, memory % f32, replicas u16 |
 //! | rollup hour | 169 | 12 five-minute slots of 14 bytes: count u16, cpu mean/max/p95 f16, memory mean/max f16, replicas max u16 |
 //! | prediction | 17 | horizon s u32, value f32, lower f32, upper f32 |
-//! | anomaly | 13 | score f32, observed f32, expected f32 |
-//! | cost | 17 | requested cores f32, used cores f32, cost per hour f32, savings per hour f32 |
-//! | learned target | 9 | target % f32, confidence f32 |
 //! | decision | 1 + n | JSON bytes |
 //!
 //! Samples are `f32` (7 significant digits). Rollups are IEEE half-precision `f16` (11 significant bits: 70% is
@@ -559,87 +556,6 @@ impl Record for Prediction {
     }
 }
 
-/// A detected anomaly.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Anomaly {
-    /// How unusual, detector-defined (e.g. a z-score).
-    pub score: f64,
-    /// What was observed.
-    pub observed: f64,
-    /// What was expected.
-    pub expected: f64,
-}
-
-impl Record for Anomaly {
-    const LEN: usize = 13;
-    fn write(&self, out: &mut Writer<'_>) {
-        out.f32(self.score);
-        out.f32(self.observed);
-        out.f32(self.expected);
-    }
-    fn read(input: &mut Reader<'_>) -> Self {
-        Anomaly {
-            score: input.f32(),
-            observed: input.f32(),
-            expected: input.f32(),
-        }
-    }
-}
-
-/// A cost estimate at one time.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CostRecord {
-    /// CPU requested by the deployment's pods, cores.
-    pub requested_cores: f64,
-    /// CPU used, cores.
-    pub used_cores: f64,
-    /// Estimated cost per hour, in the configured currency.
-    pub cost_per_hour: f64,
-    /// Estimated saving per hour of the smart target over the base one.
-    pub savings_per_hour: f64,
-}
-
-impl Record for CostRecord {
-    const LEN: usize = 17;
-    fn write(&self, out: &mut Writer<'_>) {
-        out.f32(self.requested_cores);
-        out.f32(self.used_cores);
-        out.f32(self.cost_per_hour);
-        out.f32(self.savings_per_hour);
-    }
-    fn read(input: &mut Reader<'_>) -> Self {
-        CostRecord {
-            requested_cores: input.f32(),
-            used_cores: input.f32(),
-            cost_per_hour: input.f32(),
-            savings_per_hour: input.f32(),
-        }
-    }
-}
-
-/// A learned target.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LearnedTarget {
-    /// Target utilization, percent.
-    pub target_percent: f64,
-    /// Confidence in it, 0 to 1.
-    pub confidence: f64,
-}
-
-impl Record for LearnedTarget {
-    const LEN: usize = 9;
-    fn write(&self, out: &mut Writer<'_>) {
-        out.f32(self.target_percent);
-        out.f32(self.confidence);
-    }
-    fn read(input: &mut Reader<'_>) -> Self {
-        LearnedTarget {
-            target_percent: input.f32(),
-            confidence: input.f32(),
-        }
-    }
-}
-
 /// Encodes variable-length bytes (a decision's JSON) behind the version byte.
 pub fn encode_bytes(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() + 1);
@@ -783,7 +699,7 @@ mod tests {
                 found: 3
             })
         );
-        assert_eq!(Anomaly::decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(Prediction::decode(&[]), Err(DecodeError::Empty));
         assert_eq!(decode_bytes(&encode_bytes(b"{}")), Ok(&b"{}"[..]));
         assert_eq!(decode_bytes(&[9, 1]), Err(DecodeError::Version(9)));
     }

@@ -1,11 +1,10 @@
 //! The persistent store (sled 0.34): per-deployment samples at tick granularity, five-minute rollups, and the
-//! predictions, anomalies, cost, learned targets and decisions derived from them.
+//! forecasts (predictions) and decisions derived from them.
 //!
 //! Samples are kept for `Retention::samples` (48 h by default), then rolled up into five-minute aggregates (mean,
 //! max and p95 of CPU, mean and max of memory, max replicas) kept for `Retention::rollups` (30 days). Whole hours
 //! are rolled up once all of their samples are past the sample retention, so samples live up to one hour longer
-//! than configured. Predictions, anomalies, cost and decisions are kept as long as rollups; learned targets too,
-//! except that the newest one of each deployment is always kept.
+//! than configured. Predictions and decisions are kept as long as rollups.
 //!
 //! sled pays a large per-entry overhead (well over 100 bytes on disk for a 23-byte entry written tick by tick),
 //! so records are big: samples are stored as one block per deployment-hour, rollups as one record of twelve
@@ -40,8 +39,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::ConfigError;
 use crate::domain::model::{DeploymentKey, Observation, UnixMillis};
 
-pub use codec::{Anomaly, CostRecord, LearnedTarget, Prediction, Rollup, Sample};
 use codec::{BUCKET_MILLIS, HOUR_MILLIS, Record, RollupHour, SampleValue};
+pub use codec::{Prediction, Rollup, Sample};
 use metrics::StoreMetrics;
 pub use metrics::{RECORD_COUNT_INTERVAL, RecoveryLabels, TreeLabels};
 
@@ -222,20 +221,14 @@ enum Kind {
     Samples,
     Rollups,
     Predictions,
-    Anomalies,
-    Cost,
-    Targets,
     Decisions,
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
+    const ALL: [Kind; 4] = [
         Kind::Samples,
         Kind::Rollups,
         Kind::Predictions,
-        Kind::Anomalies,
-        Kind::Cost,
-        Kind::Targets,
         Kind::Decisions,
     ];
     fn name(self) -> &'static str {
@@ -243,9 +236,6 @@ impl Kind {
             Kind::Samples => "samples",
             Kind::Rollups => "rollups",
             Kind::Predictions => "predictions",
-            Kind::Anomalies => "anomalies",
-            Kind::Cost => "cost",
-            Kind::Targets => "learned_targets",
             Kind::Decisions => "decisions",
         }
     }
@@ -1134,76 +1124,6 @@ impl Store {
         self.typed(Kind::Predictions, key, from, to).await
     }
 
-    /// Stores an anomaly detected at `at`.
-    pub async fn put_anomaly(
-        &self,
-        key: &DeploymentKey,
-        at: UnixMillis,
-        anomaly: &Anomaly,
-    ) -> Result<(), StoreError> {
-        self.put(Kind::Anomalies, key, at, anomaly.encode()).await
-    }
-
-    /// Anomalies detected in `[from, to)`.
-    pub async fn anomalies(
-        &self,
-        key: &DeploymentKey,
-        from: UnixMillis,
-        to: UnixMillis,
-    ) -> Result<Vec<(UnixMillis, Anomaly)>, StoreError> {
-        self.typed(Kind::Anomalies, key, from, to).await
-    }
-
-    /// Stores a cost estimate at `at`.
-    pub async fn put_cost(
-        &self,
-        key: &DeploymentKey,
-        at: UnixMillis,
-        cost: &CostRecord,
-    ) -> Result<(), StoreError> {
-        self.put(Kind::Cost, key, at, cost.encode()).await
-    }
-
-    /// Cost estimates in `[from, to)`.
-    pub async fn costs(
-        &self,
-        key: &DeploymentKey,
-        from: UnixMillis,
-        to: UnixMillis,
-    ) -> Result<Vec<(UnixMillis, CostRecord)>, StoreError> {
-        self.typed(Kind::Cost, key, from, to).await
-    }
-
-    /// Stores a learned target at `at`.
-    pub async fn put_learned_target(
-        &self,
-        key: &DeploymentKey,
-        at: UnixMillis,
-        target: &LearnedTarget,
-    ) -> Result<(), StoreError> {
-        self.put(Kind::Targets, key, at, target.encode()).await
-    }
-
-    /// The newest learned target of a deployment.
-    pub async fn learned_target(
-        &self,
-        key: &DeploymentKey,
-    ) -> Result<Option<(UnixMillis, LearnedTarget)>, StoreError> {
-        let key = key.clone();
-        self.blocking(move |inner| inner.last(Kind::Targets, &key))
-            .await
-    }
-
-    /// Learned targets stored in `[from, to)`.
-    pub async fn learned_targets(
-        &self,
-        key: &DeploymentKey,
-        from: UnixMillis,
-        to: UnixMillis,
-    ) -> Result<Vec<(UnixMillis, LearnedTarget)>, StoreError> {
-        self.typed(Kind::Targets, key, from, to).await
-    }
-
     async fn put(
         &self,
         kind: Kind,
@@ -1688,25 +1608,8 @@ impl Inner {
                 id,
                 rollup_cutoff.saturating_sub(HOUR_MILLIS).saturating_add(1),
             )?;
-            for kind in [
-                Kind::Predictions,
-                Kind::Anomalies,
-                Kind::Cost,
-                Kind::Decisions,
-            ] {
+            for kind in [Kind::Predictions, Kind::Decisions] {
                 report.expired += self.remove_range(kind, id, rollup_cutoff)?;
-            }
-            // Learned targets: expire, but keep each deployment's newest.
-            let targets = self.tree(Kind::Targets);
-            let newest = targets
-                .range(codec::key(id, i64::MIN)..=codec::key(id, i64::MAX))
-                .next_back()
-                .transpose()
-                .map_err(|e| self.sled(e))?
-                .and_then(|(k, _)| codec::split_key(&k).map(|(_, at)| at));
-            if let Some(newest) = newest {
-                report.expired +=
-                    self.remove_range(Kind::Targets, id, rollup_cutoff.min(newest))?;
             }
         }
         Ok(report)

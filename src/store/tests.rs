@@ -84,17 +84,6 @@ async fn a_restart_resumes_from_the_stored_state() {
             )
             .await
             .unwrap();
-        store
-            .put_learned_target(
-                &api(),
-                T0,
-                &LearnedTarget {
-                    target_percent: 75.0,
-                    confidence: 0.5,
-                },
-            )
-            .await
-            .unwrap();
         store.flush().await.unwrap();
     }
     let store = Store::open(&path, Retention::default()).await.unwrap();
@@ -123,16 +112,6 @@ async fn a_restart_resumes_from_the_stored_state() {
             .1
             .horizon_seconds,
         600
-    );
-    assert_eq!(
-        store.learned_target(&api()).await.unwrap(),
-        Some((
-            T0,
-            LearnedTarget {
-                target_percent: 75.0,
-                confidence: 0.5
-            }
-        ))
     );
     // A deployment first seen after the restart gets a fresh id: its data does not mix with the others'.
     let new = DeploymentKey::new("ops", "new");
@@ -207,19 +186,6 @@ async fn old_samples_are_rolled_up_then_expired() {
         .put_decision(&api(), T0 + 5 * MINUTE, b"{}")
         .await
         .unwrap();
-    for (i, at) in [T0, T0 + HOUR].into_iter().enumerate() {
-        store
-            .put_learned_target(
-                &api(),
-                at,
-                &LearnedTarget {
-                    target_percent: 70.0 + i as f64,
-                    confidence: 1.0,
-                },
-            )
-            .await
-            .unwrap();
-    }
     let before = store.rollups(&api(), T0, T0 + 3 * HOUR).await.unwrap();
     assert_eq!(before.len(), 36, "aggregated on the fly from samples");
 
@@ -276,7 +242,7 @@ async fn old_samples_are_rolled_up_then_expired() {
         RetentionReport::default()
     );
 
-    // Much later everything is past the rollup retention, except the newest learned target.
+    // Much later everything is past the rollup retention.
     let later = T0 + 20 * HOUR;
     let report = store.enforce_retention(later).await.unwrap();
     assert_eq!(report.samples_rolled_up, 120);
@@ -287,18 +253,6 @@ async fn old_samples_are_rolled_up_then_expired() {
     assert!(store.rollups(&api(), T0, later).await.unwrap().is_empty());
     assert!(store.samples(&api(), T0, later).await.unwrap().is_empty());
     assert!(store.decisions(&api(), T0, later).await.unwrap().is_empty());
-    assert_eq!(
-        store.learned_target(&api()).await.unwrap().map(|t| t.0),
-        Some(T0 + HOUR)
-    );
-    assert_eq!(
-        store
-            .learned_targets(&api(), T0, later)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
 }
 
 #[tokio::test]
@@ -443,36 +397,6 @@ async fn import_skips_existing_samples_and_non_finite_values() {
         }
     );
     assert_eq!(s[1].cpu_percent, 42.0, "a real sample is not overwritten");
-}
-
-#[tokio::test]
-async fn derived_records_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("s"), Retention::default())
-        .await
-        .unwrap();
-    let anomaly = Anomaly {
-        score: 4.5,
-        observed: 95.0,
-        expected: 40.0,
-    };
-    let cost = CostRecord {
-        requested_cores: 4.0,
-        used_cores: 2.5,
-        cost_per_hour: 0.125,
-        savings_per_hour: 0.03125,
-    };
-    store.put_anomaly(&api(), T0, &anomaly).await.unwrap();
-    store.put_cost(&api(), T0 + 1, &cost).await.unwrap();
-    assert_eq!(
-        store.anomalies(&api(), T0, T0 + 10).await.unwrap(),
-        vec![(T0, anomaly)]
-    );
-    assert_eq!(
-        store.costs(&api(), T0, T0 + 10).await.unwrap(),
-        vec![(T0 + 1, cost)]
-    );
-    assert!(store.costs(&web(), T0, T0 + 10).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -735,7 +659,7 @@ fn the_open_hour_keeps_samples_packed_in_order_and_reads_them_as_stored() {
 const HISTORY_TICKS: i64 = 3 * 60 + 30;
 
 /// Writes that history (two deployments at one-minute ticks, so closed hours are blocks and the open hour is in
-/// the journal, plus a decision and a learned target) and flushes it.
+/// the journal, plus a decision and a prediction) and flushes it.
 async fn write_history(store: &Store) {
     for i in 0..HISTORY_TICKS {
         store
@@ -751,12 +675,14 @@ async fn write_history(store: &Store) {
         .await
         .unwrap();
     store
-        .put_learned_target(
+        .put_prediction(
             &web(),
             T0,
-            &LearnedTarget {
-                target_percent: 65.0,
-                confidence: 0.8,
+            &Prediction {
+                horizon_seconds: 900,
+                value: 65.0,
+                lower: 60.0,
+                upper: 70.0,
             },
         )
         .await
@@ -786,11 +712,13 @@ async fn assert_history(store: &Store) {
     );
     assert_eq!(
         store
-            .learned_target(&web())
+            .predictions(&web(), T0, T0 + 1)
             .await
             .unwrap()
-            .map(|(at, t)| (at, t.target_percent)),
-        Some((T0, 65.0))
+            .iter()
+            .map(|(at, p)| (*at, p.value))
+            .collect::<Vec<_>>(),
+        [(T0, 65.0)]
     );
     assert_eq!(store.deployments(), [api(), web()]);
 }
@@ -1103,7 +1031,7 @@ async fn store_figures_reach_the_exposition() {
     assert_eq!(records("samples"), Some(6.0));
     assert_eq!(records("samples_journal"), Some(30.0));
     assert_eq!(records("decisions"), Some(5.0));
-    assert_eq!(records("learned_targets"), Some(1.0));
+    assert_eq!(records("predictions"), Some(1.0));
     assert_eq!(records("deployments"), Some(2.0));
     assert_eq!(records("rollups"), Some(0.0));
     assert_eq!(
