@@ -1415,28 +1415,6 @@ impl Inner {
         Ok(out)
     }
 
-    fn last<T: Record>(
-        &self,
-        kind: Kind,
-        key: &DeploymentKey,
-    ) -> Result<Option<(UnixMillis, T)>, StoreError> {
-        let Some(id) = self.known_id(key) else {
-            return Ok(None);
-        };
-        let range = codec::key(id, i64::MIN)..=codec::key(id, i64::MAX);
-        match self.tree(kind).range(range).next_back() {
-            None => Ok(None),
-            Some(entry) => {
-                let (k, v) = entry.map_err(|e| self.sled(e))?;
-                let (_, at) = codec::split_key(&k).ok_or_else(|| self.corrupt(kind, "bad key"))?;
-                Ok(Some((
-                    at,
-                    T::decode(&v).map_err(|e| self.corrupt(kind, e))?,
-                )))
-            }
-        }
-    }
-
     fn samples(
         &self,
         key: &DeploymentKey,
