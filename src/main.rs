@@ -42,6 +42,13 @@ fn main() -> Result<()> {
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
     let cli = Cli::parse();
     init_tracing(&cli)?;
-    let settings = cli.command.settings()?;
+    let settings = match cli.command.settings() {
+        Ok(settings) => settings,
+        Err(invalid) => {
+            // A usage error, like clap's own: the list of problems and exit status 2, no backtrace.
+            eprintln!("error: {invalid}");
+            std::process::exit(2);
+        }
+    };
     app::run(settings)
 }
