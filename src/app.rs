@@ -1,4 +1,4 @@
-//! Wiring: turns a validated configuration into running listeners, the engine and the shutdown path.
+//! Wiring: turns the checked settings into running listeners, the engine and the shutdown path.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,11 +12,30 @@ use tokio_util::sync::CancellationToken;
 
 use crate::certs::{self, CertBundle};
 use crate::clock::{Clock, ScaledClock, SystemClock};
-use crate::config::{CertsArgs, DemoArgs, ServeArgs, ServerArgs};
+use crate::config::{CertsArgs, CommandSettings, DemoSettings, ServeSettings};
 use crate::demo::{DemoCluster, DemoSource};
 use crate::engine::Engine;
-use crate::http::{self, AppState, Limits};
+use crate::http::{self, AppState, Limits, ServerSettings};
 use crate::telemetry::Telemetry;
+
+/// Runs the checked command to its end.
+pub fn run(settings: CommandSettings) -> Result<()> {
+    match settings {
+        CommandSettings::Certs(args) => run_certs(&args),
+        CommandSettings::Serve(settings) => runtime()?.block_on(run_serve(*settings)),
+        CommandSettings::Simulate(args) => {
+            print!("{}", crate::simulate::run(&args)?);
+            Ok(())
+        }
+        CommandSettings::Demo(settings) => runtime()?.block_on(run_demo(*settings)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
 
 /// Runs `certs`: writes a CA and serving certificate and prints the caBundle.
 pub fn run_certs(args: &CertsArgs) -> Result<()> {
@@ -48,7 +67,7 @@ pub fn run_certs(args: &CertsArgs) -> Result<()> {
 
 /// Builds the handler state shared by both listeners.
 fn app_state(
-    server: &ServerArgs,
+    server: &ServerSettings,
     snapshots: watch::Receiver<Option<Arc<crate::domain::model::Snapshot>>>,
     clock: Arc<dyn Clock>,
     telemetry: Arc<Telemetry>,
@@ -58,12 +77,12 @@ fn app_state(
         forecasts: None,
         responses: Default::default(),
         health,
-        webhook: Arc::new(http::webhook::WebhookState::from_args(
-            &server.webhook,
+        webhook: Arc::new(http::webhook::WebhookState::new(
+            server.webhook.clone(),
             &telemetry,
         )),
-        extender: Arc::new(http::extender::ExtenderState::from_args(
-            &server.extender,
+        extender: Arc::new(http::extender::ExtenderState::new(
+            server.extender,
             &telemetry,
         )),
         snapshots,
@@ -73,7 +92,7 @@ fn app_state(
     }
 }
 
-fn limits(server: &ServerArgs, telemetry: &Telemetry) -> Limits {
+fn limits(server: &ServerSettings, telemetry: &Telemetry) -> Limits {
     Limits {
         max_body_bytes: server.max_body_bytes,
         max_header_bytes: server.max_header_bytes,
@@ -91,7 +110,7 @@ struct Listeners {
     metrics: TcpListener,
 }
 
-async fn bind(server: &ServerArgs) -> Result<Listeners> {
+async fn bind(server: &ServerSettings) -> Result<Listeners> {
     let secure_addr = SocketAddr::new(server.bind_address, server.secure_port);
     let metrics_addr = SocketAddr::new(server.bind_address, server.metrics_port);
     let secure = TcpListener::bind(secure_addr)
@@ -133,7 +152,7 @@ fn shutdown_on_signal(cancel: CancellationToken) {
 /// Publishes the TLS reload metrics and re-reads the TLS files every `--tls-reload-interval` until `cancel`.
 fn watch_tls(
     tls: &Arc<certs::TlsReloader>,
-    server: &ServerArgs,
+    server: &ServerSettings,
     telemetry: &Telemetry,
     cancel: &CancellationToken,
 ) {
@@ -168,7 +187,7 @@ async fn serve_both(
 }
 
 /// Runs `serve`: Kubernetes watches and Prometheus feed the engine; the store keeps history.
-pub async fn run_serve(args: ServeArgs) -> Result<()> {
+pub async fn run_serve(args: ServeSettings) -> Result<()> {
     let tls = Arc::new(certs::TlsReloader::load(certs::TlsFiles {
         cert: args.tls_cert_file.clone(),
         key: args.tls_key_file.clone(),
@@ -179,11 +198,11 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let telemetry = Arc::new(Telemetry::new());
     let health = Arc::new(crate::health::Health::new(&telemetry));
-    let store = crate::store::Store::open(args.data_dir.join("store"), args.store.config())
+    let store = crate::store::Store::open(args.data_dir.join("store"), args.store)
         .await?
         .with_clock(clock.clone());
     store.register_metrics(&telemetry);
-    let prom = Arc::new(crate::prom::PromClient::from_args(&args.prom)?.with_clock(clock.clone()));
+    let prom = Arc::new(crate::prom::PromClient::new(args.prom.clone())?.with_clock(clock.clone()));
     let short_window_seconds = prom.templates().pod_cpu_short_window_seconds;
     let client = args.k8s.client().await?;
     let cancel = CancellationToken::new();
@@ -200,23 +219,23 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
             short_window_seconds,
         },
         health.clone(),
-        args.store.store_rollup_retention,
-        args.k8s.kube_max_staleness,
+        args.store.retention.rollups,
+        args.k8s.max_staleness,
     );
     let (mut engine, snapshots) = Engine::new(
         source,
         clock.clone(),
         args.interval,
         telemetry.clone(),
-        args.decision.to_config(),
+        args.decision.clone(),
     );
     let mut forecasts = None;
-    if !args.no_forecast {
+    if let Some(forecaster) = args.forecast.clone() {
         let (task, board) = crate::forecasting::ForecastTask::new(
             store.clone(),
             clock.clone(),
             crate::forecasting::ForecastSettings {
-                forecaster: args.forecast.to_config(),
+                forecaster,
                 round: Duration::from_secs(60),
                 refit_interval: args.forecast_refit_interval,
                 cpu_budget: args.forecast_cpu_budget,
@@ -236,7 +255,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     tracing::info!(
         secure = %listeners.secure.local_addr()?,
         metrics = %listeners.metrics.local_addr()?,
-        prometheus = %args.prom.prometheus_url,
+        prometheus = %args.prom.url,
         store = %store.path().display(),
         "listening"
     );
@@ -283,7 +302,7 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 /// Runs `demo`.
-pub async fn run_demo(args: DemoArgs) -> Result<()> {
+pub async fn run_demo(args: DemoSettings) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(ScaledClock::starting_now(args.speed));
     let data_dir = absolute(&args.data_dir)?;
     let cert_dir = data_dir.join("certs");
@@ -321,7 +340,7 @@ pub async fn run_demo(args: DemoArgs) -> Result<()> {
         clock.clone(),
         args.interval,
         telemetry.clone(),
-        args.decision.to_config(),
+        args.decision.clone(),
     );
     let state = app_state(&args.server, snapshots, clock, telemetry, health);
     let cancel = CancellationToken::new();

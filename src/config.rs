@@ -1,11 +1,24 @@
-//! Command-line and environment configuration. Every flag has a `SMART_AUTOSCALER_*` environment fallback and
-//! is validated once, before anything starts, so a bad setting fails fast with a message naming the flag.
+//! The command line: [`Cli`], its subcommands and the flags the commands own (decision core, forecasts,
+//! intervals), with a `SMART_AUTOSCALER_*` environment fallback for every flag.
+//!
+//! Each adapter owns its flags (`k8s::K8sArgs`, `prom::PromArgs`, `store::StoreArgs`, `http::ServerArgs` with the
+//! webhook's and the extender's) and turns them into its settings with `TryFrom`; this module flattens them into
+//! the commands and depends on the adapters, never the reverse (shared value parsers live in [`crate::flags`]).
+//! [`Command::settings`] checks everything once, before anything starts, including the rules that tie flags
+//! together, and reports every setting that cannot work at once, each naming its flag.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::decision::DecisionConfig;
+use crate::domain::forecast::online::ForecasterConfig;
+use crate::flags::parse_duration;
+use crate::http::{ServerArgs, ServerSettings, ServerSettingsError};
+use crate::k8s::{K8sSettings, K8sSettingsError};
+use crate::prom::{PromSettings, PromSettingsError};
+use crate::store::{StoreConfig, StoreSettingsError};
 
 /// Predictive, node-aware and cost-aware external metrics for the native Kubernetes HPA.
 #[derive(Debug, Parser)]
@@ -133,8 +146,8 @@ pub struct SimulateArgs {
 }
 
 impl SimulateArgs {
-    /// Validates the `simulate` configuration.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Validates the `simulate` configuration (the trace itself is read, and checked, when the run starts).
+    pub fn validate(&self) -> Result<(), InvalidFlag> {
         self.decision.validate()?;
         self.forecast.validate()?;
         if self.refit_minutes < 5 {
@@ -144,6 +157,29 @@ impl SimulateArgs {
             return Err(bad(
                 "trace",
                 "give exactly one of --trace FILE or --scenario NAME",
+            ));
+        }
+        // A scenario has its own timestamps and value column: these two would be ignored without a word.
+        if self.trace.is_none() {
+            for (flag, given) in [
+                ("column", self.column.is_some()),
+                ("step", self.step.is_some()),
+            ] {
+                if given {
+                    return Err(bad(flag, "only applies to --trace, not to --scenario"));
+                }
+            }
+        }
+        let range = crate::domain::cluster::SHORT_WINDOW_SECONDS;
+        if !u32::try_from(self.short_window.as_secs()).is_ok_and(|s| range.contains(&s)) {
+            return Err(bad(
+                "short-window",
+                format!(
+                    "must be {}s to {}s, not {:?}",
+                    range.start(),
+                    range.end(),
+                    self.short_window
+                ),
             ));
         }
         if let Some(c) = self.pod_capacity
@@ -159,73 +195,13 @@ impl SimulateArgs {
         if let (Some(min), Some(max)) = (self.min_replicas, self.max_replicas)
             && min > max
         {
-            return Err(bad("min-replicas", "must not exceed --max-replicas"));
+            return Err(bad(
+                "min-replicas",
+                format!("{min} exceeds --max-replicas {max}"),
+            ));
         }
         Ok(())
     }
-}
-
-/// Listener, limit and timing settings shared by `serve` and `demo`.
-#[derive(Debug, Clone, Args)]
-pub struct ServerArgs {
-    /// Address both listeners bind to.
-    #[arg(long, env = "SMART_AUTOSCALER_BIND_ADDRESS", default_value = "0.0.0.0")]
-    pub bind_address: IpAddr,
-
-    /// HTTPS port for the external metrics API (and the webhook and extender). 0 picks a free port.
-    #[arg(long, env = "SMART_AUTOSCALER_SECURE_PORT", default_value_t = 6443)]
-    pub secure_port: u16,
-
-    /// Plain-HTTP port for /metrics, health probes and the JSON API. 0 picks a free port.
-    #[arg(long, env = "SMART_AUTOSCALER_METRICS_PORT", default_value_t = 8080)]
-    pub metrics_port: u16,
-
-    /// Largest request body accepted, in bytes; larger requests get a 413 Status.
-    #[arg(long, env = "SMART_AUTOSCALER_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
-    pub max_body_bytes: usize,
-
-    /// Largest request head (request line plus headers, as HTTP/1.1 writes them) accepted, in bytes; larger heads
-    /// get a 431 Status. Heads over four times this (at least 64 KiB) are cut off by the HTTP parser itself, with
-    /// an empty 431 and the connection closed.
-    #[arg(long, env = "SMART_AUTOSCALER_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
-    pub max_header_bytes: usize,
-
-    /// Most header fields in one request; more get a 431 Status (over four times this, the HTTP parser's own
-    /// empty 431).
-    #[arg(long, env = "SMART_AUTOSCALER_MAX_HEADERS", default_value_t = 100)]
-    pub max_headers: usize,
-
-    /// Time limit for handling one request, e.g. `10s`; slower requests get a 504 Status.
-    #[arg(long, env = "SMART_AUTOSCALER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
-
-    /// How long a connection may stay open with no request in flight, e.g. `90s`: from accept (TLS handshake
-    /// included) to its first request, and from each response to the next request, HTTP/1.1 and HTTP/2 alike.
-    /// The default is kube-apiserver's own, chosen there to match the idle timeout of Go's default HTTP client.
-    #[arg(long, env = "SMART_AUTOSCALER_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
-    pub idle_timeout: Duration,
-
-    /// Open connections each listener (secure and metrics) holds at most. When full, or when the process runs out
-    /// of file descriptors, the connection idle the longest is closed to make room; a new connection is refused
-    /// only when every open one has a request in flight.
-    #[arg(long, env = "SMART_AUTOSCALER_MAX_CONNECTIONS", default_value_t = 256)]
-    pub max_connections: usize,
-
-    /// PEM CA that signs the aggregator's front-proxy client certificate (the `requestheader-client-ca-file`).
-    /// When set, client certificates are requested (not required) and verified against it.
-    #[arg(long, env = "SMART_AUTOSCALER_REQUESTHEADER_CLIENT_CA_FILE")]
-    pub requestheader_client_ca_file: Option<PathBuf>,
-
-    /// How often the serving certificate, its key and the client CA file are re-read (100ms-1h); when they
-    /// change, new connections get the new ones and open connections keep theirs.
-    #[arg(long, env = "SMART_AUTOSCALER_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
-    pub tls_reload_interval: Duration,
-
-    #[command(flatten)]
-    pub webhook: crate::http::webhook::WebhookArgs,
-
-    #[command(flatten)]
-    pub extender: crate::http::extender::ExtenderArgs,
 }
 
 /// Forecast settings, shared by `serve` and `simulate --predict`.
@@ -282,7 +258,7 @@ pub struct ForecastArgs {
 
 impl ForecastArgs {
     /// Validates the forecast settings.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), InvalidFlag> {
         let h = self.forecast_horizon.as_secs();
         if !(300..=3600).contains(&h) {
             return Err(bad("forecast-horizon", "must be between 5m and 60m"));
@@ -316,8 +292,8 @@ impl ForecastArgs {
         Ok(())
     }
 
-    /// The forecaster settings these flags describe.
-    pub fn to_config(&self) -> crate::domain::forecast::online::ForecasterConfig {
+    /// The forecaster settings these flags describe (once [`ForecastArgs::validate`] passed).
+    pub fn to_config(&self) -> ForecasterConfig {
         use crate::domain::forecast::{self, ensemble, online, profile, validate};
         let horizon_steps = (self.forecast_horizon.as_millis() as u64)
             .div_ceil(forecast::STEP_MILLIS as u64)
@@ -417,7 +393,7 @@ pub struct DecisionArgs {
 
 impl DecisionArgs {
     /// Checks the settings are coherent.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), InvalidFlag> {
         let pct = |v: f64| v.is_finite() && (0.0..=100.0).contains(&v);
         if !(pct(self.pressure_low_measured) && pct(self.pressure_high_measured))
             || self.pressure_low_measured >= self.pressure_high_measured
@@ -464,9 +440,9 @@ impl DecisionArgs {
         Ok(())
     }
 
-    /// The core's configuration.
-    pub fn to_config(&self) -> crate::domain::decision::DecisionConfig {
-        use crate::domain::decision::{DecisionConfig, PressureConfig};
+    /// The core's configuration (once [`DecisionArgs::validate`] passed).
+    pub fn to_config(&self) -> DecisionConfig {
+        use crate::domain::decision::PressureConfig;
         DecisionConfig {
             pressure: PressureConfig {
                 low_measured_percent: self.pressure_low_measured,
@@ -634,78 +610,161 @@ pub struct CertsArgs {
     pub days: u32,
 }
 
-/// A configuration that cannot work, with the flag to fix.
-#[derive(Debug, thiserror::Error)]
+/// A flag of the commands' own (not an adapter's) that cannot work, with the flag to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid --{flag}: {reason}")]
-pub struct ConfigError {
+pub struct InvalidFlag {
     /// The flag at fault, without dashes.
     pub flag: &'static str,
     /// What is wrong with it.
     pub reason: String,
 }
 
-fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
+fn bad(flag: &'static str, reason: impl Into<String>) -> InvalidFlag {
+    InvalidFlag {
         flag,
         reason: reason.into(),
     }
 }
 
-impl ServerArgs {
-    /// Checks limits that would make the server unusable.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.webhook.validate()?;
-        self.extender.validate()?;
-        if self.max_body_bytes < 1024 {
-            return Err(bad("max-body-bytes", "must be at least 1024"));
+/// One setting that cannot work; every message starts with `invalid --<flag>:`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag of the commands' own.
+    #[error(transparent)]
+    Flag(#[from] InvalidFlag),
+    /// A listener, limit, webhook or extender flag.
+    #[error(transparent)]
+    Server(#[from] ServerSettingsError),
+    /// A Kubernetes connection flag.
+    #[error(transparent)]
+    K8s(#[from] K8sSettingsError),
+    /// A Prometheus flag.
+    #[error(transparent)]
+    Prom(#[from] PromSettingsError),
+    /// A store flag.
+    #[error(transparent)]
+    Store(#[from] StoreSettingsError),
+}
+
+/// Every setting of a command that cannot work, found in one pass, so one failed start names them all.
+#[derive(Debug)]
+pub struct InvalidConfig {
+    /// The problems, in flag-group order (never empty).
+    pub errors: Vec<ConfigError>,
+}
+
+impl std::fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.errors.as_slice() {
+            [one] => write!(f, "{one}"),
+            all => {
+                write!(f, "{} settings cannot work:", all.len())?;
+                for error in all {
+                    write!(f, "\n  {error}")?;
+                }
+                Ok(())
+            }
         }
-        if self.max_header_bytes < 8192 {
-            return Err(bad(
-                "max-header-bytes",
-                "must be at least 8192 (hyper's minimum buffer)",
-            ));
+    }
+}
+
+impl std::error::Error for InvalidConfig {}
+
+/// Gathers the errors of the flag groups' conversions.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    /// The converted value, or `None` with its error kept.
+    fn take<T, E: Into<ConfigError>>(&mut self, result: Result<T, E>) -> Option<T> {
+        result.map_err(|e| self.0.push(e.into())).ok()
+    }
+
+    /// Keeps the error of a check.
+    fn check<E: Into<ConfigError>>(&mut self, result: Result<(), E>) {
+        self.take(result);
+    }
+
+    /// `value` if nothing was found wrong, else every error.
+    fn finish<T>(self, value: Option<T>) -> Result<T, InvalidConfig> {
+        match value {
+            Some(value) if self.0.is_empty() => Ok(value),
+            _ => Err(InvalidConfig { errors: self.0 }),
         }
-        if self.request_timeout.is_zero() {
-            return Err(bad("request-timeout", "must be greater than zero"));
-        }
-        if self.max_headers == 0 {
-            return Err(bad("max-headers", "must be at least 1"));
-        }
-        if self.idle_timeout < Duration::from_secs(1) {
-            return Err(bad("idle-timeout", "must be at least 1s"));
-        }
-        if self.max_connections == 0 {
-            return Err(bad("max-connections", "must be at least 1"));
-        }
-        if self.secure_port != 0 && self.secure_port == self.metrics_port {
-            return Err(bad("metrics-port", "must differ from --secure-port"));
-        }
-        if self.tls_reload_interval < Duration::from_millis(100)
-            || self.tls_reload_interval > Duration::from_secs(3600)
-        {
-            return Err(bad("tls-reload-interval", "must be between 100ms and 1h"));
-        }
-        if let Some(path) = &self.requestheader_client_ca_file
-            && !path.is_file()
-        {
-            return Err(bad(
-                "requestheader-client-ca-file",
-                format!("{} is not a readable file", path.display()),
-            ));
-        }
-        Ok(())
+    }
+}
+
+/// `serve`'s settings, checked: what [`crate::app`] runs with.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Listeners, limits, webhook and extender.
+    pub server: ServerSettings,
+    /// The decision core.
+    pub decision: DecisionConfig,
+    /// Serving certificate (a file at start).
+    pub tls_cert_file: PathBuf,
+    /// Its key (a file at start).
+    pub tls_key_file: PathBuf,
+    /// Tick interval, 1 s to 1 h.
+    pub interval: Duration,
+    /// Directory for persistent state.
+    pub data_dir: PathBuf,
+    /// Startup filter of deployments without the annotation, at most 1 h.
+    pub default_startup_filter: Duration,
+    /// Base target of annotation-only deployments, in (0, 100].
+    pub default_target: f64,
+    /// The forecasters; `None` with `--no-forecast`.
+    pub forecast: Option<ForecasterConfig>,
+    /// Least time between two refits of one deployment, at least 5 m.
+    pub forecast_refit_interval: Duration,
+    /// Share of one core the refits may use, 0.01 to 1.
+    pub forecast_cpu_budget: f64,
+    /// The Kubernetes connection.
+    pub k8s: K8sSettings,
+    /// The Prometheus client.
+    pub prom: PromSettings,
+    /// The store.
+    pub store: StoreConfig,
+}
+
+impl TryFrom<&ServeArgs> for ServeSettings {
+    type Error = InvalidConfig;
+
+    fn try_from(args: &ServeArgs) -> Result<Self, Self::Error> {
+        let mut errors = Errors::default();
+        let server = errors.take(ServerSettings::try_from(&args.server));
+        let decision = errors.take(args.decision.validate().map(|()| args.decision.to_config()));
+        let forecast = errors.take(args.forecast.validate().map(|()| args.forecast.to_config()));
+        let k8s = errors.take(K8sSettings::try_from(&args.k8s));
+        let prom = errors.take(PromSettings::try_from(&args.prom));
+        let store = errors.take(StoreConfig::try_from(&args.store));
+        errors.check(args.check_own());
+        let settings = (|| {
+            Some(ServeSettings {
+                server: server?,
+                decision: decision?,
+                tls_cert_file: args.tls_cert_file.clone(),
+                tls_key_file: args.tls_key_file.clone(),
+                interval: args.interval,
+                data_dir: args.data_dir.clone(),
+                default_startup_filter: args.default_startup_filter,
+                default_target: args.default_target,
+                forecast: (!args.no_forecast).then_some(forecast?),
+                forecast_refit_interval: args.forecast_refit_interval,
+                forecast_cpu_budget: args.forecast_cpu_budget,
+                k8s: k8s?,
+                prom: prom?,
+                store: store?,
+            })
+        })();
+        errors.finish(settings)
     }
 }
 
 impl ServeArgs {
-    /// Validates the whole `serve` configuration.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.server.validate()?;
-        self.decision.validate()?;
-        self.k8s.validate()?;
-        self.prom.validate()?;
-        self.store.validate()?;
-        self.forecast.validate()?;
+    /// The rules of `serve`'s own flags.
+    fn check_own(&self) -> Result<(), InvalidFlag> {
         if !(self.forecast_cpu_budget.is_finite()
             && (0.01..=1.0).contains(&self.forecast_cpu_budget))
         {
@@ -742,22 +801,54 @@ impl ServeArgs {
     }
 }
 
-impl DemoArgs {
-    /// Validates the whole `demo` configuration.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.server.validate()?;
-        self.decision.validate()?;
-        validate_interval(self.interval)?;
-        if !(self.speed.is_finite() && (0.1..=10_000.0).contains(&self.speed)) {
-            return Err(bad("speed", "must be between 0.1 and 10000"));
+/// `demo`'s settings, checked.
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    /// Listeners, limits, webhook and extender.
+    pub server: ServerSettings,
+    /// The decision core.
+    pub decision: DecisionConfig,
+    /// Tick interval in simulated time, 1 s to 1 h.
+    pub interval: Duration,
+    /// Simulated seconds per real second, 0.1 to 10000.
+    pub speed: f64,
+    /// Directory for the generated files and state.
+    pub data_dir: PathBuf,
+    /// Where the kubeconfig goes; `None` for `<data-dir>/kubeconfig`.
+    pub kubeconfig_out: Option<PathBuf>,
+    /// Seed of the simulated cluster.
+    pub seed: u64,
+}
+
+impl TryFrom<&DemoArgs> for DemoSettings {
+    type Error = InvalidConfig;
+
+    fn try_from(args: &DemoArgs) -> Result<Self, Self::Error> {
+        let mut errors = Errors::default();
+        let server = errors.take(ServerSettings::try_from(&args.server));
+        let decision = errors.take(args.decision.validate().map(|()| args.decision.to_config()));
+        errors.check(validate_interval(args.interval));
+        if !(args.speed.is_finite() && (0.1..=10_000.0).contains(&args.speed)) {
+            errors.check(Err(bad("speed", "must be between 0.1 and 10000")));
         }
-        Ok(())
+        let settings = (|| {
+            Some(DemoSettings {
+                server: server?,
+                decision: decision?,
+                interval: args.interval,
+                speed: args.speed,
+                data_dir: args.data_dir.clone(),
+                kubeconfig_out: args.kubeconfig_out.clone(),
+                seed: args.seed,
+            })
+        })();
+        errors.finish(settings)
     }
 }
 
 impl CertsArgs {
     /// Validates the `certs` configuration.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), InvalidFlag> {
         if self.service.is_empty() || self.namespace.is_empty() {
             return Err(bad("service", "service and namespace must not be empty"));
         }
@@ -768,36 +859,50 @@ impl CertsArgs {
     }
 }
 
-fn validate_interval(interval: Duration) -> Result<(), ConfigError> {
+fn validate_interval(interval: Duration) -> Result<(), InvalidFlag> {
     if interval < Duration::from_secs(1) || interval > Duration::from_secs(3600) {
         return Err(bad("interval", "must be between 1s and 1h"));
     }
     Ok(())
 }
 
-/// Parses durations such as `500ms`, `15s`, `5m`, `1h` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration such as 500ms, 15s, 5m or 1h"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "" | "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        "d" => number * 86400.0,
-        _ => {
-            return Err(format!(
-                "unknown unit '{unit}' in '{text}' (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("'{text}': {e}"))
+/// A command with its settings checked, ready for [`crate::app::run`].
+#[derive(Debug, Clone)]
+pub enum CommandSettings {
+    /// `serve`.
+    Serve(Box<ServeSettings>),
+    /// `demo`.
+    Demo(Box<DemoSettings>),
+    /// `certs` (its flags are its settings).
+    Certs(CertsArgs),
+    /// `simulate` (its flags are its settings).
+    Simulate(Box<SimulateArgs>),
+}
+
+impl Command {
+    /// Checks every flag of the command, and the rules between them, once: every adapter converts its own flags
+    /// (`TryFrom`) and every problem found is reported together.
+    pub fn settings(&self) -> Result<CommandSettings, InvalidConfig> {
+        let own = |result: Result<(), InvalidFlag>| {
+            result.map_err(|e| InvalidConfig {
+                errors: vec![e.into()],
+            })
+        };
+        Ok(match self {
+            Command::Serve(args) => {
+                CommandSettings::Serve(Box::new(ServeSettings::try_from(args.as_ref())?))
+            }
+            Command::Demo(args) => CommandSettings::Demo(Box::new(DemoSettings::try_from(args)?)),
+            Command::Certs(args) => {
+                own(args.validate())?;
+                CommandSettings::Certs(args.clone())
+            }
+            Command::Simulate(args) => {
+                own(args.validate())?;
+                CommandSettings::Simulate(Box::new(args.clone()))
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -810,59 +915,301 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// Parses a command line and checks it, as `main` does.
+    fn settings(args: &[&str]) -> Result<CommandSettings, InvalidConfig> {
+        Cli::try_parse_from([&["x"], args].concat())
+            .expect("the command line parses")
+            .command
+            .settings()
+    }
+
+    /// The flags named by the errors of a command line that must fail.
+    fn rejected(args: &[&str]) -> Vec<String> {
+        let Err(invalid) = settings(args) else {
+            panic!("{args:?} must be rejected")
+        };
+        invalid
+            .errors
+            .iter()
+            .map(|e| {
+                let text = e.to_string();
+                let flag = text
+                    .strip_prefix("invalid --")
+                    .and_then(|rest| rest.split(':').next())
+                    .unwrap_or_else(|| panic!("{text:?} does not name its flag"));
+                flag.to_string()
+            })
+            .collect()
+    }
+
+    /// Certificate files for `serve`, which must exist at start.
+    fn serve_with(dir: &std::path::Path, extra: &[&str]) -> Vec<String> {
+        for name in ["tls.crt", "tls.key"] {
+            std::fs::write(dir.join(name), "").unwrap();
+        }
+        let mut args: Vec<String> = ["serve", "--tls-cert-file"].map(String::from).to_vec();
+        args.push(dir.join("tls.crt").display().to_string());
+        args.push("--tls-key-file".into());
+        args.push(dir.join("tls.key").display().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
+    fn defaults_convert_for_every_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let serve = serve_with(dir.path(), &[]);
+        let serve: Vec<&str> = serve.iter().map(String::as_str).collect();
+        let Ok(CommandSettings::Serve(s)) = settings(&serve) else {
+            panic!("serve defaults must convert")
+        };
+        assert_eq!(s.interval, Duration::from_secs(15));
+        assert_eq!(s.k8s.max_staleness, Duration::from_secs(120));
+        assert_eq!(
+            s.store,
+            StoreConfig::from(crate::store::Retention::default())
+        );
+        assert_eq!(
+            s.server.extender,
+            crate::domain::extender::ExtenderConfig::default()
+        );
+        assert!(s.forecast.is_some());
+        let Ok(CommandSettings::Serve(s)) =
+            settings(&[serve.as_slice(), &["--no-forecast"]].concat())
+        else {
+            panic!("--no-forecast converts")
+        };
+        assert!(s.forecast.is_none());
+        let Ok(CommandSettings::Demo(d)) = settings(&["demo"]) else {
+            panic!("demo defaults must convert")
+        };
+        assert_eq!(d.server.secure_port, 6443);
+        assert_eq!(d.decision.pressure.low_pressure_factor, 1.15);
+        assert!(matches!(
+            settings(&["certs"]),
+            Ok(CommandSettings::Certs(_))
+        ));
+        assert!(matches!(
+            settings(&["simulate", "--scenario", "normal_load"]),
+            Ok(CommandSettings::Simulate(_))
+        ));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let serve = serve_with(
+            dir.path(),
+            &[
+                "--low-pressure-factor",
+                "0.5",
+                "--kube-qps",
+                "0",
+                "--prometheus-url",
+                "prometheus:9090",
+                "--store-rollup-retention",
+                "1h",
+                "--max-headers",
+                "0",
+                "--interval",
+                "0s",
+            ],
+        );
+        let serve: Vec<&str> = serve.iter().map(String::as_str).collect();
+        assert_eq!(
+            rejected(&serve),
+            [
+                "max-headers",
+                "low-pressure-factor",
+                "kube-qps",
+                "prometheus-url",
+                "store-rollup-retention",
+                "interval"
+            ]
+        );
+        let Err(invalid) = settings(&serve) else {
+            panic!("rejected")
+        };
+        let message = invalid.to_string();
+        assert!(
+            message.starts_with("6 settings cannot work:\n  invalid --max-headers"),
+            "{message}"
+        );
+        // One problem reads as one line.
+        let Err(one) = settings(&["demo", "--speed", "0"]) else {
+            panic!("rejected")
+        };
+        assert_eq!(
+            one.to_string(),
+            "invalid --speed: must be between 0.1 and 10000"
+        );
+    }
+
+    #[test]
+    fn missing_certificates_are_named() {
+        assert_eq!(
+            rejected(&["serve", "--tls-cert-file", "/nonexistent/tls.crt"]),
+            ["tls-cert-file"]
+        );
     }
 
     #[test]
     fn pressure_factors_must_not_invert() {
-        let demo = |extra: &[&str]| {
-            let mut args = vec!["x", "demo"];
-            args.extend_from_slice(extra);
-            let Command::Demo(args) = Cli::try_parse_from(args).unwrap().command else {
-                panic!("demo expected")
-            };
-            args.validate()
-        };
-        assert!(demo(&[]).is_ok());
-        let err = demo(&[
+        assert!(settings(&["demo"]).is_ok());
+        let Err(invalid) = settings(&[
+            "demo",
             "--low-pressure-factor",
             "0.5",
             "--high-pressure-factor",
             "0.8",
-        ])
-        .unwrap_err();
-        assert_eq!(err.flag, "low-pressure-factor");
+        ]) else {
+            panic!("inverted factors must be rejected")
+        };
+        let message = invalid.to_string();
         assert!(
-            err.reason.contains("high-pressure-factor"),
-            "{}",
-            err.reason
+            message.starts_with("invalid --low-pressure-factor"),
+            "{message}"
         );
+        assert!(message.contains("--high-pressure-factor"), "{message}");
         // Equal factors switch pressure off: allowed.
-        assert!(demo(&["--low-pressure-factor", "1", "--high-pressure-factor", "1"]).is_ok());
+        assert!(
+            settings(&[
+                "demo",
+                "--low-pressure-factor",
+                "1",
+                "--high-pressure-factor",
+                "1"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn pressure_thresholds_must_be_ordered() {
+        assert_eq!(
+            rejected(&[
+                "demo",
+                "--pressure-low-measured",
+                "80",
+                "--pressure-high-measured",
+                "80"
+            ]),
+            ["pressure-high-measured"]
+        );
+        assert_eq!(
+            rejected(&["demo", "--pressure-low-requested", "95"]),
+            ["pressure-high-requested"]
+        );
+        assert!(
+            settings(&[
+                "demo",
+                "--pressure-low-requested",
+                "95",
+                "--pressure-high-requested",
+                "120"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn forecast_lead_must_fit_the_horizon() {
+        let simulate = ["simulate", "--scenario", "normal_load"];
+        assert!(settings(&[&simulate[..], &["--forecast-lead", "15m"]].concat()).is_ok());
+        assert_eq!(
+            rejected(&[&simulate[..], &["--forecast-lead", "16m"]].concat()),
+            ["forecast-lead"]
+        );
+        assert!(
+            settings(
+                &[
+                    &simulate[..],
+                    &["--forecast-lead", "16m", "--forecast-horizon", "20m"]
+                ]
+                .concat()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn rejects_equal_ports() {
-        let cli = Cli::try_parse_from([
-            "x",
+        assert_eq!(
+            rejected(&["demo", "--secure-port", "9000", "--metrics-port", "9000"]),
+            ["metrics-port"]
+        );
+        // Port 0 picks a free port for each.
+        assert!(settings(&["demo", "--secure-port", "0", "--metrics-port", "0"]).is_ok());
+    }
+
+    #[test]
+    fn simulate_rules_between_flags() {
+        assert_eq!(rejected(&["simulate"]), ["trace"]);
+        assert_eq!(
+            rejected(&[
+                "simulate",
+                "--scenario",
+                "normal_load",
+                "--min-replicas",
+                "5",
+                "--max-replicas",
+                "4"
+            ]),
+            ["min-replicas"]
+        );
+        assert!(
+            settings(&[
+                "simulate",
+                "--scenario",
+                "normal_load",
+                "--min-replicas",
+                "4",
+                "--max-replicas",
+                "4"
+            ])
+            .is_ok()
+        );
+        // A scenario brings its own timestamps and column: --column and --step would be ignored.
+        assert_eq!(
+            rejected(&["simulate", "--scenario", "normal_load", "--column", "cpu"]),
+            ["column"]
+        );
+        assert_eq!(
+            rejected(&["simulate", "--scenario", "normal_load", "--step", "5m"]),
+            ["step"]
+        );
+        assert!(
+            settings(&[
+                "simulate", "--trace", "t.csv", "--column", "cpu", "--step", "5m"
+            ])
+            .is_ok()
+        );
+        // The short window is checked at start, not after the trace is read.
+        assert_eq!(
+            rejected(&["simulate", "--trace", "t.csv", "--short-window", "10s"]),
+            ["short-window"]
+        );
+    }
+
+    #[test]
+    fn adapter_errors_are_collected_with_their_own_types() {
+        let Err(invalid) = settings(&[
             "demo",
-            "--secure-port",
-            "9000",
-            "--metrics-port",
-            "9000",
-        ])
-        .unwrap();
-        let Command::Demo(args) = cli.command else {
-            panic!("demo expected")
+            "--extender-measured-weight",
+            "0",
+            "--extender-requested-weight",
+            "0",
+        ]) else {
+            panic!("rejected")
         };
-        let err = args.validate().unwrap_err();
-        assert_eq!(err.flag, "metrics-port");
+        assert!(
+            matches!(
+                invalid.errors.as_slice(),
+                [ConfigError::Server(ServerSettingsError::Extender(
+                    crate::http::extender::ExtenderSettingsError::NoWeight
+                ))]
+            ),
+            "{invalid:?}"
+        );
     }
 }

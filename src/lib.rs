@@ -13,6 +13,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod flags;
 pub mod forecasting;
 pub mod health;
 pub mod http;

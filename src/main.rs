@@ -1,10 +1,10 @@
-//! The `smart-autoscaler` binary: install the TLS crypto provider, parse and validate the configuration, set
-//! up logging, then hand over to `app`.
+//! The `smart-autoscaler` binary: install the TLS crypto provider, parse the command line, set up logging, check
+//! every setting once (failing fast with every problem named), then hand over to `app`.
 
 use anyhow::Result;
 use clap::Parser;
 use smart_autoscaler::app;
-use smart_autoscaler::config::{Cli, Command, LogFormat};
+use smart_autoscaler::config::{Cli, LogFormat};
 
 /// jemalloc instead of glibc's malloc. Each tick decodes megabytes of Prometheus JSON and builds a new snapshot
 /// while longer-lived data (the snapshot, sled's cache, the store's open hour) is allocated among it; glibc kept the
@@ -42,29 +42,13 @@ fn main() -> Result<()> {
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
     let cli = Cli::parse();
     init_tracing(&cli)?;
-    match &cli.command {
-        Command::Certs(args) => {
-            args.validate()?;
-            app::run_certs(args)
+    let settings = match cli.command.settings() {
+        Ok(settings) => settings,
+        Err(invalid) => {
+            // A usage error, like clap's own: the list of problems and exit status 2, no backtrace.
+            eprintln!("error: {invalid}");
+            std::process::exit(2);
         }
-        Command::Serve(args) => {
-            args.validate()?;
-            runtime()?.block_on(app::run_serve((**args).clone()))
-        }
-        Command::Simulate(args) => {
-            args.validate()?;
-            print!("{}", smart_autoscaler::simulate::run(args)?);
-            Ok(())
-        }
-        Command::Demo(args) => {
-            args.validate()?;
-            runtime()?.block_on(app::run_demo(args.clone()))
-        }
-    }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    };
+    app::run(settings)
 }

@@ -410,8 +410,7 @@ async fn synthetic_cluster_usage_matches_the_backfilled_data() {
             "/tests/fixtures/prom/queries-node-label.json"
         ))),
     };
-    args.validate().unwrap();
-    let client = PromClient::from_args(&args).unwrap();
+    let client = PromClient::new(PromSettings::try_from(&args).unwrap()).unwrap();
     assert_eq!(client.templates().node_label, "node");
     let by_node = client.collect(end * 1000).await.unwrap();
     assert_eq!(by_node.node_cpu_percent.len(), 2);

@@ -164,3 +164,46 @@ async fn serve_end_to_end_with_real_prometheus_and_recorded_api() {
         "{first}"
     );
 }
+
+/// A configuration that cannot work stops `serve` before it binds or connects to anything: exit status 2 and one
+/// line per problem, each naming its flag (here two rules between flags and one adapter's own).
+#[test]
+fn bad_flags_stop_serve_at_start_with_every_problem_named() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smart-autoscaler"))
+        .args([
+            "serve",
+            "--low-pressure-factor",
+            "0.5",
+            "--high-pressure-factor",
+            "0.8",
+        ])
+        .args([
+            "--store-sample-retention",
+            "2d",
+            "--store-rollup-retention",
+            "1d",
+        ])
+        .args(["--kube-qps", "0", "--tls-cert-file", "/nonexistent/tls.crt"])
+        .args(["--tls-key-file", "/nonexistent/tls.key"])
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: 4 settings cannot work:\n"),
+        "{stderr}"
+    );
+    for flag in [
+        "--low-pressure-factor",
+        "--kube-qps",
+        "--store-rollup-retention",
+        "--tls-cert-file",
+    ] {
+        assert!(
+            stderr.contains(&format!("\n  invalid {flag}: ")),
+            "{flag}: {stderr}"
+        );
+    }
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+}

@@ -46,12 +46,12 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{ApiError, AppState, LimitedBody};
-use crate::config::{ConfigError, parse_duration};
 use crate::domain::extender::{
     self as rules, Candidates, DecodeError, ExtenderConfig, ExtenderFilterResult, NamePositions,
     NodeIndex, PlacementMemory, Verdict,
 };
 use crate::domain::model::{NodeInputs, Snapshot, UnixMillis};
+use crate::flags::parse_duration;
 use crate::telemetry::Telemetry;
 
 /// Path of the filter verb (`filterVerb: filter` under `urlPrefix: .../scheduler`).
@@ -69,9 +69,10 @@ const LOG_SAMPLE: usize = 5;
 /// How often, in clock time, [`forget_expired`] drops expired placements and filter calls.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// Command-line settings of the scheduler extender.
+/// Command-line flags of the scheduler extender (not the body of a scheduler call, which
+/// [`crate::domain::extender`] decodes).
 #[derive(Debug, Clone, Args)]
-pub struct ExtenderArgs {
+pub struct SchedulerExtenderArgs {
     /// Filter: a node whose measured CPU utilization (percent of allocatable) is above this fails, unless every
     /// candidate would fail, in which case all pass. Nodes without fresh data never fail.
     #[arg(
@@ -122,9 +123,9 @@ pub struct ExtenderArgs {
     pub recent_pod_window: Duration,
 }
 
-impl Default for ExtenderArgs {
+impl Default for SchedulerExtenderArgs {
     fn default() -> Self {
-        ExtenderArgs {
+        SchedulerExtenderArgs {
             max_cpu_percent: rules::DEFAULT_MAX_CPU_PERCENT,
             measured_weight: rules::DEFAULT_MEASURED_WEIGHT,
             requested_weight: rules::DEFAULT_REQUESTED_WEIGHT,
@@ -134,65 +135,78 @@ impl Default for ExtenderArgs {
     }
 }
 
-fn bad(flag: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        flag,
-        reason: reason.into(),
-    }
+/// A scheduler extender flag that cannot work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExtenderSettingsError {
+    /// `--extender-max-cpu-percent` out of (0, 100].
+    #[error("invalid --extender-max-cpu-percent: {0} is not above 0 and at most 100")]
+    MaxCpuPercent(f64),
+    /// A weight out of [0, 1000].
+    #[error("invalid --{flag}: {value} is not between 0 and 1000")]
+    Weight {
+        /// `extender-measured-weight` or `extender-requested-weight`.
+        flag: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// Both weights 0: every node would score the same.
+    #[error(
+        "invalid --extender-measured-weight: --extender-measured-weight and --extender-requested-weight must \
+         not both be 0"
+    )]
+    NoWeight,
+    /// `--extender-recent-pod-penalty` out of [0, the largest score].
+    #[error("invalid --extender-recent-pod-penalty: {0} is not between 0 and {max}", max = rules::MAX_SCORE)]
+    RecentPodPenalty(f64),
+    /// `--extender-recent-pod-window` over 10 minutes.
+    #[error(
+        "invalid --extender-recent-pod-window: {0:?} is over 10m (it stands in for the time metrics take to \
+         catch up)"
+    )]
+    RecentPodWindow(Duration),
 }
 
-impl ExtenderArgs {
-    /// Checks the thresholds and weights, naming the flag to fix.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.max_cpu_percent.is_finite()
-            && self.max_cpu_percent > 0.0
-            && self.max_cpu_percent <= 100.0)
+impl TryFrom<&SchedulerExtenderArgs> for ExtenderConfig {
+    type Error = ExtenderSettingsError;
+
+    /// Checks the thresholds and weights, naming the flag to fix, and gives the core configuration.
+    fn try_from(args: &SchedulerExtenderArgs) -> Result<Self, Self::Error> {
+        if !(args.max_cpu_percent.is_finite()
+            && args.max_cpu_percent > 0.0
+            && args.max_cpu_percent <= 100.0)
         {
-            return Err(bad(
-                "extender-max-cpu-percent",
-                "must be above 0 and at most 100",
-            ));
+            return Err(ExtenderSettingsError::MaxCpuPercent(args.max_cpu_percent));
         }
-        for (flag, weight) in [
-            ("extender-measured-weight", self.measured_weight),
-            ("extender-requested-weight", self.requested_weight),
+        for (flag, value) in [
+            ("extender-measured-weight", args.measured_weight),
+            ("extender-requested-weight", args.requested_weight),
         ] {
-            if !(weight.is_finite() && (0.0..=1000.0).contains(&weight)) {
-                return Err(bad(flag, "must be between 0 and 1000"));
+            if !(value.is_finite() && (0.0..=1000.0).contains(&value)) {
+                return Err(ExtenderSettingsError::Weight { flag, value });
             }
         }
-        if self.measured_weight + self.requested_weight <= 0.0 {
-            return Err(bad(
-                "extender-measured-weight",
-                "--extender-measured-weight and --extender-requested-weight must not both be 0",
-            ));
+        if args.measured_weight + args.requested_weight <= 0.0 {
+            return Err(ExtenderSettingsError::NoWeight);
         }
-        if !(self.recent_pod_penalty.is_finite()
-            && (0.0..=rules::MAX_SCORE as f64).contains(&self.recent_pod_penalty))
+        if !(args.recent_pod_penalty.is_finite()
+            && (0.0..=rules::MAX_SCORE as f64).contains(&args.recent_pod_penalty))
         {
-            return Err(bad(
-                "extender-recent-pod-penalty",
-                format!("must be between 0 and {}", rules::MAX_SCORE),
+            return Err(ExtenderSettingsError::RecentPodPenalty(
+                args.recent_pod_penalty,
             ));
         }
-        if self.recent_pod_window > Duration::from_secs(600) {
-            return Err(bad(
-                "extender-recent-pod-window",
-                "must be at most 10m (it stands in for the time metrics take to catch up)",
+        if args.recent_pod_window > Duration::from_secs(600) {
+            return Err(ExtenderSettingsError::RecentPodWindow(
+                args.recent_pod_window,
             ));
         }
-        Ok(())
-    }
-
-    /// The core configuration; unusable values are replaced by defaults (see [`ExtenderConfig::new`]).
-    pub fn config(&self) -> ExtenderConfig {
-        ExtenderConfig::new(
-            self.max_cpu_percent,
-            self.measured_weight,
-            self.requested_weight,
-            self.recent_pod_penalty,
-            i64::try_from(self.recent_pod_window.as_millis()).unwrap_or(i64::MAX),
-        )
+        Ok(ExtenderConfig::new(
+            args.max_cpu_percent,
+            args.measured_weight,
+            args.requested_weight,
+            args.recent_pod_penalty,
+            i64::try_from(args.recent_pod_window.as_millis()).unwrap_or(i64::MAX),
+        ))
     }
 }
 
@@ -325,10 +339,10 @@ pub struct ExtenderState {
 }
 
 impl ExtenderState {
-    /// Builds the state from validated settings, registering the extender's metrics.
-    pub fn from_args(args: &ExtenderArgs, telemetry: &Telemetry) -> Self {
+    /// Builds the state from the checked configuration, registering the extender's metrics.
+    pub fn new(config: ExtenderConfig, telemetry: &Telemetry) -> Self {
         let state = ExtenderState {
-            config: args.config(),
+            config,
             ..Default::default()
         };
         state.metrics.register(telemetry);
@@ -729,41 +743,66 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_match_the_flags_and_validate() {
+    fn defaults_match_the_flags_and_convert() {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
-            extender: ExtenderArgs,
+            extender: SchedulerExtenderArgs,
         }
-        let parsed = <Cli as clap::Parser>::try_parse_from(["x"])
-            .unwrap()
-            .extender;
-        let default = ExtenderArgs::default();
-        assert_eq!(parsed.config(), default.config());
-        assert_eq!(parsed.config(), ExtenderConfig::default());
-        assert!(parsed.validate().is_ok());
-        let parsed =
-            <Cli as clap::Parser>::try_parse_from(["x", "--extender-max-cpu-percent", "0"])
+        let parse = |flags: &[&str]| {
+            <Cli as clap::Parser>::try_parse_from([&["x"], flags].concat())
                 .unwrap()
-                .extender;
+                .extender
+        };
+        let parsed = ExtenderConfig::try_from(&parse(&[])).unwrap();
         assert_eq!(
-            parsed.validate().unwrap_err().flag,
-            "extender-max-cpu-percent"
+            Ok(parsed),
+            ExtenderConfig::try_from(&SchedulerExtenderArgs::default())
         );
-        let both_zero = ExtenderArgs {
+        assert_eq!(parsed, ExtenderConfig::default());
+        let err =
+            ExtenderConfig::try_from(&parse(&["--extender-max-cpu-percent", "0"])).unwrap_err();
+        assert_eq!(err, ExtenderSettingsError::MaxCpuPercent(0.0));
+        assert!(
+            err.to_string()
+                .starts_with("invalid --extender-max-cpu-percent"),
+            "{err}"
+        );
+        assert_eq!(
+            ExtenderConfig::try_from(&parse(&["--extender-requested-weight", "1001"])),
+            Err(ExtenderSettingsError::Weight {
+                flag: "extender-requested-weight",
+                value: 1001.0
+            })
+        );
+        // The cross-flag rule: one of the two weights must count.
+        let both_zero = SchedulerExtenderArgs {
             measured_weight: 0.0,
             requested_weight: 0.0,
             ..Default::default()
         };
         assert_eq!(
-            both_zero.validate().unwrap_err().flag,
-            "extender-measured-weight"
+            ExtenderConfig::try_from(&both_zero),
+            Err(ExtenderSettingsError::NoWeight)
         );
-        let long = ExtenderArgs {
+        assert!(ExtenderConfig::try_from(&parse(&["--extender-measured-weight", "0"])).is_ok());
+        assert_eq!(
+            ExtenderConfig::try_from(&parse(&["--extender-recent-pod-penalty", "11"])),
+            Err(ExtenderSettingsError::RecentPodPenalty(11.0))
+        );
+        let long = SchedulerExtenderArgs {
             recent_pod_window: Duration::from_secs(3600),
             ..Default::default()
         };
-        assert!(long.validate().is_err());
+        assert_eq!(
+            ExtenderConfig::try_from(&long),
+            Err(ExtenderSettingsError::RecentPodWindow(Duration::from_secs(
+                3600
+            )))
+        );
+        let set =
+            ExtenderConfig::try_from(&parse(&["--extender-recent-pod-window", "0s"])).unwrap();
+        assert_eq!(set.recent_window_millis, 0);
     }
 
     #[test]

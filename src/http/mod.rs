@@ -10,6 +10,8 @@ pub mod server;
 pub mod status;
 pub mod webhook;
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,10 @@ use axum::{Router, body::Bytes};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::domain::admission::AdmissionConfig;
+use crate::domain::extender::ExtenderConfig;
 use crate::domain::model::Snapshot;
+use crate::flags::parse_duration;
 use crate::telemetry::{LatencyLabels, RouteLabels, Telemetry};
 pub use status::ApiError;
 
@@ -56,6 +61,233 @@ impl Default for Limits {
             max_connections: 256,
             connections: Default::default(),
         }
+    }
+}
+
+/// Listener, limit and TLS flags shared by `serve` and `demo`, with the webhook's and the extender's.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Address both listeners bind to.
+    #[arg(long, env = "SMART_AUTOSCALER_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+
+    /// HTTPS port for the external metrics API (and the webhook and extender). 0 picks a free port.
+    #[arg(long, env = "SMART_AUTOSCALER_SECURE_PORT", default_value_t = 6443)]
+    pub secure_port: u16,
+
+    /// Plain-HTTP port for /metrics, health probes and the JSON API. 0 picks a free port.
+    #[arg(long, env = "SMART_AUTOSCALER_METRICS_PORT", default_value_t = 8080)]
+    pub metrics_port: u16,
+
+    /// Largest request body accepted, in bytes; larger requests get a 413 Status.
+    #[arg(long, env = "SMART_AUTOSCALER_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest request head (request line plus headers, as HTTP/1.1 writes them) accepted, in bytes; larger heads
+    /// get a 431 Status. Heads over four times this (at least 64 KiB) are cut off by the HTTP parser itself, with
+    /// an empty 431 and the connection closed.
+    #[arg(long, env = "SMART_AUTOSCALER_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Most header fields in one request; more get a 431 Status (over four times this, the HTTP parser's own
+    /// empty 431).
+    #[arg(long, env = "SMART_AUTOSCALER_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+
+    /// Time limit for handling one request, e.g. `10s`; slower requests get a 504 Status.
+    #[arg(long, env = "SMART_AUTOSCALER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How long a connection may stay open with no request in flight, e.g. `90s`: from accept (TLS handshake
+    /// included) to its first request, and from each response to the next request, HTTP/1.1 and HTTP/2 alike.
+    /// The default is kube-apiserver's own, chosen there to match the idle timeout of Go's default HTTP client.
+    #[arg(long, env = "SMART_AUTOSCALER_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Open connections each listener (secure and metrics) holds at most. When full, or when the process runs out
+    /// of file descriptors, the connection idle the longest is closed to make room; a new connection is refused
+    /// only when every open one has a request in flight.
+    #[arg(long, env = "SMART_AUTOSCALER_MAX_CONNECTIONS", default_value_t = 256)]
+    pub max_connections: usize,
+
+    /// PEM CA that signs the aggregator's front-proxy client certificate (the `requestheader-client-ca-file`).
+    /// When set, client certificates are requested (not required) and verified against it.
+    #[arg(long, env = "SMART_AUTOSCALER_REQUESTHEADER_CLIENT_CA_FILE")]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+
+    /// How often the serving certificate, its key and the client CA file are re-read (100ms-1h); when they
+    /// change, new connections get the new ones and open connections keep theirs.
+    #[arg(long, env = "SMART_AUTOSCALER_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+
+    #[command(flatten)]
+    pub webhook: webhook::WebhookArgs,
+
+    #[command(flatten)]
+    pub extender: extender::SchedulerExtenderArgs,
+}
+
+/// The listeners, limits and handler tables [`ServerArgs`] describe, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    /// Address both listeners bind to.
+    pub bind_address: IpAddr,
+    /// TLS port (0: a free one).
+    pub secure_port: u16,
+    /// Plain-HTTP port (0: a free one); never the same as a fixed `secure_port`.
+    pub metrics_port: u16,
+    /// Largest request body, at least 1 KiB.
+    pub max_body_bytes: usize,
+    /// Largest request head, at least hyper's 8 KiB buffer.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request, at least 1.
+    pub max_headers: usize,
+    /// Time limit per request, above zero.
+    pub request_timeout: Duration,
+    /// Idle limit per connection, at least 1 s.
+    pub idle_timeout: Duration,
+    /// Open connections per listener, at least 1.
+    pub max_connections: usize,
+    /// The front-proxy client CA file, which existed at start.
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// How often the TLS files are re-read, 100 ms to 1 h.
+    pub tls_reload_interval: Duration,
+    /// The admission webhook's tables.
+    pub webhook: AdmissionConfig,
+    /// The scheduler extender's thresholds and weights.
+    pub extender: ExtenderConfig,
+}
+
+/// A listener, limit, webhook or extender flag that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerSettingsError {
+    /// A limit below the least usable value.
+    #[error("invalid --{flag}: {value} is below {least}{why}")]
+    TooSmall {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: usize,
+        /// The least usable value.
+        least: usize,
+        /// Why that is the least, if it is not obvious (starts with a separator).
+        why: &'static str,
+    },
+    /// A duration shorter than the least usable one.
+    #[error("invalid --{flag}: {value:?} is below {least:?}")]
+    TooShort {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The shortest allowed.
+        least: Duration,
+    },
+    /// A duration longer than allowed.
+    #[error("invalid --{flag}: {value:?} is over {most:?}")]
+    TooLong {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The longest allowed.
+        most: Duration,
+    },
+    /// Both listeners on one fixed port.
+    #[error(
+        "invalid --metrics-port: {0} is also --secure-port; the two listeners need their own ports"
+    )]
+    SamePort(u16),
+    /// `--requestheader-client-ca-file` is not a file.
+    #[error("invalid --requestheader-client-ca-file: {} is not a readable file", .0.display())]
+    ClientCaFile(PathBuf),
+    /// A webhook flag.
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookSettingsError),
+    /// An extender flag.
+    #[error(transparent)]
+    Extender(#[from] extender::ExtenderSettingsError),
+}
+
+impl TryFrom<&ServerArgs> for ServerSettings {
+    type Error = ServerSettingsError;
+
+    /// Checks limits that would make the server unusable, and reads the webhook's tables.
+    fn try_from(args: &ServerArgs) -> Result<Self, Self::Error> {
+        let webhook = AdmissionConfig::try_from(&args.webhook)?;
+        let extender = ExtenderConfig::try_from(&args.extender)?;
+        for (flag, value, least, why) in [
+            ("max-body-bytes", args.max_body_bytes, 1024, ""),
+            (
+                "max-header-bytes",
+                args.max_header_bytes,
+                8192,
+                " (hyper's minimum buffer)",
+            ),
+            ("max-headers", args.max_headers, 1, ""),
+            ("max-connections", args.max_connections, 1, ""),
+        ] {
+            if value < least {
+                return Err(ServerSettingsError::TooSmall {
+                    flag,
+                    value,
+                    least,
+                    why,
+                });
+            }
+        }
+        for (flag, value, least, most) in [
+            (
+                "request-timeout",
+                args.request_timeout,
+                Duration::from_nanos(1),
+                None,
+            ),
+            (
+                "idle-timeout",
+                args.idle_timeout,
+                Duration::from_secs(1),
+                None,
+            ),
+            (
+                "tls-reload-interval",
+                args.tls_reload_interval,
+                Duration::from_millis(100),
+                Some(Duration::from_secs(3600)),
+            ),
+        ] {
+            if value < least {
+                return Err(ServerSettingsError::TooShort { flag, value, least });
+            }
+            if let Some(most) = most
+                && value > most
+            {
+                return Err(ServerSettingsError::TooLong { flag, value, most });
+            }
+        }
+        if args.secure_port != 0 && args.secure_port == args.metrics_port {
+            return Err(ServerSettingsError::SamePort(args.metrics_port));
+        }
+        if let Some(path) = &args.requestheader_client_ca_file
+            && !path.is_file()
+        {
+            return Err(ServerSettingsError::ClientCaFile(path.clone()));
+        }
+        Ok(ServerSettings {
+            bind_address: args.bind_address,
+            secure_port: args.secure_port,
+            metrics_port: args.metrics_port,
+            max_body_bytes: args.max_body_bytes,
+            max_header_bytes: args.max_header_bytes,
+            max_headers: args.max_headers,
+            request_timeout: args.request_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections,
+            requestheader_client_ca_file: args.requestheader_client_ca_file.clone(),
+            tls_reload_interval: args.tls_reload_interval,
+            webhook,
+            extender,
+        })
     }
 }
 

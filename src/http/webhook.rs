@@ -28,7 +28,6 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 use serde_json::Value;
 
 use super::{ApiError, AppState, LimitedBody};
-use crate::config::ConfigError;
 use crate::domain::admission::{self, AdmissionConfig, Decision, Operation};
 use crate::domain::contract;
 use crate::telemetry::Telemetry;
@@ -48,24 +47,43 @@ pub struct WebhookArgs {
     pub webhook_config: Option<PathBuf>,
 }
 
-impl WebhookArgs {
-    /// Checks that `--webhook-config`, when given, is readable and valid.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.load().map(|_| ())
-    }
+/// `--webhook-config` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookSettingsError {
+    /// The file cannot be read.
+    #[error("invalid --webhook-config: cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("invalid --webhook-config: {}: {source}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: admission::AdmissionConfigError,
+    },
+}
 
-    /// Reads the tables from `--webhook-config`, or the built-in defaults without it.
-    pub fn load(&self) -> Result<AdmissionConfig, ConfigError> {
-        let Some(path) = &self.webhook_config else {
+impl TryFrom<&WebhookArgs> for AdmissionConfig {
+    type Error = WebhookSettingsError;
+
+    /// Reads the tables from `--webhook-config`, or gives the built-in defaults without it.
+    fn try_from(args: &WebhookArgs) -> Result<Self, Self::Error> {
+        let Some(path) = &args.webhook_config else {
             return Ok(AdmissionConfig::default());
         };
-        let bad = |reason: String| ConfigError {
-            flag: "webhook-config",
-            reason,
-        };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
-        AdmissionConfig::from_json(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|source| WebhookSettingsError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        AdmissionConfig::from_json(&text).map_err(|source| WebhookSettingsError::Invalid {
+            path: path.clone(),
+            source,
+        })
     }
 }
 
@@ -97,13 +115,8 @@ pub struct WebhookState {
 }
 
 impl WebhookState {
-    /// Builds the state, registering the webhook's metrics. Never fails: `WebhookArgs::validate` has checked the
-    /// file before start; should it have become unreadable since, the built-in tables are used and an error logged.
-    pub fn from_args(args: &WebhookArgs, telemetry: &Telemetry) -> Self {
-        let config = args.load().unwrap_or_else(|error| {
-            tracing::error!(%error, "admission webhook: using the built-in tables");
-            AdmissionConfig::default()
-        });
+    /// Builds the state from the checked tables, registering the webhook's metrics.
+    pub fn new(config: AdmissionConfig, telemetry: &Telemetry) -> Self {
         let state = WebhookState {
             config,
             ..WebhookState::default()
@@ -765,7 +778,7 @@ mod tests {
     #[test]
     fn metrics_count_outcomes_and_stamps() {
         let telemetry = Telemetry::new();
-        let state = WebhookState::from_args(&WebhookArgs::default(), &telemetry);
+        let state = WebhookState::new(AdmissionConfig::default(), &telemetry);
         let reviewed = review(&body(deployment_request(java_deployment())), &state.config).unwrap();
         state.record(&reviewed);
         let text = telemetry.encode();
@@ -781,37 +794,45 @@ mod tests {
     }
 
     #[test]
-    fn config_file_is_validated_with_the_flag_name() {
+    fn config_file_converts_with_the_flag_name() {
+        assert_eq!(
+            AdmissionConfig::try_from(&WebhookArgs::default()).unwrap(),
+            AdmissionConfig::default()
+        );
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.json");
         std::fs::write(&good, r#"{"startupFilter": {"clusterDefaultSeconds": 30}}"#).unwrap();
         let args = WebhookArgs {
             webhook_config: Some(good),
         };
-        args.validate().unwrap();
         assert_eq!(
-            args.load().unwrap().startup_filter.cluster_default_seconds,
+            AdmissionConfig::try_from(&args)
+                .unwrap()
+                .startup_filter
+                .cluster_default_seconds,
             Some(30)
         );
         let bad = dir.path().join("bad.json");
         std::fs::write(&bad, r#"{"targetUtilization": {"bands": [{"belowMillicores": 0, "highest": 90, "lowest": 80}]}}"#)
             .unwrap();
-        let err = WebhookArgs {
+        let err = AdmissionConfig::try_from(&WebhookArgs {
             webhook_config: Some(bad),
-        }
-        .validate()
+        })
         .unwrap_err();
-        assert_eq!(err.flag, "webhook-config");
-        assert!(err.to_string().contains("belowMillicores"), "{err}");
-        let missing = WebhookArgs {
-            webhook_config: Some(dir.path().join("nope.json")),
-        };
+        assert!(matches!(err, WebhookSettingsError::Invalid { .. }), "{err}");
         assert!(
-            missing
-                .validate()
-                .unwrap_err()
-                .reason
-                .contains("cannot read")
+            err.to_string().starts_with("invalid --webhook-config"),
+            "{err}"
         );
+        assert!(err.to_string().contains("belowMillicores"), "{err}");
+        let missing = AdmissionConfig::try_from(&WebhookArgs {
+            webhook_config: Some(dir.path().join("nope.json")),
+        })
+        .unwrap_err();
+        assert!(
+            matches!(missing, WebhookSettingsError::Read { .. }),
+            "{missing}"
+        );
+        assert!(missing.to_string().contains("cannot read"), "{missing}");
     }
 }

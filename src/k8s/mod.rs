@@ -43,7 +43,6 @@ use tokio_util::sync::CancellationToken;
 use self::cache::{Cache, Key, Writer};
 use self::convert::{PodEntry, ReplicaSetEntry};
 use self::objects::{PartialDeployment, PartialNode, PartialPod, PartialReplicaSet};
-use crate::config::ConfigError;
 use crate::domain::cluster::{ClusterSnapshot, DeploymentInfo, NodeInfo};
 
 /// Kubernetes API connection flags of `serve`.
@@ -66,42 +65,74 @@ pub struct K8sArgs {
     /// How long the cached Kubernetes objects may go without any contact with the API server (a watch event
     /// or an answer to the `/version` probe, sent every quarter of this) before no new values are computed
     /// from them; the values already served then age into the fail-safe. e.g. `2m`.
-    #[arg(long, env = "SMART_AUTOSCALER_KUBE_MAX_STALENESS", default_value = "2m", value_parser = crate::config::parse_duration)]
+    #[arg(long, env = "SMART_AUTOSCALER_KUBE_MAX_STALENESS", default_value = "2m", value_parser = crate::flags::parse_duration)]
     pub kube_max_staleness: Duration,
 }
 
-impl K8sArgs {
-    /// Checks the rate-limit settings.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.kube_qps.is_finite() && self.kube_qps > 0.0) {
-            return Err(ConfigError {
-                flag: "kube-qps",
-                reason: "must be a positive number".into(),
-            });
-        }
-        if self.kube_burst == 0 {
-            return Err(ConfigError {
-                flag: "kube-burst",
-                reason: "must be at least 1".into(),
-            });
-        }
-        if self.kube_max_staleness < Duration::from_secs(4) {
-            return Err(ConfigError {
-                flag: "kube-max-staleness",
-                reason: "must be at least 4s (the probe runs every quarter of it)".into(),
-            });
-        }
-        Ok(())
-    }
+/// The Kubernetes connection [`K8sArgs`] describe, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct K8sSettings {
+    /// Kubeconfig file; `None` infers the configuration (in-cluster, then the default kubeconfig).
+    pub kubeconfig: Option<PathBuf>,
+    /// Sustained request starts per second (positive).
+    pub qps: f32,
+    /// Request starts that may go at once (at least 1).
+    pub burst: u32,
+    /// How long the cache may go without contact with the API server before no new values are computed.
+    pub max_staleness: Duration,
+}
 
+/// A `serve` Kubernetes flag that cannot work.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum K8sSettingsError {
+    /// `--kube-qps` is not a positive number.
+    #[error("invalid --kube-qps: {0} is not a positive number")]
+    Qps(f32),
+    /// `--kube-burst` is 0.
+    #[error("invalid --kube-burst: must be at least 1")]
+    Burst,
+    /// `--kube-max-staleness` is too short for the probe that refreshes it.
+    #[error("invalid --kube-max-staleness: {0:?} is below 4s (the probe runs every quarter of it)")]
+    MaxStaleness(Duration),
+}
+
+/// Checks the rate limit: a bucket with no tokens per second, or room for none, would never let a request start.
+fn check_rate(qps: f32, burst: u32) -> Result<(), K8sSettingsError> {
+    if !(qps.is_finite() && qps > 0.0) {
+        return Err(K8sSettingsError::Qps(qps));
+    }
+    if burst == 0 {
+        return Err(K8sSettingsError::Burst);
+    }
+    Ok(())
+}
+
+impl TryFrom<&K8sArgs> for K8sSettings {
+    type Error = K8sSettingsError;
+
+    fn try_from(args: &K8sArgs) -> Result<Self, Self::Error> {
+        check_rate(args.kube_qps, args.kube_burst)?;
+        if args.kube_max_staleness < Duration::from_secs(4) {
+            return Err(K8sSettingsError::MaxStaleness(args.kube_max_staleness));
+        }
+        Ok(K8sSettings {
+            kubeconfig: args.kubeconfig.clone(),
+            qps: args.kube_qps,
+            burst: args.kube_burst,
+            max_staleness: args.kube_max_staleness,
+        })
+    }
+}
+
+impl K8sSettings {
     /// How often the API server is probed: a quarter of `--kube-max-staleness`, at most every 30 s.
     pub fn probe_interval(&self) -> Duration {
-        (self.kube_max_staleness / 4).min(Duration::from_secs(30))
+        (self.max_staleness / 4).min(Duration::from_secs(30))
     }
 
-    /// Builds the client these flags describe (see [`client`]).
+    /// Builds the client these settings describe (see [`client`]).
     pub async fn client(&self) -> Result<Client, K8sError> {
-        client(self.kubeconfig.as_deref(), self.kube_qps, self.kube_burst).await
+        client(self.kubeconfig.as_deref(), self.qps, self.burst).await
     }
 }
 
@@ -123,9 +154,9 @@ pub enum K8sError {
     /// The client could not be built from the configuration (TLS setup, auth plugin, ...).
     #[error("building the Kubernetes client: {0}")]
     Client(#[from] kube::Error),
-    /// `--kube-qps` / `--kube-burst` are out of range.
+    /// `qps` / `burst` are out of range.
     #[error(transparent)]
-    RateLimit(ConfigError),
+    RateLimit(K8sSettingsError),
 }
 
 /// Builds a Kubernetes client from `kubeconfig` (the file's current context) or, without it, from the
@@ -135,14 +166,7 @@ pub enum K8sError {
 /// TLS uses rustls with the process-wide default crypto provider (aws-lc-rs; `main` installs it, and it is the
 /// only provider compiled in).
 pub async fn client(kubeconfig: Option<&Path>, qps: f32, burst: u32) -> Result<Client, K8sError> {
-    K8sArgs {
-        kubeconfig: None,
-        kube_qps: qps,
-        kube_burst: burst,
-        kube_max_staleness: Duration::from_secs(120),
-    }
-    .validate()
-    .map_err(K8sError::RateLimit)?;
+    check_rate(qps, burst).map_err(K8sError::RateLimit)?;
     let config = match kubeconfig {
         Some(path) => {
             let error = |source| K8sError::Kubeconfig {
@@ -239,7 +263,7 @@ pub struct ClusterWatch {
 
 impl ClusterWatch {
     /// Starts one watch task per kind, cluster-wide, and the probe of the API server every `probe_interval`
-    /// (see [`K8sArgs::probe_interval`]). The tasks run until `cancel` fires (or [`ClusterWatch::shutdown`]).
+    /// (see [`K8sSettings::probe_interval`]). The tasks run until `cancel` fires (or [`ClusterWatch::shutdown`]).
     /// Must be called inside a tokio runtime.
     pub fn start(client: Client, cancel: CancellationToken, probe_interval: Duration) -> Self {
         let status = Arc::new(Status::new());
@@ -465,16 +489,49 @@ mod tests {
     }
 
     #[test]
-    fn flags_have_defaults_and_validate() {
+    fn flags_have_defaults_and_convert() {
         let cli = Cli::try_parse_from(["x"]).unwrap();
         assert_eq!(cli.k8s.kube_qps, 20.0);
         assert_eq!(cli.k8s.kube_burst, 40);
         assert!(cli.k8s.kubeconfig.is_none());
-        assert!(cli.k8s.validate().is_ok());
-        let cli = Cli::try_parse_from(["x", "--kube-qps", "0", "--kubeconfig", "/k"]).unwrap();
-        assert_eq!(cli.k8s.validate().unwrap_err().flag, "kube-qps");
-        let cli = Cli::try_parse_from(["x", "--kube-burst", "0"]).unwrap();
-        assert_eq!(cli.k8s.validate().unwrap_err().flag, "kube-burst");
+        let settings = K8sSettings::try_from(&cli.k8s).unwrap();
+        assert_eq!(
+            settings,
+            K8sSettings {
+                kubeconfig: None,
+                qps: 20.0,
+                burst: 40,
+                max_staleness: Duration::from_secs(120),
+            }
+        );
+        assert_eq!(settings.probe_interval(), Duration::from_secs(30));
+        let cli =
+            Cli::try_parse_from(["x", "--kubeconfig", "/k", "--kube-max-staleness", "8s"]).unwrap();
+        let settings = K8sSettings::try_from(&cli.k8s).unwrap();
+        assert_eq!(settings.kubeconfig.as_deref(), Some(Path::new("/k")));
+        assert_eq!(settings.probe_interval(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        let settings = |flags: &[&str]| {
+            let cli = Cli::try_parse_from([&["x"], flags].concat()).unwrap();
+            K8sSettings::try_from(&cli.k8s)
+        };
+        let err = settings(&["--kube-qps", "0", "--kubeconfig", "/k"]).unwrap_err();
+        assert_eq!(err, K8sSettingsError::Qps(0.0));
+        assert!(err.to_string().starts_with("invalid --kube-qps"), "{err}");
+        assert_eq!(
+            settings(&["--kube-qps", "NaN"]).unwrap_err().to_string(),
+            "invalid --kube-qps: NaN is not a positive number"
+        );
+        assert_eq!(
+            settings(&["--kube-burst", "0"]).unwrap_err(),
+            K8sSettingsError::Burst
+        );
+        let err = settings(&["--kube-max-staleness", "3s"]).unwrap_err();
+        assert_eq!(err, K8sSettingsError::MaxStaleness(Duration::from_secs(3)));
+        assert!(err.to_string().contains("--kube-max-staleness"), "{err}");
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket. `qps` must be positive and finite and `burst` at least 1 (checked by
-    /// [`super::K8sArgs::validate`]); other values are clamped so the bucket never stalls forever.
+    /// [`super::K8sSettings`]); other values are clamped so the bucket never stalls forever.
     pub fn new(qps: f32, burst: u32, now: Instant) -> Self {
         let qps = if qps.is_finite() && qps > 0.0 {
             f64::from(qps)

@@ -27,7 +27,6 @@ use prometheus_http_query::reqwest;
 use prometheus_http_query::response::{Data, InstantVector, RangeVector};
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::ConfigError;
 use crate::domain::cluster::{PodRef, Usage};
 use crate::domain::model::{DeploymentKey, UnixMillis};
 
@@ -55,13 +54,13 @@ pub struct PromArgs {
     pub prometheus_ca_file: Option<PathBuf>,
 
     /// Time limit for one attempt of one query, e.g. `10s` (also sent to Prometheus as its evaluation timeout).
-    #[arg(long, env = "SMART_AUTOSCALER_PROMETHEUS_TIMEOUT", default_value = "10s", value_parser = crate::config::parse_duration)]
+    #[arg(long, env = "SMART_AUTOSCALER_PROMETHEUS_TIMEOUT", default_value = "10s", value_parser = crate::flags::parse_duration)]
     pub prometheus_timeout: Duration,
 
     /// Time limit for one attempt of one history range query (the bootstrap of a new deployment's history,
     /// sent in batches of deployments), e.g. `60s`. Longer than --prometheus-timeout: a month of history for a
     /// batch of pods is far more work for Prometheus than a tick's instant queries.
-    #[arg(long, env = "SMART_AUTOSCALER_PROMETHEUS_HISTORY_TIMEOUT", default_value = "60s", value_parser = crate::config::parse_duration)]
+    #[arg(long, env = "SMART_AUTOSCALER_PROMETHEUS_HISTORY_TIMEOUT", default_value = "60s", value_parser = crate::flags::parse_duration)]
     pub prometheus_history_timeout: Duration,
 
     /// JSON file overriding the PromQL templates and label names (fields of `prom::QueryTemplates`: pod_cpu_10m,
@@ -71,63 +70,75 @@ pub struct PromArgs {
     pub prometheus_queries: Option<PathBuf>,
 }
 
-impl PromArgs {
-    /// Checks the flags before anything starts: URL shape, timeout, and that the files exist and parse.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |flag: &'static str, reason: String| ConfigError { flag, reason };
-        let url = self.prometheus_url.to_ascii_lowercase();
+/// A `serve` Prometheus flag that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PromSettingsError {
+    /// `--prometheus-url` is not an http(s) URL.
+    #[error("invalid --prometheus-url: '{0}' must start with http:// or https://")]
+    Url(String),
+    /// A time limit of zero would fail every query.
+    #[error("invalid --{flag}: must be greater than zero")]
+    ZeroTimeout {
+        /// `prometheus-timeout` or `prometheus-history-timeout`.
+        flag: &'static str,
+    },
+    /// `--prometheus-token-file` or `--prometheus-ca-file` is not a file.
+    #[error("invalid --{flag}: {} is not a readable file", path.display())]
+    NotAFile {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// The path given.
+        path: PathBuf,
+    },
+    /// `--prometheus-queries` cannot be read or used.
+    #[error("invalid --prometheus-queries: {0}")]
+    Queries(String),
+}
+
+impl TryFrom<&PromArgs> for PromSettings {
+    type Error = PromSettingsError;
+
+    /// Checks the flags before anything starts (URL shape, time limits, that the files exist and the query file
+    /// parses) and gives the client settings, with default retry and breaker settings.
+    fn try_from(args: &PromArgs) -> Result<Self, Self::Error> {
+        let url = args.prometheus_url.to_ascii_lowercase();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(bad(
-                "prometheus-url",
-                format!(
-                    "'{}' must start with http:// or https://",
-                    self.prometheus_url
-                ),
-            ));
+            return Err(PromSettingsError::Url(args.prometheus_url.clone()));
         }
-        if self.prometheus_timeout.is_zero() {
-            return Err(bad(
-                "prometheus-timeout",
-                "must be greater than zero".into(),
-            ));
-        }
-        if self.prometheus_history_timeout.is_zero() {
-            return Err(bad(
+        for (flag, timeout) in [
+            ("prometheus-timeout", args.prometheus_timeout),
+            (
                 "prometheus-history-timeout",
-                "must be greater than zero".into(),
-            ));
+                args.prometheus_history_timeout,
+            ),
+        ] {
+            if timeout.is_zero() {
+                return Err(PromSettingsError::ZeroTimeout { flag });
+            }
         }
         for (flag, path) in [
-            ("prometheus-token-file", &self.prometheus_token_file),
-            ("prometheus-ca-file", &self.prometheus_ca_file),
+            ("prometheus-token-file", &args.prometheus_token_file),
+            ("prometheus-ca-file", &args.prometheus_ca_file),
         ] {
             if let Some(path) = path
                 && !path.is_file()
             {
-                return Err(bad(
+                return Err(PromSettingsError::NotAFile {
                     flag,
-                    format!("{} is not a readable file", path.display()),
-                ));
+                    path: path.clone(),
+                });
             }
         }
-        if let Some(path) = &self.prometheus_queries {
-            QueryTemplates::from_file(path).map_err(|e| bad("prometheus-queries", e))?;
-        }
-        Ok(())
-    }
-
-    /// The client settings these flags describe, with default retry and breaker settings.
-    pub fn settings(&self) -> Result<PromSettings, PromError> {
-        let templates = match &self.prometheus_queries {
-            Some(path) => QueryTemplates::from_file(path).map_err(PromError::Config)?,
+        let templates = match &args.prometheus_queries {
+            Some(path) => QueryTemplates::from_file(path).map_err(PromSettingsError::Queries)?,
             None => QueryTemplates::default(),
         };
         Ok(PromSettings {
-            url: self.prometheus_url.clone(),
-            token_file: self.prometheus_token_file.clone(),
-            ca_file: self.prometheus_ca_file.clone(),
-            timeout: self.prometheus_timeout,
-            history_timeout: self.prometheus_history_timeout,
+            url: args.prometheus_url.clone(),
+            token_file: args.prometheus_token_file.clone(),
+            ca_file: args.prometheus_ca_file.clone(),
+            timeout: args.prometheus_timeout,
+            history_timeout: args.prometheus_history_timeout,
             templates,
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
@@ -357,11 +368,6 @@ impl std::fmt::Debug for PromClient {
 }
 
 impl PromClient {
-    /// Builds the client from the `serve` flags.
-    pub fn from_args(args: &PromArgs) -> Result<PromClient, PromError> {
-        PromClient::new(args.settings()?)
-    }
-
     /// Builds the client. Reads the CA file now; the token file is read on every call.
     pub fn new(settings: PromSettings) -> Result<PromClient, PromError> {
         let mut builder = reqwest::Client::builder()
@@ -921,7 +927,7 @@ mod tests {
     }
 
     #[test]
-    fn args_are_validated() {
+    fn args_convert_to_settings() {
         let mut args = PromArgs {
             prometheus_url: "localhost:9090".into(),
             prometheus_token_file: None,
@@ -930,16 +936,40 @@ mod tests {
             prometheus_history_timeout: Duration::from_secs(60),
             prometheus_queries: None,
         };
-        assert_eq!(args.validate().unwrap_err().flag, "prometheus-url");
+        let e = PromSettings::try_from(&args).unwrap_err();
+        assert_eq!(e, PromSettingsError::Url("localhost:9090".into()));
+        assert!(e.to_string().starts_with("invalid --prometheus-url"), "{e}");
         args.prometheus_url = "http://localhost:9090/".into();
-        assert!(args.validate().is_ok());
+        let settings = PromSettings::try_from(&args).unwrap();
+        assert_eq!(settings.url, "http://localhost:9090/");
+        assert_eq!(settings.timeout, Duration::from_secs(10));
+        assert_eq!(settings.history_timeout, Duration::from_secs(60));
+        assert_eq!(settings.retry, RetryPolicy::default());
         args.prometheus_token_file = Some("/nonexistent/token".into());
-        let e = args.validate().unwrap_err();
-        assert_eq!(e.flag, "prometheus-token-file");
-        assert!(e.reason.contains("/nonexistent/token"));
+        let e = PromSettings::try_from(&args).unwrap_err().to_string();
+        assert!(e.starts_with("invalid --prometheus-token-file"), "{e}");
+        assert!(e.contains("/nonexistent/token"), "{e}");
         args.prometheus_token_file = None;
         args.prometheus_timeout = Duration::ZERO;
-        assert_eq!(args.validate().unwrap_err().flag, "prometheus-timeout");
+        assert_eq!(
+            PromSettings::try_from(&args).unwrap_err(),
+            PromSettingsError::ZeroTimeout {
+                flag: "prometheus-timeout"
+            }
+        );
+        args.prometheus_timeout = Duration::from_secs(10);
+        args.prometheus_history_timeout = Duration::ZERO;
+        assert_eq!(
+            PromSettings::try_from(&args).unwrap_err(),
+            PromSettingsError::ZeroTimeout {
+                flag: "prometheus-history-timeout"
+            }
+        );
+        args.prometheus_history_timeout = Duration::from_secs(60);
+        args.prometheus_queries = Some("/nonexistent/queries.json".into());
+        let e = PromSettings::try_from(&args).unwrap_err();
+        assert!(matches!(e, PromSettingsError::Queries(_)), "{e}");
+        assert!(e.to_string().contains("/nonexistent/queries.json"), "{e}");
     }
 
     #[test]

@@ -36,7 +36,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::ConfigError;
 use crate::domain::model::{DeploymentKey, Observation, UnixMillis};
 
 use codec::{BUCKET_MILLIS, HOUR_MILLIS, Record, RollupHour, SampleValue};
@@ -76,11 +75,11 @@ impl Retention {
 pub struct StoreArgs {
     /// How long samples at tick granularity are kept before they are rolled up to five-minute aggregates,
     /// e.g. `48h`.
-    #[arg(long, env = "SMART_AUTOSCALER_STORE_SAMPLE_RETENTION", default_value = "48h", value_parser = crate::config::parse_duration)]
+    #[arg(long, env = "SMART_AUTOSCALER_STORE_SAMPLE_RETENTION", default_value = "48h", value_parser = crate::flags::parse_duration)]
     pub store_sample_retention: Duration,
 
     /// How long five-minute aggregates, predictions, anomalies, cost and decisions are kept, e.g. `30d`.
-    #[arg(long, env = "SMART_AUTOSCALER_STORE_ROLLUP_RETENTION", default_value = "30d", value_parser = crate::config::parse_duration)]
+    #[arg(long, env = "SMART_AUTOSCALER_STORE_ROLLUP_RETENTION", default_value = "30d", value_parser = crate::flags::parse_duration)]
     pub store_rollup_retention: Duration,
 
     /// Page cache of the store, in MiB (sled's `cache_capacity`). sled counts pages at their size on disk and
@@ -115,44 +114,54 @@ impl From<Retention> for StoreConfig {
     }
 }
 
-impl StoreArgs {
-    /// Checks the retentions are usable.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.store_sample_retention < Duration::from_secs(3600) {
-            return Err(ConfigError {
-                flag: "store-sample-retention",
-                reason: "must be at least 1h".into(),
-            });
-        }
-        if self.store_rollup_retention < self.store_sample_retention {
-            return Err(ConfigError {
-                flag: "store-rollup-retention",
-                reason: "must be at least --store-sample-retention".into(),
-            });
-        }
-        if !(1..=65_536).contains(&self.store_cache_mib) {
-            return Err(ConfigError {
-                flag: "store-cache-mib",
-                reason: "must be between 1 and 65536".into(),
-            });
-        }
-        Ok(())
-    }
+/// A `serve` store flag that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreSettingsError {
+    /// Samples kept less than an hour: an hour is rolled up only once all of its samples are past retention.
+    #[error("invalid --store-sample-retention: {0:?} is below 1h")]
+    SampleRetention(Duration),
+    /// Rollups would expire before the samples they are made from.
+    #[error(
+        "invalid --store-rollup-retention: {rollups:?} is below --store-sample-retention {samples:?}; rollups \
+         must outlive the samples they are made from"
+    )]
+    RollupRetention {
+        /// `--store-rollup-retention`.
+        rollups: Duration,
+        /// `--store-sample-retention`.
+        samples: Duration,
+    },
+    /// `--store-cache-mib` out of range.
+    #[error("invalid --store-cache-mib: {0} is not between 1 and 65536")]
+    CacheMib(u64),
+}
 
-    /// The store these flags describe.
-    pub fn config(&self) -> StoreConfig {
-        StoreConfig {
-            retention: self.retention(),
-            cache_bytes: self.store_cache_mib * 1024 * 1024,
-        }
-    }
+impl TryFrom<&StoreArgs> for StoreConfig {
+    type Error = StoreSettingsError;
 
-    /// The retention these flags describe.
-    pub fn retention(&self) -> Retention {
-        Retention {
-            samples: self.store_sample_retention,
-            rollups: self.store_rollup_retention,
+    /// The store the flags describe, once the retentions and the cache size are usable.
+    fn try_from(args: &StoreArgs) -> Result<Self, Self::Error> {
+        if args.store_sample_retention < Duration::from_secs(3600) {
+            return Err(StoreSettingsError::SampleRetention(
+                args.store_sample_retention,
+            ));
         }
+        if args.store_rollup_retention < args.store_sample_retention {
+            return Err(StoreSettingsError::RollupRetention {
+                rollups: args.store_rollup_retention,
+                samples: args.store_sample_retention,
+            });
+        }
+        if !(1..=65_536).contains(&args.store_cache_mib) {
+            return Err(StoreSettingsError::CacheMib(args.store_cache_mib));
+        }
+        Ok(StoreConfig {
+            retention: Retention {
+                samples: args.store_sample_retention,
+                rollups: args.store_rollup_retention,
+            },
+            cache_bytes: args.store_cache_mib * 1024 * 1024,
+        })
     }
 }
 

@@ -460,23 +460,47 @@ async fn corrupt_values_are_reported_not_misread() {
 }
 
 #[test]
-fn store_args_validate_retentions() {
+fn store_args_convert_to_a_config() {
     let mut args = StoreArgs {
         store_sample_retention: Duration::from_secs(48 * 3600),
         store_rollup_retention: Duration::from_secs(30 * 86400),
         store_cache_mib: DEFAULT_CACHE_MIB,
     };
-    assert!(args.validate().is_ok());
-    assert_eq!(args.retention(), Retention::default());
-    assert_eq!(args.config(), StoreConfig::from(Retention::default()));
+    assert_eq!(
+        StoreConfig::try_from(&args),
+        Ok(StoreConfig::from(Retention::default()))
+    );
     args.store_cache_mib = 0;
-    assert_eq!(args.validate().unwrap_err().flag, "store-cache-mib");
+    assert_eq!(
+        StoreConfig::try_from(&args),
+        Err(StoreSettingsError::CacheMib(0))
+    );
     args.store_cache_mib = 8;
-    assert_eq!(args.config().cache_bytes, 8 << 20);
+    assert_eq!(StoreConfig::try_from(&args).unwrap().cache_bytes, 8 << 20);
+    // The cross-flag rule: rollups must outlive the samples they are made from.
     args.store_rollup_retention = Duration::from_secs(3600);
-    assert_eq!(args.validate().unwrap_err().flag, "store-rollup-retention");
+    let err = StoreConfig::try_from(&args).unwrap_err();
+    assert!(
+        matches!(err, StoreSettingsError::RollupRetention { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("invalid --store-rollup-retention"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("--store-sample-retention"),
+        "{err}"
+    );
     args.store_sample_retention = Duration::from_secs(60);
-    assert_eq!(args.validate().unwrap_err().flag, "store-sample-retention");
+    assert_eq!(
+        StoreConfig::try_from(&args),
+        Err(StoreSettingsError::SampleRetention(Duration::from_secs(60)))
+    );
+    // Equal retentions are fine.
+    args.store_sample_retention = Duration::from_secs(3600);
+    assert!(StoreConfig::try_from(&args).is_ok());
 }
 
 #[tokio::test]
