@@ -374,8 +374,8 @@ async fn run(sizes: Sizes) -> Vec<Row> {
     rows
 }
 
-/// A month of five-minute history for `deployments` (as serve's bootstrap imports it, and as tests/rss.rs
-/// seeds it), then the open times.
+/// A month of five-minute history for `deployments` (as serve's bootstrap imports it, and as the RSS
+/// benchmark, benches/rss, seeds it), then the open times.
 async fn recovery(t0: UnixMillis, deployments: usize) -> Vec<Row> {
     let mut rows = Vec::new();
     let dir = tempfile::tempdir().unwrap();
