@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use ::http::{HeaderMap, Method, Request, StatusCode, header};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use ::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -178,7 +178,14 @@ fn served(namespace: &str, name: &str, raw: f64, smart: f64, at: i64) -> ServedD
         .cpu(raw)
         .at(at)
         .build();
-    let explanation = decide(&inputs, &DecisionConfig::default(), None, Hooks::default(), at).0;
+    let explanation = decide(
+        &inputs,
+        &DecisionConfig::default(),
+        None,
+        Hooks::default(),
+        at,
+    )
+    .0;
     ServedDeployment {
         inputs,
         raw_percent: raw,
@@ -228,7 +235,8 @@ fn parse_percent(value: &str) -> f64 {
 #[tokio::test]
 async fn discovery_documents() {
     let rig = Rig::new(None);
-    let group_version = json!({ "groupVersion": "external.metrics.k8s.io/v1beta1", "version": "v1beta1" });
+    let group_version =
+        json!({ "groupVersion": "external.metrics.k8s.io/v1beta1", "version": "v1beta1" });
     let group = json!({
         "name": "external.metrics.k8s.io",
         "versions": [group_version],
@@ -349,7 +357,10 @@ async fn every_selector_form_the_hpa_can_send_selects_by_deployment() {
             "api",
             "{selector}"
         );
-        assert_eq!(parse_percent(answer.json()["items"][0]["value"].as_str().unwrap()), 61.25);
+        assert_eq!(
+            parse_percent(answer.json()["items"][0]["value"].as_str().unwrap()),
+            61.25
+        );
     }
 }
 
@@ -481,7 +492,10 @@ async fn before_the_first_snapshot_reads_and_readiness_are_unavailable() {
 async fn the_fail_safe_follows_the_age_of_the_data() {
     let rig = Rig::new(Some(snapshot()));
     let failsafe = DecisionConfig::default().failsafe(INTERVAL);
-    assert_eq!((failsafe.raw_after_millis, failsafe.error_after_millis), (45_000, 150_000));
+    assert_eq!(
+        (failsafe.raw_after_millis, failsafe.error_after_millis),
+        (45_000, 150_000)
+    );
     let smart = metric_path("shop", "smart_cpu_utilization", Some("deployment=api"));
     let raw = metric_path("shop", "smart_cpu_utilization_raw", Some("deployment=api"));
     let value = |answer: Answer| {
@@ -504,7 +518,10 @@ async fn the_fail_safe_follows_the_age_of_the_data() {
     ] {
         rig.at(now);
         let answer = get(&rig.secure, &smart).await;
-        assert_eq!(answer.json()["items"][0]["metricName"], "smart_cpu_utilization");
+        assert_eq!(
+            answer.json()["items"][0]["metricName"],
+            "smart_cpu_utilization"
+        );
         assert_eq!(value(answer), "52500m", "at {now}");
         assert_eq!(value(get(&rig.secure, &raw).await), "52500m");
         assert_eq!(get(&rig.metrics, "/readyz").await.code, 200);
@@ -538,7 +555,10 @@ async fn probes_report_readiness_with_source_detail() {
     for router in [&rig.secure, &rig.metrics] {
         for probe in ["/healthz", "/livez"] {
             let answer = get(router, probe).await;
-            assert_eq!((answer.code, answer.text().as_str()), (StatusCode::OK, "ok"));
+            assert_eq!(
+                (answer.code, answer.text().as_str()),
+                (StatusCode::OK, "ok")
+            );
         }
         // A degraded source is detail: values can still be served, so the server is ready.
         let answer = get(router, "/readyz").await;
@@ -565,7 +585,13 @@ async fn the_json_api_explains_every_served_value() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| format!("{}/{}", i["namespace"].as_str().unwrap(), i["name"].as_str().unwrap()))
+        .map(|i| {
+            format!(
+                "{}/{}",
+                i["namespace"].as_str().unwrap(),
+                i["name"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(names, ["other/api", "shop/api", "shop/web", "shop/new"]);
     let api = &list["items"][1];
@@ -598,8 +624,13 @@ async fn the_json_api_explains_every_served_value() {
     );
 
     // Managed but never measured: why there is no value.
-    let new = get(&rig.metrics, "/api/v1/deployments/shop/new").await.json();
-    assert_eq!(new["usage_unknown"]["reason"], "no usable CPU sample for its 2 pods");
+    let new = get(&rig.metrics, "/api/v1/deployments/shop/new")
+        .await
+        .json();
+    assert_eq!(
+        new["usage_unknown"]["reason"],
+        "no usable CPU sample for its 2 pods"
+    );
     assert_eq!(new["usage_unknown"]["last_good_at"], Value::Null);
     assert!(new.get("smart_percent").is_none(), "{new}");
 
@@ -620,16 +651,21 @@ async fn the_json_api_explains_every_served_value() {
 async fn forecasts_are_listed_or_say_why_not() {
     let rig = Rig::new(Some(snapshot()));
     let list = get(&rig.metrics, "/api/v1/forecasts").await;
-    assert_eq!((list.code, list.json()), (StatusCode::OK, json!({ "items": [] })));
+    assert_eq!(
+        (list.code, list.json()),
+        (StatusCode::OK, json!({ "items": [] }))
+    );
     get(&rig.metrics, "/api/v1/forecasts/shop/api")
         .await
         .assert_status(404, "NotFound", "no forecast for deployment shop/api");
 
     let off = Rig::with(Some(snapshot()), Limits::default(), None);
     for path in ["/api/v1/forecasts", "/api/v1/forecasts/shop/api"] {
-        get(&off.metrics, path)
-            .await
-            .assert_status(404, "NotFound", "forecasting is off (--no-forecast)");
+        get(&off.metrics, path).await.assert_status(
+            404,
+            "NotFound",
+            "forecasting is off (--no-forecast)",
+        );
     }
 }
 
@@ -659,8 +695,14 @@ async fn metrics_exposition_negotiates_its_format_and_counts_requests_by_route()
         ),
         "{text}"
     );
-    assert!(text.contains("\nsmart_autoscaler_snapshot_age_seconds 15.0\n"), "{text}");
-    assert!(text.contains("\nsmart_autoscaler_managed_deployments 3\n"), "{text}");
+    assert!(
+        text.contains("\nsmart_autoscaler_snapshot_age_seconds 15.0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nsmart_autoscaler_managed_deployments 3\n"),
+        "{text}"
+    );
 
     // Prometheus' text format for a client that asks for text/plain only.
     let request = Request::get("/metrics")
@@ -748,13 +790,18 @@ async fn bodies_and_heads_over_the_limits_are_status_errors() {
     }
     send(&rig.secure, many.body(Body::empty()).unwrap())
         .await
-        .assert_status(431, "BadRequest", "150 header fields exceed the limit of 100");
+        .assert_status(
+            431,
+            "BadRequest",
+            "150 header fields exceed the limit of 100",
+        );
     let big = Request::get(GV)
         .header("x-big", "a".repeat(20 * 1024))
         .body(Body::empty())
         .unwrap();
-    send(&rig.metrics, big)
-        .await
-        .assert_status(431, "BadRequest", "exceeds the limit of 16384 bytes");
+    send(&rig.metrics, big).await.assert_status(
+        431,
+        "BadRequest",
+        "exceeds the limit of 16384 bytes",
+    );
 }
-

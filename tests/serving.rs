@@ -169,7 +169,10 @@ async fn tls_port_verifies_limits_and_survives_an_oversized_head() {
     let body: Value = big.json().await.unwrap();
     assert_eq!(body["reason"], "RequestEntityTooLarge");
     assert!(
-        body["message"].as_str().unwrap().contains("limit of 4096 bytes"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 4096 bytes"),
         "{body}"
     );
 

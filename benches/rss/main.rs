@@ -336,7 +336,9 @@ fn smoke() {
     let mut om = Vec::new();
     let samples = cluster.write_openmetrics(&mut om, 1, 60).unwrap();
     assert!(samples > 0 && om.ends_with(b"# EOF\n"), "{samples} samples");
-    println!("rss: generator smoke test passed; run `cargo bench --bench rss` or hack/bench-rss.sh to measure");
+    println!(
+        "rss: generator smoke test passed; run `cargo bench --bench rss` or hack/bench-rss.sh to measure"
+    );
 }
 
 async fn run() {
