@@ -3,14 +3,12 @@
 //! each point of a compaction. `cargo bench --bench store` (or hack/bench-store.sh) runs it in full and prints a
 //! table; `cargo test` runs it on a tiny size as a smoke test.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use smart_autoscaler::clock::Clock;
-use smart_autoscaler::domain::model::{
-    DeploymentInputs, DeploymentKey, Observation, PoolInputs, UnixMillis,
-};
+use smart_autoscaler::domain::model::{DeploymentKey, Observation, UnixMillis};
+use smart_autoscaler::domain::testing;
 use smart_autoscaler::store::{COMPACTION_COMPLETE, Retention, Store};
 
 const MINUTE: i64 = 60_000;
@@ -24,26 +22,17 @@ fn observation(at: UnixMillis, keys: &[DeploymentKey], tick: i64) -> Observation
         deployments: keys
             .iter()
             .enumerate()
-            .map(|(i, key)| DeploymentInputs {
-                key: key.clone(),
-                base_target_percent: 70.0,
-                cpu_utilization_percent: 40.0 + ((i as i64 * 7 + tick) % 50) as f64 * 0.731,
-                memory_utilization_percent: Some(55.0 + (i % 13) as f64),
-                pod_cpu_request_milli: 500,
-                replicas: 3 + (i % 20) as u32,
-                ready_pods: 3,
-                starting_pods: 0,
-                recent_pod_starts: 0,
-                startup_filter_seconds: 60,
-                pool: PoolInputs {
-                    name: "all".into(),
-                    measured_cpu_percent: Some(50.0),
-                    requested_cpu_percent: 60.0,
-                    nodes: 10,
-                },
-                annotations: BTreeMap::new(),
-                window_seconds: 600,
-                observed_at: at,
+            .map(|(i, key)| {
+                testing::inputs()
+                    .key(key)
+                    .cpu(40.0 + ((i as i64 * 7 + tick) % 50) as f64 * 0.731)
+                    .memory(Some(55.0 + (i % 13) as f64))
+                    .replicas(3 + (i % 20) as u32)
+                    .ready(3)
+                    .pool("all", Some(50.0), 60.0)
+                    .nodes(10)
+                    .at(at)
+                    .build()
             })
             .collect(),
         nodes: vec![],
@@ -385,8 +374,8 @@ async fn run(sizes: Sizes) -> Vec<Row> {
     rows
 }
 
-/// A month of five-minute history for `deployments` (as serve's bootstrap imports it, and as tests/rss.rs
-/// seeds it), then the open times.
+/// A month of five-minute history for `deployments` (as serve's bootstrap imports it, and as the RSS
+/// benchmark, benches/rss, seeds it), then the open times.
 async fn recovery(t0: UnixMillis, deployments: usize) -> Vec<Row> {
     let mut rows = Vec::new();
     let dir = tempfile::tempdir().unwrap();

@@ -3,14 +3,14 @@
 //! pure step, and the scores in `/metrics`. A deployment with a daily spike is raised ahead of the spike; one
 //! with unpredictable load is left alone.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use smart_autoscaler::clock::Clock;
 use smart_autoscaler::config::ForecastArgs;
 use smart_autoscaler::domain::decision::DecisionConfig;
-use smart_autoscaler::domain::model::{DeploymentInputs, DeploymentKey, Observation, PoolInputs};
+use smart_autoscaler::domain::model::{DeploymentInputs, DeploymentKey, Observation};
+use smart_autoscaler::domain::testing::{self, DailySpike};
 use smart_autoscaler::engine;
 use smart_autoscaler::forecasting::{ForecastSettings, ForecastTask};
 use smart_autoscaler::store::{Retention, Store};
@@ -28,13 +28,13 @@ impl Clock for Pinned {
     }
 }
 
-/// 14 days of 1-minute points: 60% utilization throughout; 4 pods, 12 from 09:00 to 10:00 (demand triples).
+/// 14 days of 1-minute points: 60% utilization throughout; 4 pods, 12 during the daily spike (demand triples).
 fn spiky(days: i64) -> Vec<(i64, f64, Option<u32>)> {
+    let spike = DailySpike::default();
     (0..days * 1440)
         .map(|m| {
             let at = NOW - days * DAY + m * 60_000;
-            let minute = (at.rem_euclid(DAY)) / 60_000;
-            let pods = if (540..600).contains(&minute) { 12 } else { 4 };
+            let pods = if spike.in_spike(at) { 12 } else { 4 };
             (at, 60.0, Some(pods))
         })
         .collect()
@@ -65,27 +65,13 @@ fn splitmix(x: u64) -> u64 {
 }
 
 fn inputs(key: &DeploymentKey, utilization: f64, pods: u32) -> DeploymentInputs {
-    DeploymentInputs {
-        key: key.clone(),
-        base_target_percent: 70.0,
-        cpu_utilization_percent: utilization,
-        memory_utilization_percent: None,
-        pod_cpu_request_milli: 500,
-        replicas: pods,
-        ready_pods: pods,
-        starting_pods: 0,
-        recent_pod_starts: 0,
-        startup_filter_seconds: 60,
-        pool: PoolInputs {
-            name: "general".into(),
-            measured_cpu_percent: Some(55.0),
-            requested_cpu_percent: 70.0,
-            nodes: 3,
-        },
-        annotations: BTreeMap::new(),
-        window_seconds: 600,
-        observed_at: NOW,
-    }
+    testing::inputs()
+        .key(key)
+        .cpu(utilization)
+        .replicas(pods)
+        .pool("general", Some(55.0), 70.0)
+        .at(NOW)
+        .build()
 }
 
 /// A real sled store in `dir` whose clock (and the task's) is pinned at [`NOW`].

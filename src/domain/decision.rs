@@ -499,31 +499,13 @@ pub fn freshness(observed_at: UnixMillis, now: UnixMillis, limits: &FailSafe) ->
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::domain::model::{DeploymentKey, PoolInputs};
-    use std::collections::BTreeMap;
 
+    /// `shop/api` at `raw`% on a pool at `measured`% measured and `requested`% requested CPU.
     pub(crate) fn inputs(raw: f64, measured: f64, requested: f64) -> DeploymentInputs {
-        DeploymentInputs {
-            key: DeploymentKey::new("shop", "api"),
-            base_target_percent: 70.0,
-            cpu_utilization_percent: raw,
-            memory_utilization_percent: None,
-            pod_cpu_request_milli: 500,
-            replicas: 4,
-            ready_pods: 4,
-            starting_pods: 0,
-            recent_pod_starts: 0,
-            startup_filter_seconds: 60,
-            pool: PoolInputs {
-                name: "general".into(),
-                measured_cpu_percent: Some(measured),
-                requested_cpu_percent: requested,
-                nodes: 3,
-            },
-            annotations: BTreeMap::new(),
-            window_seconds: 600,
-            observed_at: 0,
-        }
+        crate::domain::testing::inputs()
+            .cpu(raw)
+            .pool("general", Some(measured), requested)
+            .build()
     }
 
     fn run(i: &DeploymentInputs) -> Explanation {

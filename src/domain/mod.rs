@@ -14,3 +14,5 @@ pub mod quantity;
 pub mod scenarios;
 pub mod selector;
 pub mod simulate;
+#[doc(hidden)]
+pub mod testing;

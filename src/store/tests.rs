@@ -1,8 +1,6 @@
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::clock::Clock;
-use crate::domain::model::{DeploymentInputs, PoolInputs};
+use crate::domain::model::DeploymentInputs;
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
@@ -10,27 +8,13 @@ const HOUR: i64 = 60 * MINUTE;
 const T0: UnixMillis = 1_700_000_000_000 / HOUR * HOUR;
 
 fn inputs(key: &DeploymentKey, cpu: f64, memory: Option<f64>, replicas: u32) -> DeploymentInputs {
-    DeploymentInputs {
-        key: key.clone(),
-        base_target_percent: 70.0,
-        cpu_utilization_percent: cpu,
-        memory_utilization_percent: memory,
-        pod_cpu_request_milli: 500,
-        replicas,
-        ready_pods: replicas,
-        starting_pods: 0,
-        recent_pod_starts: 0,
-        startup_filter_seconds: 60,
-        pool: PoolInputs {
-            name: "all".into(),
-            measured_cpu_percent: Some(50.0),
-            requested_cpu_percent: 60.0,
-            nodes: 3,
-        },
-        annotations: BTreeMap::new(),
-        window_seconds: 600,
-        observed_at: 0,
-    }
+    crate::domain::testing::inputs()
+        .key(key)
+        .cpu(cpu)
+        .memory(memory)
+        .replicas(replicas)
+        .pool("all", Some(50.0), 60.0)
+        .build()
 }
 
 fn tick(at: UnixMillis, rows: &[(&DeploymentKey, f64)]) -> Observation {

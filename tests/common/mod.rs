@@ -199,5 +199,4 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
 
 pub mod fake_apiserver;
 pub mod prometheus;
-pub mod scale;
 pub mod serve;

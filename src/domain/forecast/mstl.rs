@@ -186,6 +186,7 @@ fn model_error(e: impl std::fmt::Display) -> ForecastError {
 mod tests {
     use super::super::STEP_MILLIS;
     use super::*;
+    use crate::domain::testing::DailySpike;
 
     /// Deterministic noise in [-0.5, 0.5): a 64-bit LCG, so the tests see the same series on every run.
     struct Noise(u64);
@@ -206,15 +207,10 @@ mod tests {
     }
 
     const NINE: usize = 9 * 12; // 09:00 in five-minute steps
-    const TEN: usize = 10 * 12;
 
-    /// Base 100, +200 between 09:00 and 10:00 every day, without noise.
+    /// The shared daily spike (base 100, 300 between 09:00 and 10:00) at bucket `i`, without noise.
     fn spike_truth(i: usize) -> f64 {
-        if (NINE..TEN).contains(&step_of_day(i)) {
-            300.0
-        } else {
-            100.0
-        }
+        DailySpike::default().at(i as i64 * STEP_MILLIS)
     }
 
     /// `n` buckets of the daily spike from midnight, with +-2.5% noise.

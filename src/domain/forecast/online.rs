@@ -620,6 +620,7 @@ impl Forecaster {
 mod tests {
     use super::super::profile::ProfileConfig;
     use super::*;
+    use crate::domain::testing::{DailySpike, jitter};
 
     fn config() -> ForecasterConfig {
         ForecasterConfig {
@@ -634,17 +635,19 @@ mod tests {
         }
     }
 
-    /// Base 100, 300 from 09:00 to 10:00 on days where `spike(day)`, deterministic ±5% noise.
+    /// The shared daily spike (base 100, 300 from 09:00 to 10:00) on days where `spike(day)`, base only on the
+    /// others, deterministic ±5% noise.
     fn replay(f: &mut Forecaster, days: std::ops::Range<usize>, spike: impl Fn(usize) -> bool) {
+        let load = DailySpike::default();
         for i in days.start * STEPS_PER_DAY..days.end * STEPS_PER_DAY {
-            let minute = (i % STEPS_PER_DAY) * 5;
-            let base = if spike(i / STEPS_PER_DAY) && (540..600).contains(&minute) {
-                300.0
+            let at = i as i64 * STEP_MILLIS;
+            let base = if spike(i / STEPS_PER_DAY) {
+                load.at(at)
             } else {
-                100.0
+                load.base
             };
-            let v = base * (1.0 + 0.05 * (((i * 7919) % 101) as f64 / 50.0 - 1.0));
-            f.push(i as i64 * STEP_MILLIS, v);
+            let v = base * (1.0 + 0.05 * jitter(i));
+            f.push(at, v);
             if f.needs_refit() && f.observed() >= STEPS_PER_DAY {
                 f.refit();
             }

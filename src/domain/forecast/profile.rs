@@ -287,21 +287,12 @@ impl SeasonalProfile {
 mod tests {
     use super::super::STEP_MILLIS;
     use super::*;
+    use crate::domain::testing::DailySpike;
 
-    /// Base 100, 300 from 09:00 to 10:00 every day, with deterministic noise of `noise` relative.
+    /// The shared daily spike (base 100, 300 from 09:00 to 10:00) at five minutes, with deterministic noise of
+    /// `noise` relative, one draw per 15-minute slot: the profile sees a slot a day as one value.
     pub(crate) fn daily_spike(days: usize, noise: f64) -> History {
-        let values = (0..days * STEPS_PER_DAY)
-            .map(|i| {
-                let minute = (i % STEPS_PER_DAY) * 5;
-                let base = if (540..600).contains(&minute) {
-                    300.0
-                } else {
-                    100.0
-                };
-                // One noise draw per 15-minute slot: the profile sees a slot a day as one value.
-                base * (1.0 + noise * ((((i / 3) * 7919) % 101) as f64 / 50.0 - 1.0))
-            })
-            .collect();
+        let values = DailySpike::default().series(0, STEP_MILLIS, days * STEPS_PER_DAY, noise, 3);
         History::new(0, STEP_MILLIS, values)
     }
 

@@ -1,4 +1,4 @@
-//! A synthetic cluster at benchmark scale, for `tests/rss.rs`: Kubernetes objects cloned from the recorded
+//! A synthetic cluster at benchmark scale, for the RSS benchmark (`benches/rss/main.rs`): Kubernetes objects cloned from the recorded
 //! fixtures' shapes (`tests/fixtures/k8s`: shop/api's Deployment, its current and an old ReplicaSet, its Pods with
 //! an init container and a restartable sidecar, its autoscaling/v2 HPA on `smart_cpu_utilization`, an EKS Node)
 //! with names, uids, owners, placement, replica counts and times set per object, and the OpenMetrics that
@@ -15,7 +15,7 @@ use std::io::{self, Write};
 
 use serde_json::{Value, json};
 
-use super::fake_apiserver::{Generated, read};
+use crate::common::fake_apiserver::{Generated, read};
 
 /// The replica counts deployments cycle through (mean 10).
 pub const REPLICAS: [usize; 5] = [4, 16, 6, 14, 10];
