@@ -25,7 +25,11 @@ fn main() {
                 serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("JSON");
             // Compacted, as the apiserver sends it.
             let body = serde_json::to_vec(&value).expect("encode");
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             (name, body)
         })
         .collect();
@@ -38,13 +42,26 @@ fn main() {
         for _ in 0..batches {
             let start = Instant::now();
             for _ in 0..per_batch {
-                std::hint::black_box(review(std::hint::black_box(body), &config).map(|r| r.to_json()).ok());
+                std::hint::black_box(
+                    review(std::hint::black_box(body), &config)
+                        .map(|r| r.to_json())
+                        .ok(),
+                );
             }
             medians.push(start.elapsed() / per_batch);
         }
         let m = median(medians);
         all.push(m);
-        println!("{name:<32} {:>8} {:>14.2}", body.len(), m.as_secs_f64() * 1e6);
+        println!(
+            "{name:<32} {:>8} {:>14.2}",
+            body.len(),
+            m.as_secs_f64() * 1e6
+        );
     }
-    println!("{:<32} {:>8} {:>14.2}", "median of fixtures", "", median(all).as_secs_f64() * 1e6);
+    println!(
+        "{:<32} {:>8} {:>14.2}",
+        "median of fixtures",
+        "",
+        median(all).as_secs_f64() * 1e6
+    );
 }

@@ -361,7 +361,8 @@ fn webhook_decision_core_and_extender_agree_on_a_limits_only_pod() {
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec}}
     });
-    let pod = json!({"metadata": {"name": "web-1", "namespace": "shop", "uid": "u1"}, "spec": pod_spec});
+    let pod =
+        json!({"metadata": {"name": "web-1", "namespace": "shop", "uid": "u1"}, "spec": pod_spec});
 
     // The webhook: the reason it records names the request it computed.
     let review = json!({
@@ -373,8 +374,11 @@ fn webhook_decision_core_and_extender_agree_on_a_limits_only_pod() {
             "userInfo": {"username": "admin"}, "object": deployment
         }
     });
-    let reviewed =
-        webhook::review(&serde_json::to_vec(&review).unwrap(), &AdmissionConfig::default()).unwrap();
+    let reviewed = webhook::review(
+        &serde_json::to_vec(&review).unwrap(),
+        &AdmissionConfig::default(),
+    )
+    .unwrap();
     let policy = reviewed.decision.policy.clone().unwrap_or_default();
     let webhook_milli: i64 = policy
         .split("pod CPU request ")

@@ -345,7 +345,13 @@ pub struct Deployment {
 impl Deployment {
     /// `metadata.namespace`, when it is a string.
     pub fn namespace(&self) -> Option<&str> {
-        self.metadata.as_ref()?.object()?.namespace.as_ref()?.0.as_deref()
+        self.metadata
+            .as_ref()?
+            .object()?
+            .namespace
+            .as_ref()?
+            .0
+            .as_deref()
     }
 
     fn pod(&self) -> Option<&PodSpec> {
@@ -620,7 +626,11 @@ pub fn decide(
     if operation == Operation::Update && metadata.deletion_timestamp.is_some() {
         return Ok(skip("being deleted"));
     }
-    let current = |key: &str| annotations.and_then(|a| a.get(key)).and_then(|v| v.as_deref());
+    let current = |key: &str| {
+        annotations
+            .and_then(|a| a.get(key))
+            .and_then(|v| v.as_deref())
+    };
     let policy = current(POLICY_ANNOTATION);
     let empty = PodSpec::default();
     let pod = object.pod().unwrap_or(&empty);

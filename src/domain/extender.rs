@@ -1212,7 +1212,10 @@ mod tests {
     fn pod_cpu_request_follows_scheduler_accounting() {
         let request = |pod: Value| {
             let body = json!({"Pod": pod, "NodeNames": []});
-            decode(body.to_string().as_bytes()).unwrap().pod.cpu_request_milli
+            decode(body.to_string().as_bytes())
+                .unwrap()
+                .pod
+                .cpu_request_milli
         };
         let p = json!({"spec": {
             "initContainers": [

@@ -457,7 +457,9 @@ mod tests {
     }
 
     fn limits_only() -> PodSpec {
-        spec(json!({"containers": [{"name": "app", "resources": {"limits": {"cpu": "25m", "memory": "64Mi"}}}]}))
+        spec(
+            json!({"containers": [{"name": "app", "resources": {"limits": {"cpu": "25m", "memory": "64Mi"}}}]}),
+        )
     }
 
     #[test]
@@ -486,7 +488,13 @@ mod tests {
                 {"name": "log", "resources": {"limits": {"cpu": "50m"}}}
             ]
         }));
-        assert_eq!(pod.hpa_request(Resource::Cpu), HpaRequest { total: 400, ..Default::default() });
+        assert_eq!(
+            pod.hpa_request(Resource::Cpu),
+            HpaRequest {
+                total: 400,
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
@@ -503,7 +511,10 @@ mod tests {
         assert_eq!(r.total, 20);
         assert_eq!(r.missing, ["bare", "mesh"]);
         assert_eq!(r.unparseable.as_deref(), Some("container odd"));
-        assert_eq!(PodSpec::default().hpa_request(Resource::Cpu), HpaRequest::default());
+        assert_eq!(
+            PodSpec::default().hpa_request(Resource::Cpu),
+            HpaRequest::default()
+        );
     }
 
     #[test]
@@ -524,7 +535,10 @@ mod tests {
         assert_eq!(pod.scheduler_request(Resource::Cpu), 2110);
         // The HPA ignores the plain init containers and the overhead; `bare` has no request.
         let hpa = pod.hpa_request(Resource::Cpu);
-        assert_eq!((hpa.total, hpa.missing.as_slice()), (350, ["bare".to_string()].as_slice()));
+        assert_eq!(
+            (hpa.total, hpa.missing.as_slice()),
+            (350, ["bare".to_string()].as_slice())
+        );
         // Without the big init container, app + sidecars is the larger.
         let small = spec(json!({
             "initContainers": [{"name": "mesh", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m"}}}],
@@ -538,15 +552,25 @@ mod tests {
     fn pod_level_resources_win_and_a_pod_level_limit_defaults_the_request() {
         let mut pod = limits_only();
         pod.resources = Some(serde_json::from_value(json!({"requests": {"cpu": "2"}})).unwrap());
-        pod.overhead = Some(ResourceList { cpu: Some(Quantity("5m".into())), memory: None });
+        pod.overhead = Some(ResourceList {
+            cpu: Some(Quantity("5m".into())),
+            memory: None,
+        });
         assert_eq!(pod.hpa_request(Resource::Cpu).total, 2000);
         assert_eq!(pod.scheduler_request(Resource::Cpu), 2005);
         // Memory has no pod-level request: the containers count.
         assert_eq!(pod.hpa_request(Resource::Memory).total, 64 << 20);
 
         // A pod-level limit and no container requests: the limit is the request.
-        let limit = spec(json!({"resources": {"limits": {"cpu": "3"}}, "containers": [{"name": "app"}]}));
-        assert_eq!(limit.hpa_request(Resource::Cpu), HpaRequest { total: 3000, ..Default::default() });
+        let limit =
+            spec(json!({"resources": {"limits": {"cpu": "3"}}, "containers": [{"name": "app"}]}));
+        assert_eq!(
+            limit.hpa_request(Resource::Cpu),
+            HpaRequest {
+                total: 3000,
+                ..Default::default()
+            }
+        );
         assert_eq!(limit.scheduler_request(Resource::Cpu), 3000);
         // A pod-level limit and containers with requests: their aggregate is the pod's request.
         let aggregate = spec(json!({"resources": {"limits": {"cpu": "3"}},
@@ -557,7 +581,10 @@ mod tests {
         assert_eq!(aggregate.scheduler_request(Resource::Cpu), 1000);
 
         let garbage = spec(json!({"resources": {"requests": {"cpu": "lots"}}}));
-        assert_eq!(garbage.hpa_request(Resource::Cpu).unparseable.as_deref(), Some("the pod"));
+        assert_eq!(
+            garbage.hpa_request(Resource::Cpu).unparseable.as_deref(),
+            Some("the pod")
+        );
         assert_eq!(garbage.scheduler_request(Resource::Cpu), 0);
     }
 
@@ -575,7 +602,10 @@ mod tests {
                                                             {"key": "spot", "operator": "DoesNotExist"}]}]}}}
         }));
         let app = &pod.containers[0];
-        assert_eq!(app.env.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["A", "B"]);
+        assert_eq!(
+            app.env.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+            ["A", "B"]
+        );
         assert_eq!(app.startup_probe.as_ref().unwrap().period_seconds, Some(2));
         assert_eq!(pod.hpa_request(Resource::Cpu).total, 1000);
         let affinity = pod.required_node_affinity();

@@ -22,13 +22,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
 use clap::Args;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, Operation as ReviewOperation,
 };
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -403,7 +403,10 @@ fn answer(request: AdmissionRequest<AdmittedObject>, config: &AdmissionConfig) -
     let response = AdmissionResponse::from(&request);
     let gvk = &request.kind;
     if (gvk.group.as_str(), gvk.version.as_str(), gvk.kind.as_str()) != ("apps", "v1", "Deployment")
-        || request.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
+        || request
+            .sub_resource
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
     {
         return allow(response, dry_run, Outcome::Skipped, None);
     }
@@ -415,7 +418,11 @@ fn answer(request: AdmissionRequest<AdmittedObject>, config: &AdmissionConfig) -
         }
     };
     let Some(object) = &request.object else {
-        return unhandled(response, dry_run, "request.object is not a Deployment object");
+        return unhandled(
+            response,
+            dry_run,
+            "request.object is not a Deployment object",
+        );
     };
     let namespace = request
         .namespace
@@ -446,7 +453,11 @@ fn answer(request: AdmissionRequest<AdmittedObject>, config: &AdmissionConfig) -
         match patched {
             Ok(response) => reviewed.response = response,
             Err(e) => {
-                return unhandled(reviewed.response, dry_run, format!("encoding the patch: {e}"));
+                return unhandled(
+                    reviewed.response,
+                    dry_run,
+                    format!("encoding the patch: {e}"),
+                );
             }
         }
         if let Some(policy) = &decision.policy {
@@ -659,7 +670,10 @@ mod tests {
             let typed: AdmissionReview<AdmittedObject> = serde_json::from_slice(&bytes).unwrap();
             let request = typed.request.unwrap();
             assert!(
-                matches!(request.object.map(|o| o.deployment), Some(ObjectOr::Object(_))),
+                matches!(
+                    request.object.map(|o| o.deployment),
+                    Some(ObjectOr::Object(_))
+                ),
                 "{}",
                 path.display()
             );

@@ -148,9 +148,7 @@ pub fn deployment_info(deployment: &PartialDeployment) -> DeploymentInfo {
         node_selector: pod
             .and_then(|p| p.node_selector.clone())
             .unwrap_or_default(),
-        required_affinity: pod
-            .map(PodSpec::required_node_affinity)
-            .unwrap_or_default(),
+        required_affinity: pod.map(PodSpec::required_node_affinity).unwrap_or_default(),
         pod_cpu_request_milli: cpu,
         pod_memory_request_bytes: memory,
         hpa_target_percent: None,
