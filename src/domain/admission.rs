@@ -49,17 +49,6 @@ pub enum Operation {
     Update,
 }
 
-impl Operation {
-    /// Parses `request.operation`; `DELETE`, `CONNECT` and anything else are not mutated.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "CREATE" => Some(Operation::Create),
-            "UPDATE" => Some(Operation::Update),
-            _ => None,
-        }
-    }
-}
-
 /// The webhook's tables. Every field has a built-in default; a JSON file (`--webhook-config`) replaces whole
 /// tables, so `{"startupFilter": {"runtimes": []}}` turns the image heuristics off and keeps everything else.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -1679,14 +1668,6 @@ mod tests {
         let decision = decide(&json!({ "metadata": {} }), "", Operation::Create, &config).unwrap();
         assert!(decision.patch.is_empty());
         assert_eq!(decision.warnings.len(), 1);
-    }
-
-    #[test]
-    fn operations() {
-        assert_eq!(Operation::parse("CREATE"), Some(Operation::Create));
-        assert_eq!(Operation::parse("UPDATE"), Some(Operation::Update));
-        assert_eq!(Operation::parse("DELETE"), None);
-        assert_eq!(Operation::parse("create"), None);
     }
 
     #[test]
