@@ -281,8 +281,8 @@ type Deployment = k8s_openapi::api::apps::v1::Deployment;
 struct WireResponse<'a> {
     uid: &'a str,
     allowed: bool,
-    /// `JSONPatch` exactly when `patch` is set: the apiserver rejects one without the other, and kube sets the
-    /// patch only through `with_patch`, which sets its type too.
+    /// `JSONPatch` exactly when `patch` is set: the apiserver rejects one without the other. This module sets a
+    /// patch only through kube's `with_patch`, which sets that type too (the field itself is private to kube).
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
