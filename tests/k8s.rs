@@ -339,3 +339,70 @@ async fn forbidden_kind_keeps_the_watch_unready_with_the_error() {
     cancel.cancel();
     cluster.shutdown(&cancel).await;
 }
+
+/// The three readers of a pod spec agree on its CPU request for a pod whose container has a CPU limit and no
+/// request (the apiserver defaults such a request to the limit): the webhook's `target-utilization` reason, the
+/// decision core's inputs from the Kubernetes adapter (template and Pod), and the scheduler extender.
+#[test]
+fn webhook_decision_core_and_extender_agree_on_a_limits_only_pod() {
+    use serde_json::json;
+    use smart_autoscaler::domain::admission::AdmissionConfig;
+    use smart_autoscaler::domain::extender;
+    use smart_autoscaler::http::webhook;
+    use smart_autoscaler::k8s::convert;
+    use smart_autoscaler::k8s::objects::{PartialDeployment, PartialPod};
+
+    let pod_spec = json!({"containers": [
+        {"name": "app", "image": "nginx", "resources": {"limits": {"cpu": "25m", "memory": "64Mi"}}}
+    ]});
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec}}
+    });
+    let pod =
+        json!({"metadata": {"name": "web-1", "namespace": "shop", "uid": "u1"}, "spec": pod_spec});
+
+    // The webhook: the reason it records names the request it computed.
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1", "operation": "CREATE", "namespace": "shop", "name": "web", "dryRun": false,
+            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "userInfo": {"username": "admin"}, "object": deployment
+        }
+    });
+    let reviewed = webhook::review(
+        &serde_json::to_vec(&review).unwrap(),
+        &AdmissionConfig::default(),
+    )
+    .unwrap();
+    let policy = reviewed.decision.policy.clone().unwrap_or_default();
+    let webhook_milli: i64 = policy
+        .split("pod CPU request ")
+        .nth(1)
+        .and_then(|rest| rest.split('m').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no CPU request in the policy {policy:?}"));
+
+    // The decision core, through the Kubernetes adapter.
+    let template: PartialDeployment = serde_json::from_value(deployment).unwrap();
+    let template_milli = convert::deployment_info(&template).pod_cpu_request_milli;
+    let partial: PartialPod = serde_json::from_value(pod.clone()).unwrap();
+    let pod_milli = convert::pod_info(&partial, None).cpu_request_milli;
+
+    // The scheduler extender.
+    let call = json!({"Pod": pod, "NodeNames": ["n1", "n2"]});
+    let extender_milli = extender::decode(call.to_string().as_bytes())
+        .unwrap()
+        .pod
+        .cpu_request_milli;
+
+    assert_eq!(
+        [webhook_milli, template_milli, pod_milli, extender_milli],
+        [25; 4],
+        "webhook, deployment template, pod, extender"
+    );
+}

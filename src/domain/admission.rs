@@ -1,14 +1,14 @@
 //! Admission policy for Deployments: which `smart-autoscaler.io/*` annotations the mutating webhook stamps, why,
 //! and the RFC 6902 JSON Patch that stamps them.
 //!
-//! Pure: the input is the Deployment JSON as the apiserver sent it (already defaulted, earlier webhooks' patches
-//! applied), the operation and an [`AdmissionConfig`]; the output is a [`Decision`]. No IO, no clocks.
+//! Pure: the input is the Deployment as the apiserver sent it (already defaulted, earlier webhooks' patches
+//! applied), decoded as the partial [`Deployment`], the operation and an [`AdmissionConfig`]; the output is a
+//! [`Decision`]. No IO, no clocks.
 //!
-//! Fields read, and nothing else: `metadata.labels`, `metadata.deletionTimestamp`, the webhook's own keys of
-//! `metadata.annotations` (and whether the map exists), and `spec.template.spec`'s `resources` and, of each
-//! container and init container, `name`, `image`, `env[].name`, `command`, `restartPolicy`, `resources` and
-//! `startupProbe`. The webhook decodes only these (`http::webhook`'s decode table); reading anything new here
-//! means adding it there.
+//! Fields read, and nothing else: `metadata.namespace`, the opt-out label, `metadata.deletionTimestamp`, the
+//! webhook's own keys of `metadata.annotations` (and whether the map exists), and `spec.template.spec` as the
+//! partial [`PodSpec`] of [`super::pod`], which also computes the pod's CPU request the way the HPA does. Every
+//! other field, including other annotations' values, is skipped while parsing.
 //!
 //! Ownership. The webhook must never overwrite a value a user set, yet it should keep its own stamps current when
 //! the Deployment changes (an image switched from Go to a JVM, a CPU request raised past 100m). The
@@ -18,10 +18,11 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::quantity::parse_cpu_milli;
+use super::pod::{Container, HpaRequest, ObjectOr, PodSpec, Resource};
 
 use super::contract::{
     OPT_OUT_LABEL, OPT_OUT_VALUE, POLICY_ANNOTATION, STARTUP_FILTER_ANNOTATION,
@@ -46,17 +47,6 @@ pub enum Operation {
     Create,
     /// A change to an existing Deployment.
     Update,
-}
-
-impl Operation {
-    /// Parses `request.operation`; `DELETE`, `CONNECT` and anything else are not mutated.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "CREATE" => Some(Operation::Create),
-            "UPDATE" => Some(Operation::Update),
-            _ => None,
-        }
-    }
 }
 
 /// The webhook's tables. Every field has a built-in default; a JSON file (`--webhook-config`) replaces whole
@@ -330,6 +320,210 @@ impl AdmissionConfig {
     }
 }
 
+/// The parts of an admitted Deployment the policy reads. Members that must be objects are [`ObjectOr`], so a
+/// malformed one is reported by [`decide`] rather than failing the whole review.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Deployment {
+    /// `metadata`.
+    pub metadata: Option<ObjectOr<Metadata>>,
+    /// `spec`.
+    pub spec: Option<ObjectOr<DeploymentSpec>>,
+}
+
+impl Deployment {
+    /// `metadata.namespace`, when it is a string.
+    pub fn namespace(&self) -> Option<&str> {
+        self.metadata
+            .as_ref()?
+            .object()?
+            .namespace
+            .as_ref()?
+            .0
+            .as_deref()
+    }
+
+    fn pod(&self) -> Option<&PodSpec> {
+        let template = self.spec.as_ref()?.object()?.template.as_ref()?.object()?;
+        template.spec.as_ref()?.object()
+    }
+}
+
+/// `metadata` of an admitted Deployment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Metadata {
+    /// `namespace`.
+    pub namespace: Option<Text>,
+    /// `labels`: only the opt-out label.
+    pub labels: Option<ObjectOr<Picked<LabelKeys>>>,
+    /// `annotations`: only the webhook's own keys (the map's other values, such as kubectl's multi-kilobyte
+    /// last-applied-configuration, are skipped).
+    pub annotations: Option<ObjectOr<Picked<AnnotationKeys>>>,
+    /// Set (not null) while the Deployment is being deleted.
+    pub deletion_timestamp: Option<IgnoredAny>,
+}
+
+/// `spec` of an admitted Deployment.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct DeploymentSpec {
+    /// `template`.
+    pub template: Option<ObjectOr<Template>>,
+}
+
+/// `spec.template`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct Template {
+    /// The pod spec.
+    pub spec: Option<ObjectOr<PodSpec>>,
+}
+
+/// A member read as text when it is a string; any other JSON is present but not text (`None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Text(pub Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(Some(v.to_string())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Text, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Text, E> {
+                Ok(Text(None))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// The keys a [`Picked`] map keeps.
+pub trait PickedKeys {
+    /// Kept keys; every other member is skipped unread.
+    const KEYS: &'static [&'static str];
+}
+
+/// The label keys the policy reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelKeys;
+
+impl PickedKeys for LabelKeys {
+    const KEYS: &'static [&'static str] = &[OPT_OUT_LABEL];
+}
+
+/// The annotation keys the webhook owns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnnotationKeys;
+
+impl PickedKeys for AnnotationKeys {
+    const KEYS: &'static [&'static str] = &[
+        STARTUP_FILTER_ANNOTATION,
+        TARGET_UTILIZATION_ANNOTATION,
+        POLICY_ANNOTATION,
+    ];
+}
+
+/// A string map of which only `K::KEYS` are kept: present keys with their text (`None` for a non-string value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Picked<K> {
+    /// The kept members.
+    pub values: BTreeMap<&'static str, Option<String>>,
+    keys: std::marker::PhantomData<K>,
+}
+
+impl<K> Default for Picked<K> {
+    fn default() -> Self {
+        Picked {
+            values: BTreeMap::new(),
+            keys: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K> Picked<K> {
+    /// The text of `key`, if present and a string.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key)?.as_deref()
+    }
+}
+
+impl<'de, K: PickedKeys> Deserialize<'de> for Picked<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<K>(std::marker::PhantomData<K>);
+        impl<'de, K: PickedKeys> Visitor<'de> for V<K> {
+            type Value = Picked<K>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Picked<K>, A::Error> {
+                let mut out = Picked::default();
+                while let Some(key) = map.next_key_seed(KeptKey(K::KEYS))? {
+                    match key {
+                        // Duplicate keys: the last one wins, as in a full decode.
+                        Some(k) => {
+                            out.values.insert(k, map.next_value::<Text>()?.0);
+                        }
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// Reads a map key as the kept key it equals, if any, without allocating for it.
+struct KeptKey(&'static [&'static str]);
+
+impl<'de> de::DeserializeSeed<'de> for KeptKey {
+    type Value = Option<&'static str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeptKey {
+    type Value = Option<&'static str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().find(|k| **k == key).copied())
+    }
+}
+
 /// One RFC 6902 operation. Only `add` (which also replaces an existing member) and `remove` are ever emitted:
 /// `replace` fails on a missing member, and a failing patch is a 500 even under `failurePolicy: Ignore`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -392,43 +586,46 @@ pub enum Unhandled {
 
 /// Decides the annotations, patch, warnings and policy for one admitted Deployment.
 pub fn decide(
-    deployment: &Value,
+    deployment: &ObjectOr<Deployment>,
     namespace: &str,
     operation: Operation,
     config: &AdmissionConfig,
 ) -> Result<Decision, Unhandled> {
-    let object = deployment.as_object().ok_or(Unhandled::NotAnObject)?;
+    let object = deployment.object().ok_or(Unhandled::NotAnObject)?;
     let metadata = object
-        .get("metadata")
-        .and_then(Value::as_object)
+        .metadata
+        .as_ref()
+        .and_then(ObjectOr::object)
         .ok_or(Unhandled::NoMetadata)?;
-    let annotations = match metadata.get("annotations") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(map)) => Some(map),
-        Some(_) => return Err(Unhandled::AnnotationsNotAMap),
+    let annotations = match &metadata.annotations {
+        None => None,
+        Some(ObjectOr::Object(map)) => Some(&map.values),
+        Some(ObjectOr::Other) => return Err(Unhandled::AnnotationsNotAMap),
     };
     if metadata
-        .get("labels")
+        .labels
+        .as_ref()
+        .and_then(ObjectOr::object)
         .and_then(|l| l.get(OPT_OUT_LABEL))
-        .and_then(Value::as_str)
         == Some(OPT_OUT_VALUE)
     {
         return Ok(skip("opted out by label"));
     }
     // Finalizer bookkeeping on a terminating Deployment is no time to change its policy.
-    if operation == Operation::Update
-        && metadata
-            .get("deletionTimestamp")
-            .is_some_and(|t| !t.is_null())
-    {
+    if operation == Operation::Update && metadata.deletion_timestamp.is_some() {
         return Ok(skip("being deleted"));
     }
-    let current = |key: &str| annotations.and_then(|a| a.get(key)).and_then(Value::as_str);
+    let current = |key: &str| {
+        annotations
+            .and_then(|a| a.get(key))
+            .and_then(|v| v.as_deref())
+    };
     let policy = current(POLICY_ANNOTATION);
-    let pod = PodView::of(object);
+    let empty = PodSpec::default();
+    let pod = object.pod().unwrap_or(&empty);
 
     let mut warnings = Vec::new();
-    let cpu = pod.total_cpu_milli();
+    let cpu = CpuRequest::from(pod.hpa_request(Resource::Cpu));
     match &cpu {
         CpuRequest::None => warnings.push(
             "no container requests CPU, so utilization targets cannot work; set resources.requests.cpu"
@@ -461,7 +658,7 @@ pub fn decide(
             continue;
         }
         let wanted = if key == STARTUP_FILTER_ANNOTATION {
-            startup_filter(&pod, namespace, config)
+            startup_filter(pod, namespace, config)
         } else {
             target_utilization(&cpu, config)
         };
@@ -534,7 +731,7 @@ pub fn escape_pointer_token(token: &str) -> String {
 /// The JSON Patch that takes `annotations` to the wanted values. An absent map is added whole (the parent of a
 /// per-key `add` must exist); otherwise each key is added (which replaces) or removed, only if present.
 fn annotation_patch(
-    annotations: Option<&Map<String, Value>>,
+    annotations: Option<&BTreeMap<&'static str, Option<String>>>,
     changes: &BTreeMap<&str, Option<String>>,
 ) -> Vec<PatchOp> {
     match annotations {
@@ -559,7 +756,7 @@ fn annotation_patch(
                 match value {
                     Some(v) => Some(PatchOp::add(path, Value::String(v.clone()))),
                     // `remove` of a missing member fails the whole request, so only remove what is there.
-                    None => existing.contains_key(*key).then(|| PatchOp::remove(path)),
+                    None => existing.contains_key(key).then(|| PatchOp::remove(path)),
                 }
             })
             .collect(),
@@ -610,7 +807,7 @@ fn warning(text: &str) -> String {
 /// Chooses `startup-filter-seconds` and the reason, below a user-set value: namespace default, cluster default,
 /// startupProbe worst case, runtime heuristics.
 fn startup_filter(
-    pod: &PodView<'_>,
+    pod: &PodSpec,
     namespace: &str,
     config: &AdmissionConfig,
 ) -> Option<(String, String)> {
@@ -621,7 +818,7 @@ fn startup_filter(
     if let Some(s) = table.cluster_default_seconds {
         return Some((s.to_string(), "cluster default".to_string()));
     }
-    if let Some((seconds, detail)) = pod.startup_probe_worst_case() {
+    if let Some((seconds, detail)) = startup_probe_worst_case(pod) {
         return Some((
             seconds.to_string(),
             format!("startupProbe worst case {detail}"),
@@ -642,7 +839,7 @@ fn startup_filter(
             .as_ref()
             .is_none_or(|(b, _, _)| rule.seconds > b.seconds)
         {
-            best = Some((rule, c.name, signal));
+            best = Some((rule, c.name.as_str(), signal));
         }
     }
     let (rule, container, signal) = best?;
@@ -689,142 +886,67 @@ enum CpuRequest {
     Unparseable(String),
 }
 
-/// A container of the pod template, reduced to what the policy reads.
-struct ContainerView<'a> {
-    name: &'a str,
-    value: &'a Map<String, Value>,
-}
-
-/// The pod template, split the way the kubelet and the HPA treat containers.
-struct PodView<'a> {
-    spec: Option<&'a Map<String, Value>>,
-    /// `spec.containers`.
-    containers: Vec<ContainerView<'a>>,
-    /// `spec.initContainers` with `restartPolicy: Always`: they run for the pod's whole life and count for the
-    /// HPA; plain init containers finish before the app starts and do not.
-    sidecars: Vec<ContainerView<'a>>,
-}
-
-fn containers<'a>(spec: Option<&'a Map<String, Value>>, field: &str) -> Vec<ContainerView<'a>> {
-    spec.and_then(|s| s.get(field))
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter_map(Value::as_object)
-                .map(|value| ContainerView {
-                    name: value.get("name").and_then(Value::as_str).unwrap_or("?"),
-                    value,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn cpu_of(resources: Option<&Value>) -> Option<&str> {
-    // Requests default to limits when only limits are set (core/v1 defaulting of the pod).
-    ["requests", "limits"]
-        .iter()
-        .find_map(|kind| resources?.get(kind)?.get("cpu").and_then(Value::as_str))
-}
-
-impl<'a> PodView<'a> {
-    fn of(deployment: &'a Map<String, Value>) -> Self {
-        let spec = deployment
-            .get("spec")
-            .and_then(|s| s.get("template"))
-            .and_then(|t| t.get("spec"))
-            .and_then(Value::as_object);
-        let sidecars = containers(spec, "initContainers")
-            .into_iter()
-            .filter(|c| c.value.get("restartPolicy").and_then(Value::as_str) == Some("Always"))
-            .collect();
-        PodView {
-            spec,
-            containers: containers(spec, "containers"),
-            sidecars,
-        }
-    }
-
-    fn total_cpu_milli(&self) -> CpuRequest {
-        // Pod-level resources (PodLevelResources), when set, are what the pod requests as a whole.
-        if let Some(text) = cpu_of(self.spec.and_then(|s| s.get("resources"))) {
-            return match parse_cpu_milli(text) {
-                Some(m) if m > 0 => CpuRequest::Total(m),
-                Some(_) => CpuRequest::None,
-                None => CpuRequest::Unparseable("the pod".to_string()),
-            };
-        }
-        let mut total = 0i64;
-        let mut missing = Vec::new();
-        let mut any = false;
-        for c in self.containers.iter().chain(&self.sidecars) {
-            match cpu_of(c.value.get("resources")) {
-                Some(text) => match parse_cpu_milli(text) {
-                    Some(m) => {
-                        any |= m > 0;
-                        total = total.saturating_add(m.max(0));
-                    }
-                    None => return CpuRequest::Unparseable(format!("container {}", c.name)),
-                },
-                None => missing.push(c.name.to_string()),
-            }
-        }
-        if !any {
+impl From<HpaRequest> for CpuRequest {
+    fn from(request: HpaRequest) -> Self {
+        if let Some(which) = request.unparseable {
+            CpuRequest::Unparseable(which)
+        } else if request.total <= 0 {
             CpuRequest::None
-        } else if !missing.is_empty() {
-            CpuRequest::Partial(missing)
+        } else if !request.missing.is_empty() {
+            CpuRequest::Partial(request.missing)
         } else {
-            CpuRequest::Total(total)
+            CpuRequest::Total(request.total)
         }
     }
+}
 
-    /// Worst-case seconds until every container has passed its startupProbe: sidecars start one after another
-    /// (each must be started before the next init container runs), app containers start together.
-    fn startup_probe_worst_case(&self) -> Option<(i64, String)> {
-        let worst = |c: &ContainerView<'_>| -> Option<i64> {
-            let probe = c.value.get("startupProbe")?.as_object()?;
-            let field = |name: &str, default: i64| {
-                probe
-                    .get(name)
-                    .and_then(Value::as_i64)
-                    .unwrap_or(default)
-                    .clamp(0, i64::from(i32::MAX))
-            };
-            let initial = field("initialDelaySeconds", 0);
-            let period = field("periodSeconds", PROBE_DEFAULT_PERIOD_SECONDS);
-            let failures = field("failureThreshold", PROBE_DEFAULT_FAILURE_THRESHOLD);
-            Some(initial.saturating_add(failures.saturating_mul(period)))
+/// `spec.initContainers` with `restartPolicy: Always`: they start one after another before the app containers.
+fn sidecars(pod: &PodSpec) -> impl Iterator<Item = &Container> {
+    pod.init_containers.iter().filter(|c| c.is_sidecar())
+}
+
+/// Worst-case seconds until every container has passed its startupProbe: sidecars start one after another
+/// (each must be started before the next init container runs), app containers start together.
+fn startup_probe_worst_case(pod: &PodSpec) -> Option<(i64, String)> {
+    let worst = |c: &Container| -> Option<i64> {
+        let probe = c.startup_probe.as_ref()?;
+        let field = |value: Option<i64>, default: i64| {
+            value.unwrap_or(default).clamp(0, i64::from(i32::MAX))
         };
-        let mut any = false;
-        let mut sidecars = 0i64;
-        for c in &self.sidecars {
-            if let Some(s) = worst(c) {
-                any = true;
-                sidecars = sidecars.saturating_add(s);
-            }
+        let initial = field(probe.initial_delay_seconds, 0);
+        let period = field(probe.period_seconds, PROBE_DEFAULT_PERIOD_SECONDS);
+        let failures = field(probe.failure_threshold, PROBE_DEFAULT_FAILURE_THRESHOLD);
+        Some(initial.saturating_add(failures.saturating_mul(period)))
+    };
+    let mut any = false;
+    let mut sidecar_total = 0i64;
+    for c in sidecars(pod) {
+        if let Some(s) = worst(c) {
+            any = true;
+            sidecar_total = sidecar_total.saturating_add(s);
         }
-        let mut app: Option<(i64, &str)> = None;
-        for c in &self.containers {
-            if let Some(s) = worst(c) {
-                any = true;
-                if app.is_none_or(|(best, _)| s > best) {
-                    app = Some((s, c.name));
-                }
-            }
-        }
-        if !any {
-            return None;
-        }
-        let total = sidecars
-            .saturating_add(app.map_or(0, |(s, _)| s))
-            .min(i64::from(MAX_STARTUP_FILTER_SECONDS));
-        let detail = match (app, sidecars) {
-            (Some((_, name)), 0) => format!("of container {name}"),
-            (Some((_, name)), _) => format!("of container {name} after sidecars"),
-            (None, _) => "of sidecars".to_string(),
-        };
-        Some((total, detail))
     }
+    let mut app: Option<(i64, &str)> = None;
+    for c in &pod.containers {
+        if let Some(s) = worst(c) {
+            any = true;
+            if app.is_none_or(|(best, _)| s > best) {
+                app = Some((s, c.name.as_str()));
+            }
+        }
+    }
+    if !any {
+        return None;
+    }
+    let total = sidecar_total
+        .saturating_add(app.map_or(0, |(s, _)| s))
+        .min(i64::from(MAX_STARTUP_FILTER_SECONDS));
+    let detail = match (app, sidecar_total) {
+        (Some((_, name)), 0) => format!("of container {name}"),
+        (Some((_, name)), _) => format!("of container {name} after sidecars"),
+        (None, _) => "of sidecars".to_string(),
+    };
+    Some((total, detail))
 }
 
 /// Splits an image reference or pattern into lower-case name tokens, ignoring a digest and a registry host.
@@ -890,22 +1012,13 @@ struct Signals<'a> {
 }
 
 impl<'a> Signals<'a> {
-    fn of(c: &ContainerView<'a>) -> Self {
-        let field = |name: &str| c.value.get(name);
+    fn of(c: &'a Container) -> Self {
         Signals {
-            image: field("image")
-                .and_then(Value::as_str)
-                .map(tokens)
-                .unwrap_or_default(),
-            env: field("env")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.get("name").and_then(Value::as_str))
-                .collect(),
-            command: field("command")
-                .and_then(|c| c.get(0))
-                .and_then(Value::as_str)
+            image: c.image.as_deref().map(tokens).unwrap_or_default(),
+            env: c.env.iter().map(|e| e.name.as_str()).collect(),
+            command: c
+                .command
+                .first()
                 .map(|c| c.rsplit('/').next().unwrap_or(c).to_ascii_lowercase()),
         }
     }
@@ -970,6 +1083,17 @@ mod tests {
 
     fn pod(containers: Vec<Value>) -> Value {
         json!({ "containers": containers, "restartPolicy": "Always" })
+    }
+
+    /// [`super::decide`] on a Deployment given as JSON, decoded the way the webhook decodes it.
+    fn decide(
+        d: &Value,
+        namespace: &str,
+        operation: Operation,
+        config: &AdmissionConfig,
+    ) -> Result<Decision, Unhandled> {
+        let typed: ObjectOr<Deployment> = serde_json::from_value(d.clone()).unwrap();
+        super::decide(&typed, namespace, operation, config)
     }
 
     fn run(d: &Value) -> Decision {
@@ -1544,14 +1668,6 @@ mod tests {
         let decision = decide(&json!({ "metadata": {} }), "", Operation::Create, &config).unwrap();
         assert!(decision.patch.is_empty());
         assert_eq!(decision.warnings.len(), 1);
-    }
-
-    #[test]
-    fn operations() {
-        assert_eq!(Operation::parse("CREATE"), Some(Operation::Create));
-        assert_eq!(Operation::parse("UPDATE"), Some(Operation::Update));
-        assert_eq!(Operation::parse("DELETE"), None);
-        assert_eq!(Operation::parse("create"), None);
     }
 
     #[test]

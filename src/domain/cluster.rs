@@ -39,9 +39,9 @@ pub struct DeploymentInfo {
     pub node_selector: BTreeMap<String, String>,
     /// Pod template required node affinity: OR of terms, each an AND of requirements.
     pub required_affinity: Vec<Vec<NodeRequirement>>,
-    /// Total CPU request of one pod from the template (all containers plus restartable init containers), milli.
+    /// CPU request of one pod from the template as the HPA divides by it (`pod::PodSpec::hpa_request`), milli.
     pub pod_cpu_request_milli: i64,
-    /// Total memory request of one pod from the template, bytes.
+    /// Memory request of one pod from the template, the same way, bytes.
     pub pod_memory_request_bytes: i64,
     /// Target value of the HPA that uses our metric for this deployment, percent, if any.
     pub hpa_target_percent: Option<f64>,
@@ -75,9 +75,10 @@ pub struct PodInfo {
     pub ready: bool,
     /// `status.startTime`.
     pub started_at: Option<UnixMillis>,
-    /// Total CPU request (containers plus restartable init containers), milli-cores.
+    /// CPU request as the HPA divides by it (`pod::PodSpec::hpa_request`: containers plus sidecars, a limit
+    /// standing in for a missing request), milli-cores.
     pub cpu_request_milli: i64,
-    /// Total memory request, bytes.
+    /// Memory request, the same way, bytes.
     pub memory_request_bytes: i64,
     /// `metadata.deletionTimestamp` is set.
     pub terminating: bool,

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::domain::model::{NodeInputs, UnixMillis};
-use crate::domain::quantity;
+use crate::domain::pod::{ObjectOr, PodSpec, Resource, null_as_default};
 
 /// Lowest score an extender may give (`MinExtenderPriority`).
 pub const MIN_SCORE: i64 = 0;
@@ -66,23 +66,48 @@ pub const MAX_PENDING_NAMES: usize = 1 << 16;
 // Wire types (kube-scheduler `extender/v1`): no json tags upstream, so the members are PascalCase.
 // ------------------------------------------------------------------------------------------------------------
 
-/// `ExtenderArgs`: the body of both the filter and the prioritize call.
+/// kube-scheduler's `ExtenderArgs`: the body of both the filter and the prioritize call. (Named for what it is
+/// here, the wire form of a call; `http::extender` has the command-line arguments.)
 ///
 /// Go's decoder matches member names case-insensitively, so besides PascalCase the camelCase and lower-case
-/// spellings are accepted too. `Pod` and `Nodes` stay raw JSON: we read a few fields and echo Node objects back
-/// exactly as received.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// spellings are accepted too. `Pod` is read as the partial [`Pod`]; `Nodes` stays raw JSON, because Node
+/// objects are echoed back exactly as received.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ExtenderArgs {
-    /// The pod being scheduled (a full `v1.Pod`).
+pub struct ExtenderCall {
+    /// The pod being scheduled (a full `v1.Pod`, read partially).
     #[serde(alias = "pod", default)]
-    pub pod: Option<Value>,
+    pub pod: Option<ObjectOr<Pod>>,
     /// Candidate nodes as a `v1.NodeList` (`nodeCacheCapable: false`), else `null`.
     #[serde(alias = "nodes", default)]
     pub nodes: Option<Value>,
     /// Candidate node names (`nodeCacheCapable: true`), else `null`.
     #[serde(alias = "nodeNames", alias = "nodenames", default)]
     pub node_names: Option<Vec<String>>,
+}
+
+/// The metadata of the pod being placed that the extender reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct PodMeta {
+    /// `namespace`.
+    pub namespace: String,
+    /// `name`.
+    pub name: String,
+    /// `uid`.
+    pub uid: String,
+}
+
+/// The pod being placed, as sent: metadata and the partial [`PodSpec`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Pod {
+    /// `metadata`.
+    #[serde(deserialize_with = "null_as_default")]
+    pub metadata: PodMeta,
+    /// `spec`.
+    #[serde(deserialize_with = "null_as_default")]
+    pub spec: PodSpec,
 }
 
 /// `ExtenderFilterResult`: the answer to a filter call.
@@ -127,7 +152,7 @@ pub enum DecodeError {
     /// Not JSON at all (syntax error, invalid UTF-8, truncated or empty body): the body is unreadable.
     #[error("request body is not valid JSON: {0}")]
     Unreadable(serde_json::Error),
-    /// JSON, but not an `ExtenderArgs`.
+    /// JSON, but not an `ExtenderArgs` ([`ExtenderCall`]).
     #[error("request is not an ExtenderArgs: {0}")]
     Shape(String),
 }
@@ -141,18 +166,18 @@ impl DecodeError {
 
 /// The pod being placed, as far as the extender cares.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct PodInfo {
+pub struct PodToPlace {
     /// Namespace (may be empty in hand-written requests).
     pub namespace: String,
     /// Name.
     pub name: String,
     /// `metadata.uid` (empty when missing): pairs a prioritize call with the filter call for the same pod.
     pub uid: String,
-    /// Effective CPU request in milli-cores, computed as the scheduler does (see [`pod_cpu_request_milli`]).
+    /// CPU the scheduler reserves for the pod, milli-cores ([`PodSpec::scheduler_request`]).
     pub cpu_request_milli: i64,
 }
 
-impl std::fmt::Display for PodInfo {
+impl std::fmt::Display for PodToPlace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = if self.name.is_empty() {
             "<unnamed>"
@@ -193,7 +218,7 @@ impl Candidates {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExtenderRequest {
     /// The pod being placed.
-    pub pod: PodInfo,
+    pub pod: PodToPlace,
     /// The candidate nodes.
     pub candidates: Candidates,
 }
@@ -202,7 +227,7 @@ pub struct ExtenderRequest {
 /// `ExtenderArgs` (missing `Pod`, no candidates, both candidate forms, nodes without names) is
 /// [`DecodeError::Shape`].
 pub fn decode(body: &[u8]) -> Result<ExtenderRequest, DecodeError> {
-    let args: ExtenderArgs = serde_json::from_slice(body).map_err(|e| match e.classify() {
+    let args: ExtenderCall = serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => DecodeError::Shape(e.to_string()),
         _ => DecodeError::Unreadable(e),
     })?;
@@ -213,12 +238,17 @@ fn shape(message: impl Into<String>) -> DecodeError {
     DecodeError::Shape(message.into())
 }
 
-impl ExtenderArgs {
+impl ExtenderCall {
     /// Validates the arguments and splits them into the pod and the candidates.
     pub fn into_request(self) -> Result<ExtenderRequest, DecodeError> {
-        let pod = match &self.pod {
-            Some(pod @ Value::Object(_)) => pod_info(pod),
-            Some(_) => return Err(shape("Pod must be a v1.Pod object")),
+        let pod = match self.pod {
+            Some(ObjectOr::Object(pod)) => PodToPlace {
+                cpu_request_milli: pod.spec.scheduler_request(Resource::Cpu),
+                namespace: pod.metadata.namespace,
+                name: pod.metadata.name,
+                uid: pod.metadata.uid,
+            },
+            Some(ObjectOr::Other) => return Err(shape("Pod must be a v1.Pod object")),
             None => return Err(shape("Pod is missing")),
         };
         let candidates = match (self.node_names, self.nodes) {
@@ -257,77 +287,6 @@ impl ExtenderArgs {
         };
         Ok(ExtenderRequest { pod, candidates })
     }
-}
-
-fn pod_info(pod: &Value) -> PodInfo {
-    let meta = |key: &str| {
-        pod.get("metadata")
-            .and_then(|m| m.get(key))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    PodInfo {
-        namespace: meta("namespace"),
-        name: meta("name"),
-        uid: meta("uid"),
-        cpu_request_milli: pod_cpu_request_milli(pod),
-    }
-}
-
-fn cpu_request(container: &Value) -> i64 {
-    container
-        .pointer("/resources/requests/cpu")
-        .and_then(Value::as_str)
-        .and_then(quantity::parse_cpu_milli)
-        .unwrap_or(0)
-        .max(0)
-}
-
-/// The pod's effective CPU request in milli-cores, as the scheduler's resource accounting has it: a pod-level
-/// request if set, else the larger of (containers + sidecars) and any single init container (plus the sidecars
-/// started before it), plus the pod overhead. Unparseable quantities count as zero: the apiserver validated
-/// them already and this figure only steers a score.
-pub fn pod_cpu_request_milli(pod: &Value) -> i64 {
-    let spec = pod.get("spec");
-    let list = |key: &str| {
-        spec.and_then(|s| s.get(key))
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-    };
-    let overhead = spec
-        .and_then(|s| s.pointer("/overhead/cpu"))
-        .and_then(Value::as_str)
-        .and_then(quantity::parse_cpu_milli)
-        .unwrap_or(0)
-        .max(0);
-    if let Some(pod_level) = spec
-        .and_then(|s| s.pointer("/resources/requests/cpu"))
-        .and_then(Value::as_str)
-        .and_then(quantity::parse_cpu_milli)
-    {
-        return pod_level.max(0).saturating_add(overhead);
-    }
-    let mut sidecars = 0i64;
-    let mut init_peak = 0i64;
-    for init in list("initContainers") {
-        let request = cpu_request(init);
-        if init.get("restartPolicy").and_then(Value::as_str) == Some("Always") {
-            sidecars = sidecars.saturating_add(request);
-            init_peak = init_peak.max(sidecars);
-        } else {
-            init_peak = init_peak.max(sidecars.saturating_add(request));
-        }
-    }
-    let containers = list("containers")
-        .iter()
-        .map(cpu_request)
-        .fold(0i64, i64::saturating_add);
-    containers
-        .saturating_add(sidecars)
-        .max(init_peak)
-        .saturating_add(overhead)
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -1251,6 +1210,13 @@ mod tests {
 
     #[test]
     fn pod_cpu_request_follows_scheduler_accounting() {
+        let request = |pod: Value| {
+            let body = json!({"Pod": pod, "NodeNames": []});
+            decode(body.to_string().as_bytes())
+                .unwrap()
+                .pod
+                .cpu_request_milli
+        };
         let p = json!({"spec": {
             "initContainers": [
                 {"name": "sidecar", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m"}}},
@@ -1264,11 +1230,14 @@ mod tests {
             "overhead": {"cpu": "10m"}
         }});
         // max(250 + 500 + 100 sidecar, 100 sidecar + 2000 init) + 10 overhead
-        assert_eq!(pod_cpu_request_milli(&p), 2110);
+        assert_eq!(request(p), 2110);
         let pod_level = json!({"spec": {"resources": {"requests": {"cpu": "3"}}, "containers": [{"name": "a"}]}});
-        assert_eq!(pod_cpu_request_milli(&pod_level), 3000);
-        assert_eq!(pod_cpu_request_milli(&json!({})), 0);
-        assert_eq!(pod_cpu_request_milli(&pod("garbage")), 0);
+        assert_eq!(request(pod_level), 3000);
+        assert_eq!(request(json!({})), 0);
+        assert_eq!(request(pod("garbage")), 0);
+        // A limit without a request is the request, as the apiserver defaults it.
+        let limits_only = json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "25m"}}}]}});
+        assert_eq!(request(limits_only), 25);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod extender;
 pub mod forecast;
 pub mod hpa;
 pub mod model;
+pub mod pod;
 pub mod quantity;
 pub mod scenarios;
 pub mod selector;

@@ -466,7 +466,7 @@ impl ExtenderState {
     fn note_missing_data<'n>(
         &self,
         verb: &'static str,
-        pod: &rules::PodInfo,
+        pod: &rules::PodToPlace,
         view: &Known,
         names: impl ExactSizeIterator<Item = &'n str>,
         no_data: usize,

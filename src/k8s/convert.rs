@@ -5,17 +5,14 @@
 use std::collections::HashMap;
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
-use super::objects::{
-    Condition, ContainerFields, PartialDeployment, PartialNode, PartialPod, PartialReplicaSet,
-    PodSpecFields,
-};
-use crate::domain::cluster::{DeploymentInfo, NodeInfo, NodeRequirement, PodInfo};
+use super::objects::{Condition, PartialDeployment, PartialNode, PartialPod, PartialReplicaSet};
+use crate::domain::cluster::{DeploymentInfo, NodeInfo, PodInfo};
 use crate::domain::contract::{DEPLOYMENT_LABEL, METRICS};
 use crate::domain::model::DeploymentKey;
-use crate::domain::quantity::{parse_cpu_milli, parse_memory_bytes};
+use crate::domain::pod::{PodSpec, Resource};
+use crate::domain::quantity::parse_cpu_milli;
 
 /// `(namespace, name)` of a namespaced object.
 pub type NamespacedName = (String, String);
@@ -91,54 +88,13 @@ pub fn owning_deployment<'a>(
     rs.deployment.clone()
 }
 
-fn resource<'a>(container: &'a ContainerFields, name: &str) -> Option<&'a Quantity> {
-    let resources = container.resources.as_ref()?;
-    // A missing request defaults to the limit (apiserver defaulting does this for pods, not for templates).
-    resources
-        .requests
-        .as_ref()
-        .and_then(|r| r.get(name))
-        .or_else(|| resources.limits.as_ref().and_then(|l| l.get(name)))
-}
-
-/// Whether an init container is a restartable sidecar (`restartPolicy: Always`), which runs for the pod's
-/// whole life and so counts towards its requests.
-fn restartable(container: &ContainerFields) -> bool {
-    container.restart_policy.as_deref() == Some("Always")
-}
-
-/// Total CPU (milli-cores) and memory (bytes) request of one pod: every container plus restartable init
-/// containers. A pod-level `spec.resources` request (PodLevelResources) wins when set. Unparseable quantities
-/// count as zero.
-pub fn pod_requests(spec: &PodSpecFields) -> (i64, i64) {
-    let pod_level = |name: &str| {
-        spec.resources
-            .as_ref()?
-            .requests
-            .as_ref()?
-            .get(name)
-            .map(|q| q.0.as_str())
-    };
-    let containers = || {
-        spec.containers.iter().chain(
-            spec.init_containers
-                .iter()
-                .flatten()
-                .filter(|c| restartable(c)),
-        )
-    };
-    let sum = |name: &str, parse: fn(&str) -> Option<i64>| -> i64 {
-        if let Some(q) = pod_level(name) {
-            return parse(q).unwrap_or(0);
-        }
-        containers()
-            .filter_map(|c| resource(c, name))
-            .filter_map(|q| parse(&q.0))
-            .sum()
-    };
+/// CPU (milli-cores) and memory (bytes) request of one pod as the HPA divides by it
+/// ([`PodSpec::hpa_request`]): app containers plus sidecars, a limit standing in for a missing request, or the
+/// pod-level request. Containers without either count as zero.
+pub fn pod_requests(spec: &PodSpec) -> (i64, i64) {
     (
-        sum("cpu", parse_cpu_milli),
-        sum("memory", parse_memory_bytes),
+        spec.hpa_request(Resource::Cpu).total,
+        spec.hpa_request(Resource::Memory).total,
     )
 }
 
@@ -175,35 +131,6 @@ pub fn pod_info(pod: &PartialPod, deployment: Option<String>) -> PodInfo {
     }
 }
 
-fn required_affinity(spec: &PodSpecFields) -> Vec<Vec<NodeRequirement>> {
-    let Some(required) = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-    else {
-        return Vec::new();
-    };
-    required
-        .node_selector_terms
-        .iter()
-        .map(|term| {
-            term.match_expressions
-                .iter()
-                .flatten()
-                .map(|r| NodeRequirement {
-                    key: r.key.clone(),
-                    operator: r.operator.clone(),
-                    values: r.values.clone().unwrap_or_default(),
-                })
-                .collect()
-        })
-        .collect()
-}
-
 /// Converts a Deployment; `hpa_target_percent` is left unset (the snapshot fills it from [`hpa_targets`]).
 pub fn deployment_info(deployment: &PartialDeployment) -> DeploymentInfo {
     let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
@@ -221,7 +148,7 @@ pub fn deployment_info(deployment: &PartialDeployment) -> DeploymentInfo {
         node_selector: pod
             .and_then(|p| p.node_selector.clone())
             .unwrap_or_default(),
-        required_affinity: pod.map(required_affinity).unwrap_or_default(),
+        required_affinity: pod.map(PodSpec::required_node_affinity).unwrap_or_default(),
         pod_cpu_request_milli: cpu,
         pod_memory_request_bytes: memory,
         hpa_target_percent: None,
@@ -311,6 +238,7 @@ pub fn hpa_targets<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use serde_json::json;
 
     fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {

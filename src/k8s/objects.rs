@@ -9,10 +9,11 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeAffinity, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Deserializer};
+
+use crate::domain::pod::PodSpec;
 
 /// Annotation `kubectl apply` writes: a copy of the whole object, never read here.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -61,43 +62,6 @@ pub struct Condition {
     pub status: String,
 }
 
-/// What requests are computed from in a container.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerFields {
-    /// Requests and limits.
-    pub resources: Option<ResourceRequirements>,
-    /// `Always` marks an init container as a restartable sidecar.
-    pub restart_policy: Option<String>,
-}
-
-/// Node affinity only (pod affinity does not decide the node pool).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AffinityFields {
-    /// `affinity.nodeAffinity`.
-    pub node_affinity: Option<NodeAffinity>,
-}
-
-/// Placement and requests of a pod spec (a Pod's, or a Deployment's template).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PodSpecFields {
-    /// Bound node.
-    pub node_name: Option<String>,
-    /// `nodeSelector`.
-    pub node_selector: Option<BTreeMap<String, String>>,
-    /// Node affinity.
-    pub affinity: Option<AffinityFields>,
-    /// Pod-level resources (PodLevelResources).
-    pub resources: Option<ResourceRequirements>,
-    /// App containers.
-    #[serde(default)]
-    pub containers: Vec<ContainerFields>,
-    /// Init containers (restartable ones count).
-    pub init_containers: Option<Vec<ContainerFields>>,
-}
-
 /// Pod status: phase, start and conditions.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -116,8 +80,8 @@ pub struct PartialPod {
     /// Metadata.
     #[serde(deserialize_with = "partial_meta", default)]
     pub metadata: ObjectMeta,
-    /// Spec.
-    pub spec: Option<PodSpecFields>,
+    /// Spec: the one partial pod spec of [`crate::domain::pod`], which computes the requests.
+    pub spec: Option<PodSpec>,
     /// Status.
     pub status: Option<PodStatusFields>,
 }
@@ -134,7 +98,7 @@ pub struct PartialReplicaSet {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct TemplateFields {
     /// The template's pod spec.
-    pub spec: Option<PodSpecFields>,
+    pub spec: Option<PodSpec>,
 }
 
 /// A Deployment's spec.
