@@ -2,6 +2,7 @@
 //! unit-tested with plain `#[test]`s.
 
 pub mod admission;
+pub mod backtest;
 pub mod cluster;
 pub mod connections;
 pub mod contract;
@@ -13,4 +14,4 @@ pub mod model;
 pub mod quantity;
 pub mod scenarios;
 pub mod selector;
-pub mod simulate;
+pub mod tick;
