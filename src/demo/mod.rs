@@ -4,9 +4,9 @@
 //! Only the outside world is simulated. On each tick the cluster produces what serve's adapters produce (the
 //! Kubernetes objects as a [`ClusterSnapshot`], the Prometheus rates as a [`Usage`], each pod's windows computed
 //! from a short history of its CPU usage) and hands them to [`cluster::join`] with serve's default
-//! [`JoinConfig`], so the engine computes exactly what `serve` would serve for that cluster. Each deployment is
-//! scaled by the native HPA model of [`crate::domain::hpa`] (External `Value` target, default behavior) fed the
-//! served value; new pods become Ready after 30 s.
+//! [`JoinConfig`], so the engine's [`tick::step`](crate::domain::tick::step) computes exactly what `serve` would
+//! serve for that cluster. Each deployment is scaled by the native HPA model of [`crate::domain::hpa`] (External
+//! `Value` target, default behavior) fed the served value; new pods become Ready after 30 s.
 //!
 //! Simulated time comes from the injected clock (`--speed` makes it run faster); noise comes from a seeded RNG.
 
