@@ -328,16 +328,14 @@ fn window_mean(samples: &VecDeque<(UnixMillis, f64)>, now: UnixMillis, window: i
     (n > 0).then(|| sum / n as f64)
 }
 
-/// What serve's join ([`crate::domain::cluster::join`]) makes of the replayed deployment at `at`: its usage
-/// estimate `usage` (load units, from the windows Prometheus would answer) over the ready pods' capacity, and its
-/// pods, `ages` being the time since each pod started. The node pool is the configured one.
-#[allow(clippy::too_many_arguments)]
+/// What serve's join ([`crate::domain::cluster::join`]) makes of the replayed deployment at `at`: its CPU
+/// utilization (the usage estimate over the ready pods' requests) and its pods, `ages` being the time since each
+/// pod started. The node pool is the configured one.
 fn observe(
     key: &DeploymentKey,
     config: &SimConfig,
     at: UnixMillis,
-    usage: f64,
-    capacity: f64,
+    utilization_percent: f64,
     replicas: u32,
     ready: u32,
     ages: &[i64],
@@ -346,7 +344,7 @@ fn observe(
     let inputs = DeploymentInputs {
         key: key.clone(),
         base_target_percent: config.target_percent,
-        cpu_utilization_percent: usage / (f64::from(ready.max(1)) * capacity) * 100.0,
+        cpu_utilization_percent: utilization_percent,
         memory_utilization_percent: None,
         pod_cpu_request_milli: config.pod_request_milli,
         replicas,
@@ -542,18 +540,20 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                     let short_ms = i64::from(config.short_window_seconds) * 1000;
                     let avg1 = window_mean(&smart_samples, now, short_ms).unwrap_or(0.0);
                     let avg5 = window_mean(&smart_samples, now, 300_000).unwrap_or(0.0);
-                    let usage = crate::domain::cluster::estimate_usage(
+                    // The usage estimate of the join, over the ready pods' capacity now.
+                    let capacity_now = ready.max(1) as f64 * capacity;
+                    let utilization = crate::domain::cluster::estimate_usage(
                         avg10,
                         avg5,
                         Some(avg1),
                         f64::from(config.short_window_seconds),
                         margin,
-                    );
+                    ) / capacity_now
+                        * 100.0;
                     let ages: Vec<i64> = pods.starts.iter().map(|s| now - s).collect();
                     // One clock for the tick, the forecasts and the decision memory: the trace's wall clock.
                     let at = config.start_millis + now;
-                    let observation =
-                        observe(&key, config, at, usage, capacity, current, ready, &ages);
+                    let observation = observe(&key, config, at, utilization, current, ready, &ages);
                     let snapshot = tick::step(
                         observation,
                         Duration::from_millis(interval.unsigned_abs()),
