@@ -1,5 +1,5 @@
 //! One tick's pure processing at cluster scale: `cluster::join` (Kubernetes + Prometheus → per-deployment
-//! inputs) and `engine::compute` (the decision core for every deployment) for 2,000 deployments, 20,000 pods
+//! inputs) and `tick::step` (the decision core for every deployment) for 2,000 deployments, 20,000 pods
 //! and 500 nodes on one thread. `cargo bench --bench tick` prints a table of medians; `cargo test` runs it on a
 //! tiny size as a smoke test.
 
@@ -11,7 +11,7 @@ use smart_autoscaler::domain::cluster::{
 };
 use smart_autoscaler::domain::decision::DecisionConfig;
 use smart_autoscaler::domain::model::DeploymentKey;
-use smart_autoscaler::engine;
+use smart_autoscaler::domain::tick;
 
 const NOW: i64 = 1_800_000_000_000;
 
@@ -116,7 +116,7 @@ fn main() {
         let t0 = Instant::now();
         let observation = cluster::join(&snapshot, &usage, now, &join_config);
         let t1 = Instant::now();
-        let served = engine::compute(
+        let served = tick::step(
             observation,
             Duration::from_secs(15),
             &decision,
@@ -141,7 +141,7 @@ fn main() {
         median(joins).as_secs_f64() * 1e3
     );
     println!(
-        "| engine::compute (decisions)  | {:>8.1} ms |          |",
+        "| tick::step (decisions)       | {:>8.1} ms |          |",
         median(computes).as_secs_f64() * 1e3
     );
     println!(

@@ -1,5 +1,6 @@
-//! The engine: on every tick it asks its [`Source`] for an observation, runs the pure core over it and publishes
-//! the resulting [`Snapshot`] on a `watch` channel. Handlers only ever read the latest snapshot.
+//! The engine: on every tick it asks its [`Source`] for an observation, runs the domain's pure tick
+//! ([`tick::step`]) over it with the latest published forecasts, and publishes the resulting [`Snapshot`] on a
+//! `watch` channel. Handlers only ever read the latest snapshot.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,13 +10,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use std::collections::{BTreeMap, HashMap};
-
-use crate::domain::decision::{self, DecisionConfig, DecisionState, Hooks};
-use crate::domain::forecast::online::{Advice, Board};
-use crate::domain::model::{
-    DeploymentKey, Observation, ServedDeployment, Snapshot, UnixMillis, Unmeasured, UsageUnknown,
-};
+use crate::domain::decision::DecisionConfig;
+use crate::domain::forecast::online::Board;
+use crate::domain::model::{Observation, Snapshot, UnixMillis};
+use crate::domain::tick::{self, DecisionStates};
 use crate::telemetry::{OutcomeLabels, Telemetry};
 
 /// Why a source could not produce an observation this tick.
@@ -38,108 +36,6 @@ pub trait Source: Send + 'static {
 
     /// Sees what was served, for sources that simulate a consumer (the demo's HPA).
     fn served(&mut self, _snapshot: &Snapshot) {}
-}
-
-/// Per-deployment decision memory carried between ticks.
-pub type DecisionStates = HashMap<DeploymentKey, DecisionState>;
-
-/// Forecasts older than this many five-minute buckets are not used: the forecasting task has stalled.
-const FORECAST_MAX_AGE_BUCKETS: i64 = 3;
-
-/// The decision hooks a published forecast gives a deployment: its largest demand over the lead time from `now`
-/// over the ready pods, when the forecast is usable (confident and trusted) and fresh.
-pub fn forecast_hooks(
-    inputs: &crate::domain::model::DeploymentInputs,
-    advice: Option<&Advice>,
-    now: UnixMillis,
-) -> Hooks {
-    let fresh = |a: &&Advice| {
-        a.made_at.is_some_and(|t| {
-            now - t <= FORECAST_MAX_AGE_BUCKETS * crate::domain::forecast::STEP_MILLIS
-        })
-    };
-    Hooks {
-        forecast_percent: advice
-            .filter(|a| a.usable)
-            .filter(fresh)
-            .and_then(|a| a.demand_ahead(now))
-            .map(|d| d / f64::from(inputs.ready_pods.max(1))),
-        ..Hooks::default()
-    }
-}
-
-/// Computes a snapshot from an observation: the pure step of a tick. `states` is updated in place; deployments
-/// no longer observed are forgotten. `forecasts` are the latest published forecasts, if forecasting runs.
-///
-/// A deployment whose utilization is unknown on this tick ([`Observation::unmeasured`]) gets no new value: its
-/// entry in `previous` (the last snapshot published) is kept as it was, inputs' `observed_at` included, so the
-/// value ages into the read-time fail-safe (raw, then a 503 that gives the reason) instead of being replaced by
-/// a made-up one. Its decision state is kept too.
-pub fn compute(
-    observation: Observation,
-    interval: Duration,
-    config: &DecisionConfig,
-    states: &mut DecisionStates,
-    forecasts: Option<&Board>,
-    previous: Option<&Snapshot>,
-) -> Snapshot {
-    let now = observation.at;
-    let mut deployments: BTreeMap<DeploymentKey, ServedDeployment> = observation
-        .deployments
-        .into_iter()
-        .map(|inputs| {
-            let advice = forecasts
-                .and_then(|b| b.get(&inputs.key))
-                .map(|p| &p.advice);
-            let (mut explanation, state) = decision::decide(
-                &inputs,
-                config,
-                states.get(&inputs.key),
-                forecast_hooks(&inputs, advice, now),
-                now,
-            );
-            explanation.forecast = advice.cloned();
-            states.insert(inputs.key.clone(), state);
-            let served = ServedDeployment {
-                raw_percent: explanation.raw_percent,
-                smart_percent: explanation.served_percent,
-                explanation,
-                inputs,
-            };
-            (served.inputs.key.clone(), served)
-        })
-        .collect();
-    let mut unmeasured = BTreeMap::new();
-    for Unmeasured { key, cause, reason } in observation.unmeasured {
-        let last_good = previous.and_then(|p| p.deployments.get(&key));
-        if let Some(last) = last_good {
-            deployments.insert(key.clone(), last.clone());
-        }
-        let since = previous
-            .and_then(|p| p.unmeasured.get(&key))
-            .map_or(now, |u| u.since);
-        let last_good_at = last_good.map(|d| d.inputs.observed_at);
-        unmeasured.insert(
-            key,
-            UsageUnknown {
-                cause,
-                reason,
-                since,
-                last_good_at,
-            },
-        );
-    }
-    states.retain(|key, _| deployments.contains_key(key));
-    let interval_millis = interval.as_millis() as i64;
-    Snapshot {
-        collected_at: now,
-        measured_at: observation.measured_at,
-        interval_millis,
-        deployments,
-        unmeasured,
-        nodes: observation.nodes,
-        failsafe: config.failsafe(interval_millis),
-    }
 }
 
 /// Runs ticks until cancelled.
@@ -205,7 +101,7 @@ impl<S: Source> Engine<S> {
         }
     }
 
-    /// One tick: observe, compute, publish.
+    /// One tick: observe, step, publish.
     pub async fn tick(&mut self) {
         let now = self.clock.now_millis();
         match self.source.observe(now).await {
@@ -213,7 +109,7 @@ impl<S: Source> Engine<S> {
                 // Clone the Arc out of the channel: no borrow of the watch is held while computing.
                 let board = self.forecasts.as_ref().map(|b| b.borrow().clone());
                 let previous = self.publish.borrow().clone();
-                let snapshot = compute(
+                let snapshot = tick::step(
                     observation,
                     self.interval,
                     &self.decision,
@@ -244,7 +140,7 @@ mod tests {
     use super::*;
     use crate::domain::contract::SMART_METRIC;
     use crate::domain::decision::tests::inputs;
-    use crate::domain::model::{DeploymentInputs, UnknownCause};
+    use crate::domain::model::{DeploymentInputs, DeploymentKey, UnknownCause, Unmeasured};
     use crate::domain::selector::Selector;
     use crate::http::external::lookup;
 
@@ -266,7 +162,7 @@ mod tests {
         }
     }
 
-    fn tick(
+    fn step(
         at: UnixMillis,
         deployments: Vec<DeploymentInputs>,
         unmeasured: Vec<Unmeasured>,
@@ -280,7 +176,7 @@ mod tests {
             unmeasured,
             nodes: Vec::new(),
         };
-        compute(
+        tick::step(
             observation,
             INTERVAL,
             &DecisionConfig::default(),
@@ -301,7 +197,7 @@ mod tests {
     fn unknown_usage_keeps_the_last_good_value_ageing_into_the_failsafe() {
         let mut states = DecisionStates::new();
         let t1 = 1_000_000;
-        let first = tick(
+        let first = step(
             t1,
             vec![measured(t1, "api", 60.0)],
             vec![],
@@ -313,7 +209,7 @@ mod tests {
 
         // The source answers, but with nothing usable for api: the last good entry stays, old time and all.
         let t2 = t1 + 15_000;
-        let second = tick(t2, vec![], vec![unknown("api")], &mut states, Some(&first));
+        let second = step(t2, vec![], vec![unknown("api")], &mut states, Some(&first));
         let key = DeploymentKey::new("shop", "api");
         assert_eq!(second.deployments[&key], good);
         let u = &second.unmeasured[&key];
@@ -321,7 +217,7 @@ mod tests {
         assert!(states.contains_key(&key), "decision memory is kept");
 
         let t3 = t2 + 15_000;
-        let third = tick(t3, vec![], vec![unknown("api")], &mut states, Some(&second));
+        let third = step(t3, vec![], vec![unknown("api")], &mut states, Some(&second));
         assert_eq!(
             third.unmeasured[&key].since, t2,
             "since marks the start of the run"
@@ -338,7 +234,7 @@ mod tests {
 
         // Measured again: a fresh value, and the unknown run is over.
         let t4 = t3 + 15_000;
-        let fourth = tick(
+        let fourth = step(
             t4,
             vec![measured(t4, "api", 60.0)],
             vec![],
@@ -352,7 +248,7 @@ mod tests {
     #[test]
     fn never_measured_is_a_503_with_the_reason_not_a_zero() {
         let mut states = DecisionStates::new();
-        let snapshot = tick(1_000, vec![], vec![unknown("new")], &mut states, None);
+        let snapshot = step(1_000, vec![], vec![unknown("new")], &mut states, None);
         assert!(snapshot.deployments.is_empty());
         assert_eq!(
             snapshot.unmeasured[&DeploymentKey::new("shop", "new")].last_good_at,

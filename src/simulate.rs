@@ -1,5 +1,5 @@
 //! The `simulate` subcommand's adapter: reads a trace CSV or builds a scenario, runs the backtest from
-//! `domain::simulate`, and prints a table, JSON, or an SVG plot.
+//! `domain::backtest`, and prints a table, JSON, or an SVG plot.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,8 +9,8 @@ use plotters::prelude::*;
 use serde_json::json;
 
 use crate::config::SimulateArgs;
+use crate::domain::backtest::{self, Run, Series, SimConfig};
 use crate::domain::scenarios;
-use crate::domain::simulate::{self, Run, Series, SimConfig};
 
 /// Parses a timestamp as `YYYY-MM-DD HH:MM:SS`, RFC 3339, or seconds; returns milliseconds.
 fn parse_time(text: &str) -> Option<i64> {
@@ -217,7 +217,7 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         }
         config.forecast = Some(forecast);
     }
-    let runs = simulate::compare(&series, &config);
+    let runs = backtest::compare(&series, &config);
     if let Some(plot) = &args.plot {
         plot_svg(plot, &name, &runs, config.target_percent)?;
     }
@@ -369,7 +369,7 @@ fn plot_svg(path: &Path, title: &str, runs: &[Run], target: f64) -> Result<()> {
     let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
                 caption: &str,
                 y_max: f64,
-                value: &dyn Fn(&simulate::Point) -> f64|
+                value: &dyn Fn(&backtest::Point) -> f64|
      -> Result<()> {
         let mut chart = ChartBuilder::on(area)
             .caption(caption, ("sans-serif", 20))

@@ -9,9 +9,9 @@ use std::time::Duration;
 use smart_autoscaler::clock::Clock;
 use smart_autoscaler::config::ForecastArgs;
 use smart_autoscaler::domain::decision::DecisionConfig;
-use smart_autoscaler::domain::model::{DeploymentInputs, DeploymentKey, Observation};
+use smart_autoscaler::domain::model::{DeploymentInputs, DeploymentKey, Observation, PoolInputs};
 use smart_autoscaler::domain::testing::{self, DailySpike};
-use smart_autoscaler::engine;
+use smart_autoscaler::domain::tick;
 use smart_autoscaler::forecasting::{ForecastSettings, ForecastTask};
 use smart_autoscaler::store::{Retention, Store};
 use smart_autoscaler::telemetry::Telemetry;
@@ -146,9 +146,9 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
     assert!(!calm.advice.usable, "{:#?}", calm);
     assert!(calm.advice.reason.is_some());
 
-    // The engine's pure step: at 08:50 the spike is 10 minutes away, beyond the lead time (90 s: pods asked
+    // The pure tick (`tick::step`, what the engine runs): at 08:50 the spike is 10 minutes away, beyond the lead time (90 s: pods asked
     // for now would idle), so nothing is raised yet.
-    let early = engine::compute(
+    let early = tick::step(
         Observation {
             at: NOW,
             measured_at: NOW,
@@ -176,7 +176,7 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
         nodes: Vec::new(),
     };
     let mut states = Default::default();
-    let reactive = engine::compute(
+    let reactive = tick::step(
         observation.clone(),
         Duration::from_secs(15),
         &DecisionConfig::default(),
@@ -184,7 +184,7 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
         None,
         None,
     );
-    let snapshot = engine::compute(
+    let snapshot = tick::step(
         observation,
         Duration::from_secs(15),
         &DecisionConfig::default(),

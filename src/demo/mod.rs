@@ -4,9 +4,9 @@
 //! Only the outside world is simulated. On each tick the cluster produces what serve's adapters produce (the
 //! Kubernetes objects as a [`ClusterSnapshot`], the Prometheus rates as a [`Usage`], each pod's windows computed
 //! from a short history of its CPU usage) and hands them to [`cluster::join`] with serve's default
-//! [`JoinConfig`], so the engine computes exactly what `serve` would serve for that cluster. Each deployment is
-//! scaled by the native HPA model of [`crate::domain::hpa`] (External `Value` target, default behavior) fed the
-//! served value; new pods become Ready after 30 s.
+//! [`JoinConfig`], so the engine's [`tick::step`](crate::domain::tick::step) computes exactly what `serve` would
+//! serve for that cluster. Each deployment is scaled by the native HPA model of [`crate::domain::hpa`] (External
+//! `Value` target, default behavior) fed the served value; new pods become Ready after 30 s.
 //!
 //! Simulated time comes from the injected clock (`--speed` makes it run faster); noise comes from a seeded RNG.
 
@@ -459,7 +459,7 @@ impl Source for DemoSource {
 mod tests {
     use super::*;
     use crate::domain::decision::DecisionConfig;
-    use crate::engine::DecisionStates;
+    use crate::domain::tick::{self, DecisionStates};
     use std::time::Duration;
 
     const HOUR: i64 = 3_600_000;
@@ -470,7 +470,7 @@ mod tests {
         let mut states = Default::default();
         for i in 0..ticks {
             let obs = cluster.observe_at(from + i * step);
-            last = crate::engine::compute(
+            last = tick::step(
                 obs,
                 Duration::from_millis(step as u64),
                 &config,
@@ -577,7 +577,7 @@ mod tests {
 
     /// Issue 15's proof: on every tick of a demo run through a morning spike (pods starting, the HPA scaling),
     /// the snapshot the demo publishes is the one `serve`'s path computes from the same Kubernetes objects and
-    /// Prometheus usage: `cluster::join` with serve's default join settings, then `engine::compute`, as
+    /// Prometheus usage: `cluster::join` with serve's default join settings, then `tick::step`, as
     /// `DataPlaneSource` and `Engine` do. If the demo built its inputs any other way, they would differ.
     #[tokio::test]
     async fn demo_serves_what_serve_computes_from_the_same_cluster_state() {
@@ -602,7 +602,7 @@ mod tests {
             let (objects, usage) = demo.0.clone().measure(now);
             let mut observation = cluster::join(&objects, &usage, now, &serve_join);
             observation.at = now;
-            let serve = crate::engine::compute(
+            let serve = tick::step(
                 observation,
                 interval,
                 &config,
@@ -612,7 +612,7 @@ mod tests {
             );
 
             let observed = demo.observe(now).await.expect("the demo always observes");
-            let published = crate::engine::compute(
+            let published = tick::step(
                 observed,
                 interval,
                 &config,

@@ -2,6 +2,7 @@
 //! unit-tested with plain `#[test]`s.
 
 pub mod admission;
+pub mod backtest;
 pub mod cluster;
 pub mod connections;
 pub mod contract;
@@ -14,6 +15,6 @@ pub mod pod;
 pub mod quantity;
 pub mod scenarios;
 pub mod selector;
-pub mod simulate;
 #[doc(hidden)]
 pub mod testing;
+pub mod tick;

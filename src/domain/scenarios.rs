@@ -4,7 +4,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::simulate::{Series, SimConfig};
+use super::backtest::{Series, SimConfig};
 
 /// Where every scenario starts: Monday 1970-01-05 00:00 UTC. Day 0 of a scenario is a Monday, so the days
 /// `weekend_low_traffic` is quiet on are the calendar's Saturday and Sunday, which the forecasters' weekday and
@@ -121,7 +121,7 @@ pub fn build(name: &str, seed: u64) -> Option<(Series, SimConfig)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::simulate::{Mode, run};
+    use crate::domain::backtest::{Mode, run};
 
     #[test]
     fn every_scenario_builds() {

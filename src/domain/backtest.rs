@@ -1,6 +1,12 @@
-//! Backtesting: replays a load series through the HPA model three times (HPA on plain CPU utilization, HPA on
-//! `smart_cpu_utilization` computed by the same decision code the server runs, and an oracle with perfect
-//! foresight and the same pod startup delay) and measures saturation, cost and churn.
+//! Backtesting (`simulate`): replays a load series through the HPA model of [`super::hpa`] three or four times
+//! (HPA on plain CPU utilization; HPA on `smart_cpu_utilization`, reactive and with forecasts learned online;
+//! and an oracle with perfect foresight and the same pod startup delay) and measures saturation, cost and churn.
+//!
+//! Only the outside world is simulated here: the load, pods starting and warming up, their CPU usage as
+//! Prometheus rates would show it, and the HPA. The served value comes from the domain's one tick,
+//! [`tick::step`], exactly as `serve` gets it: each collection interval the replay builds the [`Observation`]
+//! serve's join would make of its one deployment, and the forecasts reach the tick on a [`Board`], published
+//! after every completed five-minute bucket as serve's forecasting task publishes after each round.
 //!
 //! The measurement model is that of a real cluster: the plain HPA sees a 1-minute average of the ready pods'
 //! usage (warm-up bursts included once a pod has been ready for a metric window); smart-autoscaler sees the
@@ -10,14 +16,18 @@
 //! a 10-minute window from compounding scale-ups: the HPA multiplies the value by its ready pods every 15 s.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use super::decision::{self, DecisionConfig, DecisionState, Hooks};
-use super::forecast::online::{Forecaster, ForecasterConfig, Stream};
+use super::decision::DecisionConfig;
+use super::forecast::online::{Board, Forecaster, ForecasterConfig, Stream};
 use super::forecast::{STEP_MILLIS as BUCKET_MILLIS, STEPS_PER_DAY};
 use super::hpa::{self, Behavior, HpaSpec, HpaState, PodCounts};
-use super::model::{DeploymentInputs, DeploymentKey, PoolInputs, UnixMillis};
+use super::model::{
+    DeploymentInputs, DeploymentKey, Observation, PoolInputs, Snapshot, UnixMillis,
+};
+use super::tick::{self, DecisionStates};
 
 /// HPA sync period.
 pub const SYNC_MILLIS: i64 = 15_000;
@@ -318,6 +328,52 @@ fn window_mean(samples: &VecDeque<(UnixMillis, f64)>, now: UnixMillis, window: i
     (n > 0).then(|| sum / n as f64)
 }
 
+/// What serve's join ([`crate::domain::cluster::join`]) makes of the replayed deployment at `at`: its CPU
+/// utilization (the usage estimate over the ready pods' requests) and its pods, `ages` being the time since each
+/// pod started. The node pool is the configured one.
+fn observe(
+    key: &DeploymentKey,
+    config: &SimConfig,
+    at: UnixMillis,
+    utilization_percent: f64,
+    replicas: u32,
+    ready: u32,
+    ages: &[i64],
+) -> Observation {
+    let filter_ms = (config.startup_filter_seconds * 1000.0) as i64;
+    let inputs = DeploymentInputs {
+        key: key.clone(),
+        base_target_percent: config.target_percent,
+        cpu_utilization_percent: utilization_percent,
+        memory_utilization_percent: None,
+        pod_cpu_request_milli: config.pod_request_milli,
+        replicas,
+        ready_pods: ready,
+        starting_pods: ages.iter().filter(|a| **a < filter_ms).count() as u32,
+        recent_pod_starts: ages
+            .iter()
+            .filter(|a| **a < crate::domain::contract::RECENT_START_SECONDS * 1000)
+            .count() as u32,
+        startup_filter_seconds: config.startup_filter_seconds as u32,
+        pool: PoolInputs {
+            name: "simulated".into(),
+            measured_cpu_percent: Some(config.pool_measured_percent),
+            requested_cpu_percent: config.pool_requested_percent,
+            nodes: 1,
+        },
+        annotations: BTreeMap::new(),
+        window_seconds: 600,
+        observed_at: at,
+    };
+    Observation {
+        at,
+        measured_at: at,
+        deployments: vec![inputs],
+        unmeasured: Vec::new(),
+        nodes: Vec::new(),
+    }
+}
+
 /// Replays `series` under `mode`.
 pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
     let startup_ms = (config.startup_seconds * 1000.0) as i64;
@@ -342,7 +398,10 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
     let margin = crate::domain::cluster::fast_rise_margin(config.pod_request_milli);
     let mut plain_samples: VecDeque<(UnixMillis, f64)> = VecDeque::new();
     let mut smart_samples: VecDeque<(UnixMillis, f64)> = VecDeque::new();
-    let mut decision_state: Option<DecisionState> = None;
+    // The tick's memory between collections, as the engine keeps it: decision states and the last snapshot.
+    let key = DeploymentKey::new("simulate", "trace");
+    let mut states = DecisionStates::new();
+    let mut last: Option<Snapshot> = None;
     let mut served = 0.0;
     let mut forecaster = match (mode, &config.forecast) {
         (Mode::Predictive, Some(f)) => Some(Forecaster::new(ForecasterConfig {
@@ -353,6 +412,9 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
         (Mode::Predictive, None) => Some(Forecaster::new(ForecasterConfig::default())),
         _ => None,
     };
+    // What the forecasting task has published, as the engine reads it from its watch channel.
+    let publish = |f: &Forecaster| Board::from([(key.clone(), f.published())]);
+    let mut board = forecaster.as_ref().map(publish);
     let mut bucket = (0.0, 0usize);
     let (mut decisions, mut trusted_decisions, mut applied) = (0usize, 0usize, 0usize);
     let mut metrics = RunMetrics::default();
@@ -467,76 +529,48 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                         if f.needs_refit() && f.observed() >= STEPS_PER_DAY {
                             f.refit();
                         }
+                        board = Some(publish(f));
                     }
                     bucket.0 += filtered_usage / capacity * 100.0;
                     bucket.1 += 1;
                 }
-                if now % config.interval_millis.max(SYNC_MILLIS) == 0 {
+                let interval = config.interval_millis.max(SYNC_MILLIS);
+                if now % interval == 0 {
                     let avg10 = window_mean(&smart_samples, now, 600_000).unwrap_or(0.0);
-                    let capacity_now = ready.max(1) as f64 * capacity;
                     let short_ms = i64::from(config.short_window_seconds) * 1000;
                     let avg1 = window_mean(&smart_samples, now, short_ms).unwrap_or(0.0);
                     let avg5 = window_mean(&smart_samples, now, 300_000).unwrap_or(0.0);
-                    let inputs = DeploymentInputs {
-                        key: DeploymentKey::new("simulate", "trace"),
-                        base_target_percent: target,
-                        cpu_utilization_percent: crate::domain::cluster::estimate_usage(
-                            avg10,
-                            avg5,
-                            Some(avg1),
-                            f64::from(config.short_window_seconds),
-                            margin,
-                        ) / capacity_now
-                            * 100.0,
-                        memory_utilization_percent: None,
-                        pod_cpu_request_milli: config.pod_request_milli,
-                        replicas: current,
-                        ready_pods: ready,
-                        starting_pods: pods.starts.iter().filter(|s| now - **s < filter_ms).count()
-                            as u32,
-                        recent_pod_starts: pods
-                            .starts
-                            .iter()
-                            .filter(|s| {
-                                now - **s < crate::domain::contract::RECENT_START_SECONDS * 1000
-                            })
-                            .count() as u32,
-                        startup_filter_seconds: config.startup_filter_seconds as u32,
-                        pool: PoolInputs {
-                            name: "simulated".into(),
-                            measured_cpu_percent: Some(config.pool_measured_percent),
-                            requested_cpu_percent: config.pool_requested_percent,
-                            nodes: 1,
-                        },
-                        annotations: BTreeMap::new(),
-                        window_seconds: 600,
-                        observed_at: now,
-                    };
-                    let hooks = match &forecaster {
-                        Some(f) => {
-                            let advice = f.advice();
+                    // The usage estimate of the join, over the ready pods' capacity now.
+                    let capacity_now = ready.max(1) as f64 * capacity;
+                    let utilization = crate::domain::cluster::estimate_usage(
+                        avg10,
+                        avg5,
+                        Some(avg1),
+                        f64::from(config.short_window_seconds),
+                        margin,
+                    ) / capacity_now
+                        * 100.0;
+                    let ages: Vec<i64> = pods.starts.iter().map(|s| now - s).collect();
+                    // One clock for the tick, the forecasts and the decision memory: the trace's wall clock.
+                    let at = config.start_millis + now;
+                    let observation = observe(&key, config, at, utilization, current, ready, &ages);
+                    let snapshot = tick::step(
+                        observation,
+                        Duration::from_millis(interval.unsigned_abs()),
+                        &config.decision,
+                        &mut states,
+                        board.as_ref(),
+                        last.as_ref(),
+                    );
+                    if let Some(d) = snapshot.deployments.get(&key) {
+                        if let Some(advice) = &d.explanation.forecast {
                             decisions += 1;
                             trusted_decisions += usize::from(advice.trusted);
-                            Hooks {
-                                forecast_percent: advice
-                                    .demand_ahead(config.start_millis + now)
-                                    .filter(|_| advice.usable)
-                                    .map(|d| d / f64::from(ready.max(1))),
-                                ..Hooks::default()
-                            }
                         }
-                        None => Hooks::default(),
-                    };
-                    let (explanation, state) = decision::decide(
-                        &inputs,
-                        &config.decision,
-                        decision_state.as_ref(),
-                        hooks,
-                        now,
-                    );
-                    applied += usize::from(explanation.forecast_applied);
-                    decision_state = Some(state);
-                    served = explanation.served_percent;
+                        applied += usize::from(d.explanation.forecast_applied);
+                        served = d.smart_percent;
+                    }
+                    last = Some(snapshot);
                 }
                 let proposal =
                     hpa::external_value_proposal(served, target, ready, current, spec.tolerance);
