@@ -7,7 +7,7 @@
 #    its scheduling cycle. The demo knows only its 5 nodes, so the other 4,995 names are unknown and pass through
 #    fail-open: this measures TLS, HTTP, body reading, JSON decoding, the per-node lookup and JSON encoding at
 #    full size, but scores 4,995 nodes with the neutral rule instead of the measured one.
-# 2. The pure core in-process (release build, `tests/extender.rs::bench_pure_5000_nodes`): decode, decide and
+# 2. The pure core in-process (`cargo bench --bench extender`, benches/extender.rs): decode, decide and
 #    encode with all 5,000 nodes known, so every node goes through the real filter and scoring arithmetic.
 #
 #   hack/bench-extender.sh                            # 1,000 requests per names-mode row, 40 per objects-mode row
@@ -106,6 +106,5 @@ echo "oha over TLS + HTTP/2, 1 connection, 1 request in flight, release build, $
 printf '%-22s %-10s %13s %14s %13s %8s %8s %8s %8s\n' mode verb "request bytes" "response bytes" "200/requests" "p50 ms" "p99 ms" "max ms" "req/s"
 printf '%s\n' "${rows[@]}"
 echo
-cargo test --release -q --test extender bench_pure_5000_nodes -- --ignored --nocapture 2>/dev/null \
-  | grep -vE '^(running|test |\.*$)|test result' || true
+cargo bench -q --bench extender
 echo "aim: p99 < 5 ms with nodeCacheCapable=true"

@@ -139,19 +139,20 @@ impl<S: Source> Engine<S> {
 mod tests {
     use super::*;
     use crate::domain::contract::SMART_METRIC;
-    use crate::domain::decision::tests::inputs;
     use crate::domain::model::{DeploymentInputs, DeploymentKey, UnknownCause, Unmeasured};
     use crate::domain::selector::Selector;
+    use crate::domain::testing;
     use crate::http::external::lookup;
 
     const INTERVAL: Duration = Duration::from_secs(15);
 
     fn measured(at: UnixMillis, name: &str, utilization: f64) -> DeploymentInputs {
-        DeploymentInputs {
-            key: DeploymentKey::new("shop", name),
-            observed_at: at,
-            ..inputs(utilization, 50.0, 50.0)
-        }
+        testing::inputs()
+            .key(&DeploymentKey::new("shop", name))
+            .cpu(utilization)
+            .pool("general", Some(50.0), 50.0)
+            .at(at)
+            .build()
     }
 
     fn unknown(name: &str) -> Unmeasured {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use smart_autoscaler::clock::Clock;
 use smart_autoscaler::config::ForecastArgs;
 use smart_autoscaler::domain::decision::DecisionConfig;
-use smart_autoscaler::domain::model::{DeploymentInputs, DeploymentKey, Observation, PoolInputs};
+use smart_autoscaler::domain::model::{DeploymentInputs, DeploymentKey, Observation};
 use smart_autoscaler::domain::testing::{self, DailySpike};
 use smart_autoscaler::domain::tick;
 use smart_autoscaler::forecasting::{ForecastSettings, ForecastTask};

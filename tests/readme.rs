@@ -217,7 +217,7 @@ fn links_and_paths_in_readme_and_docs_exist() {
             if quoted.contains(|c: char| c.is_whitespace() || "*{}<>$".contains(c)) {
                 continue;
             }
-            // `tests/extender.rs::bench_pure_5000_nodes` names a test in a file.
+            // `tests/webhook.rs::some_test` names a test in a file.
             let path = quoted.split("::").next().unwrap_or(quoted);
             if !Path::new(ROOT).join(path).exists() {
                 broken.push(format!("{}: `{quoted}`: no such path", page.display()));

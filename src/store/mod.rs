@@ -78,7 +78,7 @@ pub struct StoreArgs {
     #[arg(long, env = "SMART_AUTOSCALER_STORE_SAMPLE_RETENTION", default_value = "48h", value_parser = crate::flags::parse_duration)]
     pub store_sample_retention: Duration,
 
-    /// How long five-minute aggregates, predictions, anomalies, cost and decisions are kept, e.g. `30d`.
+    /// How long five-minute aggregates, predictions and decisions are kept, e.g. `30d`.
     #[arg(long, env = "SMART_AUTOSCALER_STORE_ROLLUP_RETENTION", default_value = "30d", value_parser = crate::flags::parse_duration)]
     pub store_rollup_retention: Duration,
 
