@@ -4,6 +4,7 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 RUN cargo build --release --locked && strip target/release/smart-autoscaler
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -8,7 +8,7 @@ hack/install-tools.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
-echo "== cargo test"
-cargo test --all-targets --locked
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test --workspace"
+cargo test --workspace --all-targets --locked

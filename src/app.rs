@@ -231,10 +231,10 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     );
     let mut forecasts = None;
     if let Some(forecaster) = args.forecast.clone() {
-        let (task, board) = crate::forecasting::ForecastTask::new(
+        let (task, board) = crate::refit::ForecastTask::new(
             store.clone(),
             clock.clone(),
-            crate::forecasting::ForecastSettings {
+            crate::refit::ForecastSettings {
                 forecaster,
                 round: Duration::from_secs(60),
                 refit_interval: args.forecast_refit_interval,

@@ -2,7 +2,7 @@
 //! cost-aware by serving an external metric it can scale on.
 //!
 //! Layout: [`domain`] is the pure core; [`http`] is the HTTP adapter; [`engine`] runs ticks and publishes
-//! snapshots; [`forecasting`] refits and publishes forecasts in the background; [`demo`] is the simulated
+//! snapshots; [`refit`] refits and publishes forecasts in the background; [`demo`] is the simulated
 //! cluster; [`app`] wires it together for `main`.
 
 pub mod app;
@@ -11,14 +11,16 @@ pub mod clock;
 pub mod config;
 pub mod dataplane;
 pub mod demo;
-pub mod domain;
 pub mod engine;
 pub mod flags;
-pub mod forecasting;
 pub mod health;
 pub mod http;
 pub mod k8s;
 pub mod prom;
+pub mod refit;
 pub mod simulate;
 pub mod store;
 pub mod telemetry;
+
+/// The pure core, its own crate (`crates/domain`) so that the compiler keeps IO out of it.
+pub use smart_autoscaler_domain as domain;

@@ -12,7 +12,7 @@ use smart_autoscaler::domain::decision::DecisionConfig;
 use smart_autoscaler::domain::model::{DeploymentInputs, DeploymentKey, Observation};
 use smart_autoscaler::domain::testing::{self, DailySpike};
 use smart_autoscaler::domain::tick;
-use smart_autoscaler::forecasting::{ForecastSettings, ForecastTask};
+use smart_autoscaler::refit::{ForecastSettings, ForecastTask};
 use smart_autoscaler::store::{Retention, Store};
 use smart_autoscaler::telemetry::Telemetry;
 

@@ -149,9 +149,10 @@ fn pages() -> Vec<PathBuf> {
     pages
 }
 
-/// Top-level directories whose paths the pages mention in backticks, e.g. `src/domain/decision.rs`.
-const REPO_DIRS: [&str; 9] = [
+/// Top-level directories whose paths the pages mention in backticks, e.g. `crates/domain/src/decision.rs`.
+const REPO_DIRS: [&str; 10] = [
     "src/",
+    "crates/",
     "tests/",
     "benches/",
     "hack/",
@@ -228,5 +229,47 @@ fn links_and_paths_in_readme_and_docs_exist() {
         broken.is_empty(),
         "broken references:\n{}",
         broken.join("\n")
+    );
+}
+
+/// The domain is its own crate so that the compiler keeps IO out of it; this keeps IO crates out of its manifest.
+#[test]
+fn domain_crate_depends_on_no_io_crate() {
+    let manifest = read(Path::new("crates/domain/Cargo.toml"));
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .expect("crates/domain/Cargo.toml has [dependencies]")
+        .split("\n[")
+        .next()
+        .unwrap_or_default();
+    let names: Vec<&str> = deps
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(name, _)| name.trim()))
+        .filter(|name| !name.is_empty() && !name.starts_with('#'))
+        .collect();
+    assert!(
+        names.contains(&"serde"),
+        "parsed the dependency list: {names:?}"
+    );
+    let io = [
+        "tokio",
+        "kube",
+        "k8s-openapi",
+        "axum",
+        "hyper",
+        "clap",
+        "sled",
+        "reqwest",
+        "tracing",
+        "prometheus-client",
+        "prometheus-http-query",
+        "rustls",
+        "jiff",
+    ];
+    let found: Vec<&&str> = names.iter().filter(|n| io.contains(n)).collect();
+    assert!(
+        found.is_empty(),
+        "the pure core must not depend on IO crates: {found:?}"
     );
 }

@@ -186,7 +186,7 @@ fn model_error(e: impl std::fmt::Display) -> ForecastError {
 mod tests {
     use super::super::STEP_MILLIS;
     use super::*;
-    use crate::domain::testing::DailySpike;
+    use crate::testing::DailySpike;
 
     /// Deterministic noise in [-0.5, 0.5): a 64-bit LCG, so the tests see the same series on every run.
     struct Noise(u64);

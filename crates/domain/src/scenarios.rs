@@ -121,7 +121,7 @@ pub fn build(name: &str, seed: u64) -> Option<(Series, SimConfig)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::backtest::{Mode, run};
+    use crate::backtest::{Mode, run};
 
     #[test]
     fn every_scenario_builds() {
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn weekend_low_traffic_is_quiet_on_the_calendars_weekend() {
-        use crate::domain::forecast::Calendar;
+        use crate::forecast::Calendar;
         let (series, _) = build("weekend_low_traffic", 1).unwrap();
         let day_mean =
             |d: usize| series.values[d * 1440..(d + 1) * 1440].iter().sum::<f64>() / 1440.0;

@@ -27,8 +27,8 @@ use std::hash::{BuildHasher, RandomState};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::domain::model::{NodeInputs, UnixMillis};
-use crate::domain::pod::{ObjectOr, PodSpec, Resource, null_as_default};
+use crate::model::{NodeInputs, UnixMillis};
+use crate::pod::{ObjectOr, PodSpec, Resource, null_as_default};
 
 /// Lowest score an extender may give (`MinExtenderPriority`).
 pub const MIN_SCORE: i64 = 0;

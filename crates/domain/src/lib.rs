@@ -1,5 +1,5 @@
-//! The pure, synchronous core: no IO, no clocks, no async. Everything here is a function of its inputs and is
-//! unit-tested with plain `#[test]`s.
+//! The pure, synchronous core of smart-autoscaler, its own crate so that no IO crate can creep in: no IO, no
+//! clocks, no async. Everything here is a function of its inputs and is unit-tested with plain `#[test]`s.
 
 pub mod admission;
 pub mod backtest;

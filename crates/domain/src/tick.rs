@@ -136,7 +136,7 @@ pub fn step(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::decision::tests::inputs;
+    use crate::decision::tests::inputs;
 
     fn advice(made_at: UnixMillis, usable: bool) -> Advice {
         Advice {

@@ -165,7 +165,7 @@ impl SimConfig {
             pool_requested_percent: neutral.1,
             interval_millis: 15_000,
             measurement_noise: 0.0,
-            short_window_seconds: crate::domain::cluster::DEFAULT_SHORT_WINDOW_SECONDS,
+            short_window_seconds: crate::cluster::DEFAULT_SHORT_WINDOW_SECONDS,
             decision,
             behavior: Behavior::defaults(),
             forecast: None,
@@ -275,8 +275,8 @@ pub struct HorizonScores {
     pub mase: Option<f64>,
 }
 
-impl From<crate::domain::forecast::validate::Scores> for HorizonScores {
-    fn from(s: crate::domain::forecast::validate::Scores) -> Self {
+impl From<crate::forecast::validate::Scores> for HorizonScores {
+    fn from(s: crate::forecast::validate::Scores) -> Self {
         HorizonScores {
             scored: s.scored,
             mape: s.mape,
@@ -328,7 +328,7 @@ fn window_mean(samples: &VecDeque<(UnixMillis, f64)>, now: UnixMillis, window: i
     (n > 0).then(|| sum / n as f64)
 }
 
-/// What serve's join ([`crate::domain::cluster::join`]) makes of the replayed deployment at `at`: its CPU
+/// What serve's join ([`crate::cluster::join`]) makes of the replayed deployment at `at`: its CPU
 /// utilization (the usage estimate over the ready pods' requests) and its pods, `ages` being the time since each
 /// pod started. The node pool is the configured one.
 fn observe(
@@ -352,7 +352,7 @@ fn observe(
         starting_pods: ages.iter().filter(|a| **a < filter_ms).count() as u32,
         recent_pod_starts: ages
             .iter()
-            .filter(|a| **a < crate::domain::contract::RECENT_START_SECONDS * 1000)
+            .filter(|a| **a < crate::contract::RECENT_START_SECONDS * 1000)
             .count() as u32,
         startup_filter_seconds: config.startup_filter_seconds as u32,
         pool: PoolInputs {
@@ -395,7 +395,7 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
     // The HPA has been running at the initial count: a replay starts mid-run, not on a freshly created HPA
     // whose empty stabilization window would let the first noisy reading scale down at once.
     let mut hpa_state = HpaState::settled(initial, 0);
-    let margin = crate::domain::cluster::fast_rise_margin(config.pod_request_milli);
+    let margin = crate::cluster::fast_rise_margin(config.pod_request_milli);
     let mut plain_samples: VecDeque<(UnixMillis, f64)> = VecDeque::new();
     let mut smart_samples: VecDeque<(UnixMillis, f64)> = VecDeque::new();
     // The tick's memory between collections, as the engine keeps it: decision states and the last snapshot.
@@ -542,7 +542,7 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                     let avg5 = window_mean(&smart_samples, now, 300_000).unwrap_or(0.0);
                     // The usage estimate of the join, over the ready pods' capacity now.
                     let capacity_now = ready.max(1) as f64 * capacity;
-                    let utilization = crate::domain::cluster::estimate_usage(
+                    let utilization = crate::cluster::estimate_usage(
                         avg10,
                         avg5,
                         Some(avg1),

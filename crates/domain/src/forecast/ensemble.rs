@@ -11,7 +11,7 @@ use super::mstl;
 use super::profile::{ProfileConfig, SeasonalProfile};
 use super::spike::{SpikeConfig, SpikeForest};
 use super::{ForecastError, History, PointForecast, STEPS_PER_DAY, STEPS_PER_WEEK};
-use crate::domain::model::UnixMillis;
+use crate::model::UnixMillis;
 
 /// Rises the spike forest must have seen before its vote can cut a forecast's confidence. A rise labels the
 /// rows up to a horizon before it, so the forest needs this many horizons' worth of spike rows (12 at the

@@ -502,7 +502,7 @@ pub(crate) mod tests {
 
     /// `shop/api` at `raw`% on a pool at `measured`% measured and `requested`% requested CPU.
     pub(crate) fn inputs(raw: f64, measured: f64, requested: f64) -> DeploymentInputs {
-        crate::domain::testing::inputs()
+        crate::testing::inputs()
             .cpu(raw)
             .pool("general", Some(measured), requested)
             .build()

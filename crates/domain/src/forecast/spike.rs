@@ -448,7 +448,7 @@ impl SplitMix64 {
 mod tests {
     use super::super::STEP_MILLIS;
     use super::*;
-    use crate::domain::testing::DailySpike;
+    use crate::testing::DailySpike;
     use linfa::prelude::Predict;
 
     #[test]

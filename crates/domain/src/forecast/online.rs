@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::ensemble::{self, EnsembleConfig, EnsembleForecast, Fitted, Model, Weights};
 use super::validate::{Pending, Scorecard, Scores, TrustConfig};
 use super::{History, STEP_MILLIS, STEPS_PER_DAY, STEPS_PER_WEEK};
-use crate::domain::model::UnixMillis;
+use crate::model::UnixMillis;
 
 /// A stream of forecasts that is scored: one member's, or the ensemble's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -164,7 +164,7 @@ pub struct Published {
 }
 
 /// The latest forecasts of every deployment, as the server's forecasting task publishes them.
-pub type Board = std::collections::HashMap<crate::domain::model::DeploymentKey, Published>;
+pub type Board = std::collections::HashMap<crate::model::DeploymentKey, Published>;
 
 /// The forecaster's own history: [`History`] with `f32` values, half the memory of the 8 days a server keeps per
 /// deployment (demand has nothing to say beyond `f32`'s 7 significant digits). Converted to a [`History`] for
@@ -620,7 +620,7 @@ impl Forecaster {
 mod tests {
     use super::super::profile::ProfileConfig;
     use super::*;
-    use crate::domain::testing::{DailySpike, jitter};
+    use crate::testing::{DailySpike, jitter};
 
     fn config() -> ForecasterConfig {
         ForecasterConfig {

@@ -287,7 +287,7 @@ impl SeasonalProfile {
 mod tests {
     use super::super::STEP_MILLIS;
     use super::*;
-    use crate::domain::testing::DailySpike;
+    use crate::testing::DailySpike;
 
     /// The shared daily spike (base 100, 300 from 09:00 to 10:00) at five minutes, with deterministic noise of
     /// `noise` relative, one draw per 15-minute slot: the profile sees a slot a day as one value.

@@ -165,7 +165,7 @@ pub struct ServedDeployment {
     /// `smart_cpu_utilization`: the adjusted value the HPA scales on.
     pub smart_percent: f64,
     /// Why `smart_percent` has the value it has.
-    pub explanation: crate::domain::decision::Explanation,
+    pub explanation: crate::decision::Explanation,
 }
 
 /// The values the HTTP layer serves, published once per tick.
@@ -287,12 +287,12 @@ mod tests {
         let served = |observed_at| ServedDeployment {
             inputs: DeploymentInputs {
                 observed_at,
-                ..crate::domain::decision::tests::inputs(50.0, 50.0, 50.0)
+                ..crate::decision::tests::inputs(50.0, 50.0, 50.0)
             },
             raw_percent: 50.0,
             smart_percent: 50.0,
-            explanation: crate::domain::decision::decide(
-                &crate::domain::decision::tests::inputs(50.0, 50.0, 50.0),
+            explanation: crate::decision::decide(
+                &crate::decision::tests::inputs(50.0, 50.0, 50.0),
                 &Default::default(),
                 None,
                 Default::default(),
