@@ -222,6 +222,7 @@ fn snapshot() -> Snapshot {
         )]),
         nodes: vec![],
         failsafe: DecisionConfig::default().failsafe(INTERVAL),
+        anomalies: vec![],
     }
 }
 

@@ -2,6 +2,7 @@
 //! clocks, no async. Everything here is a function of its inputs and is unit-tested with plain `#[test]`s.
 
 pub mod admission;
+pub mod anomaly;
 pub mod backtest;
 pub mod cluster;
 pub mod connections;

@@ -186,6 +186,8 @@ pub struct Snapshot {
     pub nodes: Vec<NodeInputs>,
     /// Input ages past which reads fall back to raw, then fail.
     pub failsafe: FailSafe,
+    /// Anomalies active on this tick and those that ended on it, per deployment (see [`crate::anomaly`]).
+    pub anomalies: Vec<crate::anomaly::Anomaly>,
 }
 
 /// Read-time staleness limits carried with a snapshot, so readers apply the engine's configuration.

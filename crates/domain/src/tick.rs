@@ -130,6 +130,8 @@ pub fn step(
         unmeasured,
         nodes: observation.nodes,
         failsafe: config.failsafe(interval_millis),
+        // Filled by the anomaly detectors once they run in the tick (issue 16).
+        anomalies: Vec::new(),
     }
 }
 
