@@ -187,15 +187,6 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         }
         _ => bail!("give exactly one of --trace FILE or --scenario NAME"),
     };
-    let range = crate::domain::cluster::SHORT_WINDOW_SECONDS;
-    if !u32::try_from(args.short_window.as_secs()).is_ok_and(|s| range.contains(&s)) {
-        bail!(
-            "--short-window must be {}s to {}s, not {:?}",
-            range.start(),
-            range.end(),
-            args.short_window
-        );
-    }
     let mut config = configure(args, config);
     config.start_millis = start;
     config.score_from_millis = args.warmup.as_millis() as i64;
