@@ -204,10 +204,14 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     store.register_metrics(&telemetry);
     let prom = Arc::new(crate::prom::PromClient::new(args.prom.clone())?.with_clock(clock.clone()));
     let short_window_seconds = prom.templates().pod_cpu_short_window_seconds;
-    let client = args.k8s.client().await?;
+    let (client, server) = args.k8s.connect().await?;
     let cancel = CancellationToken::new();
-    let cluster =
-        crate::k8s::ClusterWatch::start(client, cancel.clone(), args.k8s.probe_interval());
+    let cluster = crate::k8s::ClusterWatch::start_at(
+        client,
+        server,
+        cancel.clone(),
+        args.k8s.probe_interval(),
+    );
     let listeners = bind(&args.server).await?;
     let source = crate::dataplane::DataPlaneSource::new(
         cluster,
