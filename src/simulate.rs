@@ -78,10 +78,13 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
             if c.total() > 0 {
                 // On stderr, so `--json` output stays one document.
                 eprintln!(
-                    "simulate: {}: of {} rows, left out {} NaN/infinite and {} with a repeated timestamp; \
-                     read {} negative values as 0",
+                    "simulate: {}: of {} rows, sorted {} out of time order (the first at line {}), left out {} \
+                     NaN/infinite and {} with a repeated timestamp, read {} negative values as 0",
                     path.display(),
                     trace.rows,
+                    c.out_of_order,
+                    c.first_out_of_order_line
+                        .map_or("-".to_string(), |l| l.to_string()),
                     c.not_finite,
                     c.duplicate_time,
                     c.negative

@@ -1,9 +1,10 @@
 //! Reading a workload trace file for `simulate`: a CSV-like text file with a header row, an optional timestamp
 //! column and a value column, as real exports come (comma, semicolon or tab separated; NAB, Azure, Google and
 //! spreadsheet exports). Bad rows are never silently used: a row that cannot be read is an error naming the row
-//! and what was expected; rows that can be read but cannot be load (NaN, infinite) or repeat a timestamp are
-//! dropped, negative values (noise around zero in some exports) are read as 0, and all of them are counted in
-//! [`Trace::cleaned`], which `simulate` reports.
+//! and what was expected; rows out of time order are sorted (some real exports repeat an hour), rows that can
+//! be read but cannot be load (NaN, infinite) or repeat a timestamp are dropped, negative values (noise around
+//! zero in some exports) are read as 0, and all of them are counted in [`Trace::cleaned`], which `simulate`
+//! reports.
 
 use std::path::{Path, PathBuf};
 
@@ -35,14 +36,18 @@ pub struct Cleaned {
     pub not_finite: usize,
     /// Rows kept with their negative value read as 0 (load cannot be negative).
     pub negative: usize,
-    /// Rows left out: their timestamp repeats the previous row's (only the first row of a time is considered).
+    /// Rows left out: their timestamp repeats an earlier row's (the first in the file is kept).
     pub duplicate_time: usize,
+    /// Rows whose timestamp is before the previous row's: the rows are sorted by time before use.
+    pub out_of_order: usize,
+    /// The first such row's line number.
+    pub first_out_of_order_line: Option<usize>,
 }
 
 impl Cleaned {
     /// Rows left out or changed.
     pub fn total(&self) -> usize {
-        self.not_finite + self.negative + self.duplicate_time
+        self.not_finite + self.negative + self.duplicate_time + self.out_of_order
     }
 }
 
@@ -164,8 +169,9 @@ pub fn parse(text: &str, column: Option<&str>, step_seconds: Option<f64>) -> Res
         ));
     }
     let mut dropped = Cleaned::default();
-    let mut points: Vec<(i64, f64)> = Vec::with_capacity(rows.len());
-    let mut previous_time = None;
+    // (time, value) of every row in file order; then sorted by time (stably, so of rows with the same time the
+    // first in the file comes first), with rows out of order counted: some real exports repeat an hour.
+    let mut read: Vec<(i64, f64)> = Vec::with_capacity(rows.len());
     for (index, (line, row)) in rows.iter().enumerate() {
         let cell = row.get(value_col).copied().unwrap_or("");
         let value = number(cell).ok_or_else(|| {
@@ -184,19 +190,22 @@ pub fn parse(text: &str, column: Option<&str>, step_seconds: Option<f64>) -> Res
             }
             (None, None) => unreachable!("checked above"),
         };
-        // Order and repeats are judged against the previous row read, kept or not.
-        if let Some(previous) = previous_time.replace(t) {
-            if t < previous {
-                return Err(format!(
-                    "line {line}: timestamp {} is before the previous row's; sort the rows by time (e.g. \
-                     `sort -t, -k1,1` after the header)",
-                    row.get(time_col.unwrap_or(0)).copied().unwrap_or("")
-                ));
-            }
-            if t == previous {
-                dropped.duplicate_time += 1;
-                continue;
-            }
+        if read.last().is_some_and(|&(previous, _)| t < previous) {
+            dropped.out_of_order += 1;
+            dropped.first_out_of_order_line.get_or_insert(*line);
+        }
+        read.push((t, value));
+    }
+    if dropped.out_of_order > 0 {
+        read.sort_by_key(|&(t, _)| t);
+    }
+    let mut points: Vec<(i64, f64)> = Vec::with_capacity(read.len());
+    let mut previous_time = None;
+    for (t, value) in read {
+        // Repeats are judged against the previous row in time order, kept or not.
+        if previous_time.replace(t) == Some(t) {
+            dropped.duplicate_time += 1;
+            continue;
         }
         if !value.is_finite() {
             dropped.not_finite += 1;
@@ -307,11 +316,19 @@ mod tests {
     }
 
     #[test]
-    fn out_of_order_rows_are_refused_with_their_line() {
+    fn out_of_order_rows_are_sorted_and_counted_with_their_line() {
         // This trace made `simulate` panic with "capacity overflow" (exit 101).
-        let e = err("timestamp,value\n100,1\n200,2\n150,3\n300,4\n");
-        assert!(e.starts_with("line 4: timestamp 150 is before"), "{e}");
-        assert!(e.contains("sort"), "{e}");
+        let t = ok("timestamp,value\n100,1\n200,2\n150,3\n300,4\n");
+        assert_eq!(t.cleaned.out_of_order, 1);
+        assert_eq!(t.cleaned.first_out_of_order_line, Some(4));
+        assert_eq!(t.series.step_millis, 50_000);
+        assert_eq!(t.series.values, vec![1.0, 3.0, 2.0, 2.0, 4.0]);
+        // An hour exported twice (NAB's machine_temperature_system_failure): sorted, the repeats left out, the
+        // first of each time kept.
+        let t = ok("timestamp,value\n0,1\n60,2\n120,3\n60,20\n120,30\n180,4\n");
+        assert_eq!(t.cleaned.out_of_order, 1);
+        assert_eq!(t.cleaned.duplicate_time, 2);
+        assert_eq!(t.series.values, vec![1.0, 2.0, 3.0, 4.0]);
     }
 
     #[test]
@@ -322,7 +339,8 @@ mod tests {
             Cleaned {
                 not_finite: 2,
                 negative: 1,
-                duplicate_time: 1
+                duplicate_time: 1,
+                ..Cleaned::default()
             }
         );
         assert_eq!(t.rows, 6);
