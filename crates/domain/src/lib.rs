@@ -7,6 +7,7 @@ pub mod backtest;
 pub mod cluster;
 pub mod connections;
 pub mod contract;
+pub mod cost;
 pub mod decision;
 pub mod extender;
 pub mod forecast;
