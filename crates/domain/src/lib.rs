@@ -15,6 +15,7 @@ pub mod hpa;
 pub mod model;
 pub mod pod;
 pub mod quantity;
+pub mod rightsizing;
 pub mod scenarios;
 pub mod selector;
 #[doc(hidden)]
