@@ -26,9 +26,9 @@ use crate::model::UnixMillis;
 pub const HALF_LIFE_MILLIS: i64 = 24 * 3_600_000;
 /// Each bucket is 5% wider than the one before (`model/aggregations_config.go`, `DefaultHistogramBucketSizeGrowth`).
 pub const BUCKET_GROWTH: f64 = 0.05;
-/// Size of the first CPU bucket, cores. VPA versions differ: 0.01 core in older ones, 0.001 core in the one read
-/// (`model/aggregations_config.go`, `cpuHistogramOptions`, at commit 115087573e54); the finer one is used so the
-/// 25m minimum is not one bucket wide.
+/// Size of the first CPU bucket, cores. VPA versions differ: 0.001 core in the one read
+/// (`model/aggregations_config.go`, `cpuHistogramOptions`, at commit 115087573e54), 0.01 core in others; the
+/// finer one is used so the 25m minimum is not one bucket wide.
 pub const CPU_FIRST_BUCKET_CORES: f64 = 0.001;
 /// Largest CPU value with its own bucket, cores (`cpuHistogramOptions`: 1000 cores).
 pub const CPU_MAX_CORES: f64 = 1000.0;
