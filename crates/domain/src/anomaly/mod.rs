@@ -3,6 +3,8 @@
 //! HTTP API lists and the alert router delivers. The detectors themselves are pure functions of the tick's inputs
 //! and their own small per-deployment state, so `serve`, `demo` and `simulate` all see the same anomalies.
 
+pub mod learned;
+
 use crate::model::{DeploymentKey, UnixMillis};
 
 /// What kind of unusual behaviour was seen.
