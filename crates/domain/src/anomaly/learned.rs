@@ -32,6 +32,21 @@ impl Default for LearnedConfig {
     }
 }
 
+impl LearnedConfig {
+    /// Sets a numeric field by name (for experiments such as the NAB example's `--set`); false if unknown.
+    pub fn set(&mut self, field: &str, value: f64) -> bool {
+        match field {
+            "threshold" => self.threshold = value,
+            "long_half_life" => self.long_half_life = value,
+            "short_half_life" => self.short_half_life = value,
+            "likelihood_half_life" => self.likelihood_half_life = value,
+            "warmup" => self.warmup = value as u32,
+            _ => return false,
+        }
+        true
+    }
+}
+
 /// A learned anomaly detector for one series: a few floats of state, O(1) work per point.
 #[derive(Debug, Clone)]
 pub struct LearnedDetector {

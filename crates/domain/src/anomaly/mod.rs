@@ -4,6 +4,7 @@
 //! and their own small per-deployment state, so `serve`, `demo` and `simulate` all see the same anomalies.
 
 pub mod learned;
+pub mod nab;
 
 use crate::model::{DeploymentKey, UnixMillis};
 
