@@ -49,6 +49,7 @@ fn main() {
     ));
     let mut only: Option<Vec<String>> = None;
     let mut published: Option<PathBuf> = None;
+    let mut per_file: Option<f64> = None;
     let mut config = LearnedConfig::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -62,6 +63,7 @@ fn main() {
             "--only" => only = Some(value().split(',').map(str::to_owned).collect()),
             "--published" => published = Some(PathBuf::from(value())),
             "--set" => set(&mut config, &value()),
+            "--per-file" => per_file = Some(value().parse().unwrap_or(f64::NAN)),
             other => die(&format!("unknown argument {other}")),
         }
     }
@@ -95,7 +97,16 @@ fn main() {
              per detector (size_of, no heap)",
             std::mem::size_of::<LearnedDetector>()
         );
-        table.push(("learned (ours)".into(), score_all(&files, &scores)));
+        let scored = score_all(&files, &scores);
+        if let Some(at) = per_file {
+            // NaN (a non-number): at the standard profile's chosen threshold.
+            print_per_file(
+                &files,
+                &scores,
+                if at.is_nan() { scored[0].threshold } else { at },
+            );
+        }
+        table.push(("learned (ours)".into(), scored));
     }
     if wanted("gaussian") {
         let start = Instant::now();
@@ -170,6 +181,36 @@ fn main() {
 
     if let Some(checkout) = published {
         rescore_published(&checkout, &files);
+    }
+}
+
+/// Per file, at the given threshold: windows found (with the first detection's position in the window, 0 at
+/// its start and 1 at its end) and detections outside windows.
+fn print_per_file(files: &[File], scores: &[Vec<f64>], threshold: f64) {
+    println!("per file at threshold {threshold}:");
+    for (f, s) in files.iter().zip(scores) {
+        let probation = f.series.probation_rows();
+        let inside = |i: usize| f.series.windows.iter().any(|&(a, b)| a <= i && i <= b);
+        let fp = (probation..f.series.rows)
+            .filter(|&i| s[i] >= threshold && !inside(i))
+            .count();
+        let found: Vec<String> = f
+            .series
+            .windows
+            .iter()
+            .map(
+                |&(a, b)| match (a.max(probation)..=b).find(|&i| s[i] >= threshold) {
+                    Some(i) => format!("{:.2}", (i - a) as f64 / (b - a) as f64),
+                    None if b < probation => "prob".into(),
+                    None => "miss".into(),
+                },
+            )
+            .collect();
+        println!(
+            "  {:<60} fp {fp:>3}  windows [{}]",
+            f.series.name,
+            found.join(" ")
+        );
     }
 }
 

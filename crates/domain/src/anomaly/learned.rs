@@ -2,6 +2,16 @@
 //! points into an anomaly score in [0, 1]. It is pure (no clock, no IO): the tick feeds it one point per series
 //! per tick and compares the score with [`LearnedConfig::threshold`]. Its settings are fixed globally (no
 //! per-series tuning); `docs/anomaly-benchmark.md` shows how they score on the Numenta Anomaly Benchmark.
+//!
+//! Three stages, each O(1) per point:
+//! 1. A raw surprise in [0, 1] per point: how far the value (and the short-term mean) lies from the running
+//!    distribution of the series, as the two-sided normal probability `1 - 2 Q(|z|)`.
+//! 2. An anomaly likelihood (as in Numenta's HTM detector): the raw surprise averaged over the last few points,
+//!    compared with the running distribution of that average; the score is the log of its tail probability,
+//!    scaled so that a tail of 1e-10 scores 1. A series that is always noisy thus raises its own bar.
+//! 3. A spatial check (also from Numenta's detector): a value beyond the range seen so far, by more than a
+//!    margin of that range, scores 1. After a score at or above the threshold, later crossings are held below
+//!    it for a while: one event, one report.
 
 use crate::model::UnixMillis;
 
@@ -12,22 +22,32 @@ pub struct LearnedConfig {
     pub threshold: f64,
     /// Half-life, in points, of the running mean and variance of the value.
     pub long_half_life: f64,
-    /// Half-life, in points, of the short-term average of the raw score.
+    /// Half-life, in points, of the short-term mean of the value (its distance from the long mean is a second
+    /// raw surprise, for shifts hidden in noise).
     pub short_half_life: f64,
-    /// Half-life, in points, of the running distribution of the raw score (the "likelihood" baseline).
+    /// Points averaged into the short-term raw surprise (at most [`LearnedDetector::RING`]).
+    pub average_points: usize,
+    /// Half-life, in points, of the running distribution of the averaged raw surprise.
     pub likelihood_half_life: f64,
     /// Points seen before any non-zero score is returned (the statistics are not yet meaningful).
     pub warmup: u32,
+    /// Margin, as a fraction of the range seen so far, beyond which a new extreme scores 1 (0 disables).
+    pub spatial_tolerance: f64,
+    /// Points after a reported anomaly during which further crossings are held below the threshold.
+    pub suppress_points: u32,
 }
 
 impl Default for LearnedConfig {
     fn default() -> Self {
         LearnedConfig {
-            threshold: 0.999,
+            threshold: 0.5,
             long_half_life: 500.0,
-            short_half_life: 3.0,
-            likelihood_half_life: 1000.0,
+            short_half_life: 5.0,
+            average_points: 16,
+            likelihood_half_life: 3000.0,
             warmup: 300,
+            spatial_tolerance: 0.02,
+            suppress_points: 200,
         }
     }
 }
@@ -39,27 +59,39 @@ impl LearnedConfig {
             "threshold" => self.threshold = value,
             "long_half_life" => self.long_half_life = value,
             "short_half_life" => self.short_half_life = value,
+            "average_points" => self.average_points = value as usize,
             "likelihood_half_life" => self.likelihood_half_life = value,
             "warmup" => self.warmup = value as u32,
+            "spatial_tolerance" => self.spatial_tolerance = value,
+            "suppress_points" => self.suppress_points = value as u32,
             _ => return false,
         }
         true
     }
 }
 
-/// A learned anomaly detector for one series: a few floats of state, O(1) work per point.
+/// A learned anomaly detector for one series: a fixed-size state (no heap), O(1) work per point.
 #[derive(Debug, Clone)]
 pub struct LearnedDetector {
+    threshold: f64,
     long_alpha: f64,
     short_alpha: f64,
     likelihood_alpha: f64,
+    average_points: usize,
     warmup: u32,
+    spatial_tolerance: f64,
+    suppress_points: u32,
     seen: u32,
     mean: f64,
     var: f64,
-    short_raw: f64,
+    short_mean: f64,
+    min: f64,
+    max: f64,
+    ring: [f64; LearnedDetector::RING],
+    ring_sum: f64,
     raw_mean: f64,
     raw_var: f64,
+    quiet_for: u32,
 }
 
 /// The EWMA weight of the newest point for a half-life in points.
@@ -67,20 +99,45 @@ fn alpha(half_life: f64) -> f64 {
     1.0 - 0.5f64.powf(1.0 / half_life.max(1.0))
 }
 
+/// Running EWMA mean and variance update.
+fn ewma(mean: &mut f64, var: &mut f64, alpha: f64, x: f64) {
+    let d = x - *mean;
+    *mean += alpha * d;
+    *var = (1.0 - alpha) * (*var + alpha * d * d);
+}
+
+/// Scores are `-log10(tail) / LOG_SCALE`: a tail probability of 1e-10 scores 1.
+const LOG_SCALE: f64 = 10.0;
+
+/// The raw surprise saturates at a two-sided tail of 10^-RAW_CAP.
+const RAW_CAP: f64 = 10.0;
+
 impl LearnedDetector {
+    /// Most points the short-term average of the raw surprise can span.
+    pub const RING: usize = 16;
+
     /// A detector with no history.
     pub fn new(config: &LearnedConfig) -> Self {
         LearnedDetector {
+            threshold: config.threshold,
             long_alpha: alpha(config.long_half_life),
             short_alpha: alpha(config.short_half_life),
             likelihood_alpha: alpha(config.likelihood_half_life),
+            average_points: config.average_points.clamp(1, Self::RING),
             warmup: config.warmup,
+            spatial_tolerance: config.spatial_tolerance,
+            suppress_points: config.suppress_points,
             seen: 0,
             mean: 0.0,
             var: 0.0,
-            short_raw: 0.0,
+            short_mean: 0.0,
+            min: 0.0,
+            max: 0.0,
+            ring: [0.0; Self::RING],
+            ring_sum: 0.0,
             raw_mean: 0.0,
             raw_var: 0.0,
+            quiet_for: 0,
         }
     }
 
@@ -92,30 +149,69 @@ impl LearnedDetector {
         if self.seen == 0 {
             self.seen = 1;
             self.mean = value;
+            self.short_mean = value;
+            self.min = value;
+            self.max = value;
             return 0.0;
         }
+        // Spatial: beyond the range seen so far by more than the tolerance.
+        let range = self.max - self.min;
+        let spatial = self.spatial_tolerance > 0.0
+            && range > 0.0
+            && (value > self.max + self.spatial_tolerance * range
+                || value < self.min - self.spatial_tolerance * range);
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+
         // Floor the spread so that a flat series does not make every wiggle infinitely surprising.
         let floor = (1e-3 * self.mean.abs()).max(1e-9);
         let std = self.var.sqrt().max(floor);
-        let z = (value - self.mean).abs() / std;
-        let raw = 1.0 - normal_tail(z) * 2.0;
-        let d = value - self.mean;
-        self.mean += self.long_alpha * d;
-        self.var = (1.0 - self.long_alpha) * (self.var + self.long_alpha * d * d);
+        let z_point = (value - self.mean).abs() / std;
+        self.short_mean += self.short_alpha * (value - self.short_mean);
+        let z_short = (self.short_mean - self.mean).abs() / std
+            * ((2.0 - self.short_alpha) / self.short_alpha).sqrt();
+        // Surprise in bits of evidence: -log10 of the two-sided tail, capped. Sparse (mostly small, large for
+        // the rare point far out), which is what the likelihood stage needs to separate events from noise.
+        let raw = (-(2.0 * normal_tail(z_point.max(z_short)))
+            .max(1e-300)
+            .log10()
+            / RAW_CAP)
+            .min(1.0);
+        ewma(&mut self.mean, &mut self.var, self.long_alpha, value);
 
-        self.short_raw += self.short_alpha * (raw - self.short_raw);
-        let dr = raw - self.raw_mean;
-        self.raw_mean += self.likelihood_alpha * dr;
-        self.raw_var =
-            (1.0 - self.likelihood_alpha) * (self.raw_var + self.likelihood_alpha * dr * dr);
+        // The short-term average of the raw surprise over the last `average_points` points.
+        let slot = self.seen as usize % self.average_points;
+        self.ring_sum += raw - self.ring[slot];
+        self.ring[slot] = raw;
+        let n = (self.seen as usize).min(self.average_points) as f64;
+        let average = self.ring_sum / n;
+        // Tail probability of that average under the running distribution of past averages.
+        let raw_std = self.raw_var.sqrt().max(0.01);
+        let tail = normal_tail((average - self.raw_mean) / raw_std);
+        ewma(
+            &mut self.raw_mean,
+            &mut self.raw_var,
+            self.likelihood_alpha,
+            average,
+        );
         self.seen = self.seen.saturating_add(1);
         if self.seen <= self.warmup {
             return 0.0;
         }
-        let raw_std = self.raw_var.sqrt().max(1e-4);
-        // Either a point far outside the value's distribution, or a run of unusually high raw scores.
-        let likelihood = 1.0 - normal_tail((self.short_raw - self.raw_mean) / raw_std);
-        raw.max(likelihood).clamp(0.0, 1.0)
+        let mut score = (-tail.max(1e-300).log10() / LOG_SCALE).clamp(0.0, 1.0);
+        if spatial {
+            score = 1.0;
+        }
+        // One event, one report: hold later crossings below the threshold for a while.
+        if self.quiet_for > 0 {
+            self.quiet_for -= 1;
+            if score >= self.threshold {
+                score = self.threshold * 0.5 * score;
+            }
+        } else if score >= self.threshold {
+            self.quiet_for = self.suppress_points;
+        }
+        score
     }
 }
 
