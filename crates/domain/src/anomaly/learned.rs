@@ -206,7 +206,7 @@ impl LearnedDetector {
         if self.quiet_for > 0 {
             self.quiet_for -= 1;
             if score >= self.threshold {
-                score = self.threshold * 0.5 * score;
+                score *= self.threshold * 0.5;
             }
         } else if score >= self.threshold {
             self.quiet_for = self.suppress_points;
