@@ -35,6 +35,13 @@ pub struct LearnedConfig {
     pub spatial_tolerance: f64,
     /// Points after a reported anomaly during which further crossings are held below the threshold.
     pub suppress_points: u32,
+    /// How the point surprise combines the models: 0 = the running mean only; 1 = the model (running mean or
+    /// time-of-day profile) with the lower running squared error; 2 = the least surprised of the running mean,
+    /// the time-of-day profile and the previous value; 3 = like 1, and the short-term surprise is also taken
+    /// from the chosen model's residual (the default: the only one that finds a missing daily peak).
+    pub mode: u32,
+    /// Half-life, in days, of each time-of-day bin's offset from the running mean.
+    pub season_half_life_days: f64,
 }
 
 impl Default for LearnedConfig {
@@ -48,6 +55,8 @@ impl Default for LearnedConfig {
             warmup: 300,
             spatial_tolerance: 0.02,
             suppress_points: 200,
+            mode: 3,
+            season_half_life_days: 3.0,
         }
     }
 }
@@ -64,6 +73,8 @@ impl LearnedConfig {
             "warmup" => self.warmup = value as u32,
             "spatial_tolerance" => self.spatial_tolerance = value,
             "suppress_points" => self.suppress_points = value as u32,
+            "mode" => self.mode = value as u32,
+            "season_half_life_days" => self.season_half_life_days = value,
             _ => return false,
         }
         true
@@ -92,6 +103,21 @@ pub struct LearnedDetector {
     raw_mean: f64,
     raw_var: f64,
     quiet_for: u32,
+    mode: u32,
+    season_half_life_days: f64,
+    last: f64,
+    last_at: UnixMillis,
+    /// Running mean interval between points, in milliseconds.
+    interval: f64,
+    /// Per time-of-day bin: the running offset of the value from the running mean.
+    offset: [f32; LearnedDetector::BINS],
+    /// Per bin: points seen (saturating), to trust an offset only once it has some history.
+    bin_seen: [u8; LearnedDetector::BINS],
+    season_mse: f64,
+    global_mse: f64,
+    step_mse: f64,
+    /// Short-term mean of the time-of-day model's residual.
+    season_short: f64,
 }
 
 /// The EWMA weight of the newest point for a half-life in points.
@@ -115,6 +141,8 @@ const RAW_CAP: f64 = 10.0;
 impl LearnedDetector {
     /// Most points the short-term average of the raw surprise can span.
     pub const RING: usize = 16;
+    /// Time-of-day bins (one per hour).
+    pub const BINS: usize = 24;
 
     /// A detector with no history.
     pub fn new(config: &LearnedConfig) -> Self {
@@ -138,11 +166,22 @@ impl LearnedDetector {
             raw_mean: 0.0,
             raw_var: 0.0,
             quiet_for: 0,
+            mode: config.mode,
+            season_half_life_days: config.season_half_life_days,
+            last: 0.0,
+            last_at: 0,
+            interval: 0.0,
+            offset: [0.0; Self::BINS],
+            bin_seen: [0; Self::BINS],
+            season_mse: 0.0,
+            global_mse: 0.0,
+            step_mse: 0.0,
+            season_short: 0.0,
         }
     }
 
     /// Feeds one point and returns its anomaly score in [0, 1] (0 during warm-up and for non-finite values).
-    pub fn update(&mut self, _at: UnixMillis, value: f64) -> f64 {
+    pub fn update(&mut self, at: UnixMillis, value: f64) -> f64 {
         if !value.is_finite() {
             return 0.0;
         }
@@ -152,8 +191,21 @@ impl LearnedDetector {
             self.short_mean = value;
             self.min = value;
             self.max = value;
+            self.last = value;
+            self.last_at = at;
             return 0.0;
         }
+        let dt = (at - self.last_at) as f64;
+        if dt > 0.0 {
+            self.interval = if self.interval == 0.0 {
+                dt
+            } else {
+                self.interval + 0.01 * (dt - self.interval)
+            };
+        }
+        self.last_at = at;
+        const DAY: i64 = 86_400_000;
+        let bin = (at.rem_euclid(DAY) * Self::BINS as i64 / DAY) as usize;
         // Spatial: beyond the range seen so far by more than the tolerance.
         let range = self.max - self.min;
         let spatial = self.spatial_tolerance > 0.0
@@ -166,12 +218,68 @@ impl LearnedDetector {
         // Floor the spread so that a flat series does not make every wiggle infinitely surprising.
         let floor = (1e-3 * self.mean.abs()).max(1e-9);
         let std = self.var.sqrt().max(floor);
-        let z_point = (value - self.mean).abs() / std;
+        let z_global = (value - self.mean).abs() / std;
+        // Time-of-day model: the running mean plus this hour's running offset.
+        let seasonal_ready = self.bin_seen[bin] >= 3;
+        let season_prediction = self.mean
+            + if seasonal_ready {
+                f64::from(self.offset[bin])
+            } else {
+                0.0
+            };
+        let season_residual = value - season_prediction;
+        let step_residual = value - self.last;
+        let mse_floor = floor * floor;
+        let z_season = season_residual.abs() / self.season_mse.max(mse_floor).sqrt();
+        let z_step = step_residual.abs() / self.step_mse.max(mse_floor).sqrt();
+        self.season_short += self.short_alpha * (season_residual - self.season_short);
+        let short_gain = ((2.0 - self.short_alpha) / self.short_alpha).sqrt();
+        let z_season_short =
+            self.season_short.abs() / self.season_mse.max(mse_floor).sqrt() * short_gain;
+        let use_season = seasonal_ready && self.season_mse < self.global_mse;
+        let z_point = match self.mode {
+            0 => z_global,
+            1 if seasonal_ready && self.season_mse < self.global_mse => z_season,
+            1 => z_global,
+            _ => z_global
+                .min(if seasonal_ready { z_season } else { z_global })
+                .min(z_step),
+        };
+        let global_residual = value - self.mean;
+        self.global_mse += self.long_alpha * (global_residual * global_residual - self.global_mse);
+        if seasonal_ready {
+            self.season_mse +=
+                self.long_alpha * (season_residual * season_residual - self.season_mse);
+        } else {
+            self.season_mse +=
+                self.long_alpha * (global_residual * global_residual - self.season_mse);
+        }
+        self.step_mse += self.long_alpha * (step_residual * step_residual - self.step_mse);
+        // Points per bin per day, from the observed interval, sets the bin's learning rate.
+        let per_bin_per_day = if self.interval > 0.0 {
+            DAY as f64 / self.interval / Self::BINS as f64
+        } else {
+            12.0
+        };
+        let bin_alpha = alpha(self.season_half_life_days * per_bin_per_day);
+        self.offset[bin] += (bin_alpha * (global_residual - f64::from(self.offset[bin]))) as f32;
+        self.bin_seen[bin] = self.bin_seen[bin].saturating_add(1);
+        self.last = value;
         self.short_mean += self.short_alpha * (value - self.short_mean);
         let z_short = (self.short_mean - self.mean).abs() / std
             * ((2.0 - self.short_alpha) / self.short_alpha).sqrt();
         // Surprise in bits of evidence: -log10 of the two-sided tail, capped. Sparse (mostly small, large for
         // the rare point far out), which is what the likelihood stage needs to separate events from noise.
+        let z_short = if self.mode == 3 && use_season {
+            z_season_short
+        } else {
+            z_short
+        };
+        let z_point = if self.mode == 3 && use_season {
+            z_season
+        } else {
+            z_point
+        };
         let raw = (-(2.0 * normal_tail(z_point.max(z_short)))
             .max(1e-300)
             .log10()
