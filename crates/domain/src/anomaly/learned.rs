@@ -517,4 +517,93 @@ mod tests {
         assert!(shift >= LearnedConfig::default().threshold, "shift {shift}");
         assert_eq!(d.update(0, f64::NAN), 0.0);
     }
+
+    const FIVE_MINUTES: i64 = 300_000;
+
+    /// A deterministic noise in [-1, 1] (an LCG, so the test needs no RNG crate).
+    fn noise(state: &mut u64) -> f64 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+
+    /// Five-minute points of a daily cycle (peak at noon) with noise; `skip_peak_on` removes one day's peak.
+    fn daily(days: i64, skip_peak_on: Option<i64>) -> Vec<(i64, f64)> {
+        let mut seed = 7;
+        (0..days * 288)
+            .map(|i| {
+                let at = i * FIVE_MINUTES;
+                let hour = (i % 288) as f64 / 12.0;
+                let peak = if skip_peak_on == Some(i / 288) {
+                    0.0
+                } else {
+                    1.0
+                };
+                let v =
+                    20.0 + 30.0 * peak * (-(hour - 12.0).powi(2) / 8.0).exp() + noise(&mut seed);
+                (at, v)
+            })
+            .collect()
+    }
+
+    fn reports(points: &[(i64, f64)], from: usize) -> Vec<usize> {
+        let config = LearnedConfig::default();
+        let mut d = LearnedDetector::new(&config);
+        points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(at, v))| {
+                (d.update(at, v) >= config.threshold && i >= from).then_some(i)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_regular_daily_cycle_raises_nothing_and_a_missing_peak_is_reported() {
+        // The hourly offsets learn with a half-life of 3 days: after 4 days of learning, 8 normal days raise
+        // nothing.
+        assert_eq!(reports(&daily(12, None), 4 * 288), Vec::<usize>::new());
+        // The same, with day 8's peak missing: reported, during that day's would-be peak hours.
+        let found = reports(&daily(12, Some(8)), 4 * 288);
+        assert!(!found.is_empty(), "the missing peak was not reported");
+        let day_8 = 8 * 288..9 * 288;
+        assert!(
+            found.iter().all(|i| day_8.contains(i)),
+            "reports outside day 8: {found:?}"
+        );
+    }
+
+    #[test]
+    fn one_event_is_reported_once() {
+        // A flat noisy series with a level shift: the shift is reported once, not on every later point.
+        let mut seed = 3;
+        let points: Vec<(i64, f64)> = (0..3000)
+            .map(|i| {
+                (
+                    i * FIVE_MINUTES,
+                    if i < 2000 { 10.0 } else { 30.0 } + noise(&mut seed),
+                )
+            })
+            .collect();
+        let found = reports(&points, 0);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!((2000..2010).contains(&found[0]), "{found:?}");
+    }
+
+    #[test]
+    fn state_is_small_and_fixed() {
+        // No heap: the whole state is the struct. The NAB benchmark reports the same number.
+        assert!(std::mem::size_of::<LearnedDetector>() <= 512);
+        // Clones are independent and deterministic.
+        let mut a = LearnedDetector::new(&LearnedConfig::default());
+        for i in 0..500 {
+            a.update(i * FIVE_MINUTES, (i % 7) as f64);
+        }
+        let mut b = a.clone();
+        assert_eq!(
+            a.update(500 * FIVE_MINUTES, 3.0),
+            b.update(500 * FIVE_MINUTES, 3.0)
+        );
+    }
 }
