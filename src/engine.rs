@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::domain::decision::DecisionConfig;
 use crate::domain::forecast::online::Board;
 use crate::domain::model::{Observation, Snapshot, UnixMillis};
-use crate::domain::tick::{self, DecisionStates};
+use crate::domain::tick::{self, TickStates};
 use crate::telemetry::{OutcomeLabels, Telemetry};
 
 /// Why a source could not produce an observation this tick.
@@ -52,8 +52,8 @@ pub struct Engine<S: Source> {
     pub telemetry: Arc<Telemetry>,
     /// Decision settings.
     pub decision: DecisionConfig,
-    /// Decision memory between ticks.
-    pub states: DecisionStates,
+    /// Decision and anomaly-detector memory between ticks (the detectors' thresholds with it).
+    pub states: TickStates,
     /// The forecasting task's board, when forecasting runs.
     pub forecasts: Option<watch::Receiver<Arc<Board>>>,
 }
@@ -75,7 +75,7 @@ impl<S: Source> Engine<S> {
             publish,
             telemetry,
             decision,
-            states: DecisionStates::new(),
+            states: TickStates::default(),
             forecasts: None,
         };
         (engine, snapshots)
@@ -167,7 +167,7 @@ mod tests {
         at: UnixMillis,
         deployments: Vec<DeploymentInputs>,
         unmeasured: Vec<Unmeasured>,
-        states: &mut DecisionStates,
+        states: &mut TickStates,
         previous: Option<&Snapshot>,
     ) -> Snapshot {
         let observation = Observation {
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn unknown_usage_keeps_the_last_good_value_ageing_into_the_failsafe() {
-        let mut states = DecisionStates::new();
+        let mut states = TickStates::default();
         let t1 = 1_000_000;
         let first = step(
             t1,
@@ -215,7 +215,14 @@ mod tests {
         assert_eq!(second.deployments[&key], good);
         let u = &second.unmeasured[&key];
         assert_eq!((u.since, u.last_good_at), (t2, Some(t1)));
-        assert!(states.contains_key(&key), "decision memory is kept");
+        assert!(
+            states.decisions.contains_key(&key),
+            "decision memory is kept"
+        );
+        assert!(
+            states.detectors.contains_key(&key),
+            "detector memory is kept"
+        );
 
         let t3 = t2 + 15_000;
         let third = step(t3, vec![], vec![unknown("api")], &mut states, Some(&second));
@@ -248,7 +255,7 @@ mod tests {
 
     #[test]
     fn never_measured_is_a_503_with_the_reason_not_a_zero() {
-        let mut states = DecisionStates::new();
+        let mut states = TickStates::default();
         let snapshot = step(1_000, vec![], vec![unknown("new")], &mut states, None);
         assert!(snapshot.deployments.is_empty());
         assert_eq!(

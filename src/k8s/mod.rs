@@ -304,7 +304,7 @@ pub struct ClusterWatch {
     replica_sets: Cache<ReplicaSetEntry>,
     pods: Cache<PodEntry>,
     nodes: Cache<NodeInfo>,
-    hpas: Cache<Option<(String, f64)>>,
+    hpas: Cache<Option<convert::HpaTarget>>,
     status: Arc<Status>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -412,7 +412,9 @@ impl ClusterWatch {
             .into_iter()
             .map(|(key, d)| {
                 let mut info = DeploymentInfo::clone(&d);
-                info.hpa_target_percent = targets.get(&key).copied();
+                let hpa = targets.get(&key);
+                info.hpa_target_percent = hpa.map(|t| t.percent);
+                info.hpa_max_replicas = hpa.map(|t| t.max_replicas);
                 info
             })
             .collect();
