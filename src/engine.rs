@@ -14,7 +14,8 @@ use crate::domain::decision::DecisionConfig;
 use crate::domain::forecast::online::Board;
 use crate::domain::model::{Observation, Snapshot, UnixMillis};
 use crate::domain::tick::{self, DecisionStates};
-use crate::telemetry::{OutcomeLabels, Telemetry};
+use crate::store::{AnomalyHistory, AnomalyWriter};
+use crate::telemetry::{AnomalyMetrics, OutcomeLabels, Telemetry};
 
 /// Why a source could not produce an observation this tick.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,10 @@ pub struct Engine<S: Source> {
     pub states: DecisionStates,
     /// The forecasting task's board, when forecasting runs.
     pub forecasts: Option<watch::Receiver<Arc<Board>>>,
+    /// Anomaly counters and gauges, updated after each publish.
+    pub anomaly_metrics: AnomalyMetrics,
+    /// Where anomalies are written after each publish, when they are kept.
+    pub anomaly_writer: Option<AnomalyWriter>,
 }
 
 impl<S: Source> Engine<S> {
@@ -68,6 +73,7 @@ impl<S: Source> Engine<S> {
         decision: DecisionConfig,
     ) -> (Self, watch::Receiver<Option<Arc<Snapshot>>>) {
         let (publish, snapshots) = watch::channel(None);
+        let anomaly_metrics = AnomalyMetrics::new(&telemetry);
         let engine = Engine {
             source,
             clock,
@@ -77,6 +83,8 @@ impl<S: Source> Engine<S> {
             decision,
             states: DecisionStates::new(),
             forecasts: None,
+            anomaly_metrics,
+            anomaly_writer: None,
         };
         (engine, snapshots)
     }
@@ -122,7 +130,9 @@ impl<S: Source> Engine<S> {
                     .ticks
                     .get_or_create(&OutcomeLabels { outcome: "ok" })
                     .inc();
-                self.publish.send_replace(Some(Arc::new(snapshot)));
+                let snapshot = Arc::new(snapshot);
+                self.publish.send_replace(Some(snapshot.clone()));
+                self.published(previous.as_deref(), &snapshot);
             }
             Err(error) => {
                 self.telemetry
@@ -131,6 +141,23 @@ impl<S: Source> Engine<S> {
                     .inc();
                 tracing::warn!(%error, "observation failed; keeping the last snapshot");
             }
+        }
+    }
+}
+
+impl<S: Source> Engine<S> {
+    /// Writes the anomalies of each published snapshot to `history` (see [`AnomalyWriter`]).
+    pub fn with_anomaly_history(mut self, history: AnomalyHistory) -> Self {
+        self.anomaly_writer = Some(AnomalyWriter::new(history));
+        self
+    }
+
+    /// After a publish: the anomaly metrics, and the anomaly history's writes (handed to a task, never awaited
+    /// here, so the tick does no IO).
+    fn published(&mut self, previous: Option<&Snapshot>, snapshot: &Snapshot) {
+        self.anomaly_metrics.observe(previous, snapshot);
+        if let Some(writer) = &mut self.anomaly_writer {
+            writer.observe(&snapshot.anomalies);
         }
     }
 }
