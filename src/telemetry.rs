@@ -234,10 +234,12 @@ impl AnomalyMetrics {
     fn all_labels() -> impl Iterator<Item = AnomalyLabels> {
         use crate::domain::anomaly::{AnomalyKind, Severity};
         AnomalyKind::ALL.into_iter().flat_map(|kind| {
-            Severity::ALL.into_iter().map(move |severity| AnomalyLabels {
-                r#type: kind.as_str(),
-                severity: severity.as_str(),
-            })
+            Severity::ALL
+                .into_iter()
+                .map(move |severity| AnomalyLabels {
+                    r#type: kind.as_str(),
+                    severity: severity.as_str(),
+                })
         })
     }
 

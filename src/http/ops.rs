@@ -2,10 +2,10 @@
 //! served value and lists the anomalies (docs/api.md).
 
 use axum::extract::{RawQuery, State};
-use axum::{Extension, Json, Router};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiPath, AppState};
