@@ -296,3 +296,88 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod anomaly_hook_tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::domain::anomaly::{Anomaly, AnomalyKind, Severity};
+    use crate::domain::model::DeploymentKey;
+    use crate::store::anomalies::AnomalyQuery;
+
+    /// A source that never observes: the hook is driven by hand.
+    struct Silent;
+
+    impl Source for Silent {
+        async fn observe(&mut self, _now: UnixMillis) -> Result<Observation, SourceError> {
+            Err(SourceError {
+                source_name: "silent",
+                message: "never observes".into(),
+            })
+        }
+    }
+
+    fn snapshot(at: UnixMillis, anomalies: Vec<Anomaly>) -> Snapshot {
+        let observation = Observation {
+            at,
+            measured_at: at,
+            deployments: vec![],
+            unmeasured: vec![],
+            nodes: vec![],
+        };
+        let mut snapshot = tick::step(
+            observation,
+            Duration::from_secs(15),
+            &DecisionConfig::default(),
+            &mut DecisionStates::new(),
+            None,
+            None,
+        );
+        snapshot.anomalies = anomalies;
+        snapshot
+    }
+
+    #[tokio::test]
+    async fn after_each_publish_anomalies_are_counted_once_and_written_to_the_history() {
+        let telemetry = Arc::new(Telemetry::new());
+        let history = AnomalyHistory::in_memory();
+        let (engine, _snapshots) = Engine::new(
+            Silent,
+            Arc::new(SystemClock),
+            Duration::from_secs(15),
+            telemetry.clone(),
+            DecisionConfig::default(),
+        );
+        let mut engine = engine.with_anomaly_history(history.clone());
+        let spike = Anomaly {
+            key: DeploymentKey::new("shop", "api"),
+            kind: AnomalyKind::CpuSpike,
+            severity: Severity::Critical,
+            started_at: 1_000,
+            last_seen_at: 1_000,
+            ended_at: None,
+            expected: 40.0,
+            actual: 97.0,
+            score: 1.0,
+            summary: "CPU 97% where 40% was expected".into(),
+        };
+        let first = snapshot(1_000, vec![spike.clone()]);
+        engine.published(None, &first);
+        let mut later = spike.clone();
+        later.last_seen_at = 16_000;
+        let second = snapshot(16_000, vec![later.clone()]);
+        engine.published(Some(&first), &second);
+
+        let exposition = telemetry.encode();
+        let series = "smart_autoscaler_anomalies_total{type=\"cpu_spike\",severity=\"critical\"} 1";
+        assert!(exposition.contains(series), "{exposition}");
+        let active =
+            "smart_autoscaler_anomalies_active{type=\"cpu_spike\",severity=\"critical\"} 1";
+        assert!(exposition.contains(active), "{exposition}");
+        // Written when it started, not again for a later sighting.
+        assert_eq!(
+            history.query(&AnomalyQuery::default()).await.unwrap(),
+            vec![spike]
+        );
+    }
+}
