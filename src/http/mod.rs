@@ -340,6 +340,15 @@ pub fn metrics_router(state: AppState) -> Router {
     finish(ops::routes(), state, "metrics")
 }
 
+/// The metrics router with the anomaly history behind `/api/v1/anomalies` (handed to the handler as a request
+/// extension, so [`AppState`] stays as it is); without it the endpoint lists the current snapshot's anomalies only.
+pub fn metrics_router_with_anomalies(
+    state: AppState,
+    history: crate::store::AnomalyHistory,
+) -> Router {
+    metrics_router(state).layer(axum::Extension(history))
+}
+
 fn finish(routes: Router<AppState>, state: AppState, server: &'static str) -> Router {
     routes
         .fallback(not_found)
