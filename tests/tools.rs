@@ -808,6 +808,58 @@ fn every_combination_of_components_renders_and_validates() {
 }
 
 #[test]
+fn the_overlay_in_the_install_guide_renders_as_documented() {
+    let guide = std::fs::read_to_string(Path::new(ROOT).join("docs/install.md")).unwrap();
+    let start = guide
+        .find("```yaml\n# my-cluster/kustomization.yaml\n")
+        .expect("docs/install.md shows my-cluster/kustomization.yaml");
+    let block = &guide[start + "```yaml\n".len()..];
+    let overlay = &block[..block.find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let up = "../".repeat(dir.path().components().count() - 1);
+    let overlay = overlay.replace(
+        "../smart-autoscaler/manifests",
+        &format!("{up}{}/manifests", ROOT.trim_start_matches('/')),
+    );
+    std::fs::write(dir.path().join("kustomization.yaml"), overlay).unwrap();
+    let objects = kustomize(dir.path());
+    let problems = [all_schema_problems(&objects), reference_problems(&objects)].concat();
+    assert!(problems.is_empty(), "{problems:#?}");
+    for k in [
+        "Certificate",
+        "ServiceMonitor",
+        "NetworkPolicy",
+        "PriorityClass",
+    ] {
+        assert!(
+            all(&objects, k).count() > 0,
+            "the guide's overlay renders no {k}"
+        );
+    }
+    // The overlay's settings land where the guide says.
+    let config: Vec<&Value> = all(&objects, "ConfigMap").collect();
+    assert_eq!(config.len(), 1);
+    assert_eq!(
+        config[0]["data"]["SMART_AUTOSCALER_PROMETHEUS_URL"],
+        "http://prometheus-k8s.monitoring.svc:9090"
+    );
+    let policy = find(&objects, "NetworkPolicy", "smart-autoscaler").unwrap();
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"],
+        "172.16.0.0/28"
+    );
+    assert_eq!(
+        policy["spec"]["ingress"][2]["from"][0]["podSelector"]["matchLabels"]["prometheus"],
+        "k8s"
+    );
+    let deploy = find(&objects, "Deployment", "smart-autoscaler").unwrap();
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.com/smart-autoscaler:0.1.0"
+    );
+}
+
+#[test]
 fn the_schema_check_reports_misspelled_and_mistyped_fields() {
     let text =
         std::fs::read_to_string(Path::new(ROOT).join("tests/fixtures/manifests/misspelled.yaml"))
@@ -903,5 +955,11 @@ fn example_hpa_uses_the_metric_contract() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("kind: HorizontalPodAutoscaler"));
+    let objects = parse_yaml(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        objects.iter().map(kind).collect::<Vec<_>>(),
+        ["HorizontalPodAutoscaler"]
+    );
+    let problems = all_schema_problems(&objects);
+    assert!(problems.is_empty(), "{problems:#?}");
 }
