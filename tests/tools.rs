@@ -763,7 +763,17 @@ fn every_combination_of_components_renders_and_validates() {
                     assert_eq!(count("ServiceMonitor"), on(c) as usize, "{chosen:?}")
                 }
                 "prometheusrule" => assert_eq!(count("PrometheusRule") > 0, on(c), "{chosen:?}"),
-                "networkpolicy" => assert_eq!(count("NetworkPolicy"), on(c) as usize, "{chosen:?}"),
+                "networkpolicy" => {
+                    assert_eq!(count("NetworkPolicy"), on(c) as usize, "{chosen:?}");
+                    if let Some(np) = find(&objects, "NetworkPolicy", "smart-autoscaler") {
+                        // The placeholder docs/install.md describes: TEST-NET-1, which matches nothing.
+                        assert_eq!(
+                            np["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"],
+                            "192.0.2.0/24"
+                        );
+                        assert_eq!(np["spec"]["policyTypes"], serde_json::json!(["Ingress"]));
+                    }
+                }
                 "priorityclass" => {
                     assert_eq!(count("PriorityClass"), on(c) as usize, "{chosen:?}");
                     assert_eq!(
@@ -857,6 +867,30 @@ fn the_overlay_in_the_install_guide_renders_as_documented() {
         deploy["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.example.com/smart-autoscaler:0.1.0"
     );
+}
+
+#[test]
+fn the_second_scheduler_runs_the_documented_configuration() {
+    let objects = render_with(&["scheduler"]);
+    let config =
+        find(&objects, "ConfigMap", "smart-scheduler-config").expect("smart-scheduler-config");
+    let embedded = parse_yaml(config["data"]["config.yaml"].as_str().unwrap());
+    let documented = parse_yaml(
+        &std::fs::read_to_string(
+            Path::new(ROOT).join("manifests/scheduler/kube-scheduler-config.yaml"),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        embedded, documented,
+        "smart-scheduler.yaml and kube-scheduler-config.yaml differ"
+    );
+    let extender = &documented[0]["extenders"][0];
+    assert_eq!(
+        extender["urlPrefix"],
+        "https://smart-autoscaler.smart-autoscaler.svc:443/scheduler"
+    );
+    assert_eq!(extender["ignorable"], true);
 }
 
 #[test]
