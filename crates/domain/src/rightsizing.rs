@@ -686,6 +686,20 @@ pub fn plan_requests(input: &PlanInput, cpu_cores: f64, memory_bytes: Option<f64
             reason: format!("recommended CPU request {cpu_cores} cores is not positive"),
         };
     }
+    // A pod of a million cores or a petabyte is a unit error upstream; refusing it keeps every product finite.
+    if r > 1e6 || cpu_cores > 1e6 || m > 1e15 || memory_bytes.is_some_and(|b| b > 1e15) || d > 1e12
+    {
+        return PodPlan::Invalid {
+            reason: format!(
+                "implausible sizes: request {r} cores / {m} bytes, recommended {cpu_cores} cores, demand {d} cores"
+            ),
+        };
+    }
+    if !input.price.is_valid() {
+        return PodPlan::Invalid {
+            reason: format!("price {:?} is not finite and non-negative", input.price),
+        };
+    }
     let m_new = memory_bytes
         .filter(|b| b.is_finite() && *b >= 0.0)
         .unwrap_or(m);
@@ -1227,6 +1241,24 @@ mod tests {
             ),
             (input, 0.0),
             (input, f64::NAN),
+            (input, 1e300),
+            (
+                PlanInput {
+                    cpu_request_cores: 1e300,
+                    ..input
+                },
+                0.25,
+            ),
+            (
+                PlanInput {
+                    price: Price {
+                        cpu_per_core_hour: f64::NAN,
+                        memory_per_gib_hour: 0.0,
+                    },
+                    ..input
+                },
+                0.25,
+            ),
         ] {
             assert!(
                 matches!(plan_requests(&input, cpu, None), PodPlan::Invalid { .. }),
