@@ -235,6 +235,9 @@ impl DecayingHistogram {
             return false;
         }
         let w = weight * self.decay_factor(at);
+        if !w.is_finite() || !(self.total_weight + w).is_finite() {
+            return false;
+        }
         if self.weights.is_empty() {
             self.weights = vec![0.0; self.scale.buckets()];
         }
@@ -269,7 +272,7 @@ impl DecayingHistogram {
                 .saturating_add(HALF_LIFE_MILLIS / 2)
                 .div_euclid(HALF_LIFE_MILLIS)
                 .saturating_mul(HALF_LIFE_MILLIS);
-            let shift = (self.reference_millis - new_reference) / HALF_LIFE_MILLIS;
+            let shift = self.reference_millis.saturating_sub(new_reference) / HALF_LIFE_MILLIS;
             // Weights shrink by 2^shift (shift < 0); those below f64's range become 0, which is what they are.
             let factor = 2f64.powi(shift.clamp(-2000, 0) as i32);
             for w in &mut self.weights {
@@ -278,7 +281,7 @@ impl DecayingHistogram {
             self.total_weight *= factor;
             self.reference_millis = new_reference;
         }
-        2f64.powf((at - self.reference_millis) as f64 / HALF_LIFE_MILLIS as f64)
+        2f64.powf(at.saturating_sub(self.reference_millis) as f64 / HALF_LIFE_MILLIS as f64)
     }
 
     /// The `p`-th percentile (0..=1) as VPA's `Percentile` computes it: the end of the first bucket at which the
@@ -388,7 +391,9 @@ impl ContainerHistory {
             }
         } else {
             let interval = MEMORY_AGGREGATION_INTERVAL_MILLIS;
-            let shift = (at - window_end) / interval * interval + interval;
+            let shift = (at.saturating_sub(window_end) / interval)
+                .saturating_mul(interval)
+                .saturating_add(interval);
             let end = window_end.saturating_add(shift);
             self.memory_window_end = Some(end);
             self.memory_peaks.add(bytes, 1.0, end);
@@ -401,7 +406,7 @@ impl ContainerHistory {
     /// (`logic/estimator.go`, `getConfidence`).
     pub fn confidence_days(&self) -> f64 {
         let span = match (self.first_sample_at, self.last_sample_at) {
-            (Some(a), Some(b)) => (b - a) as f64 / 86_400_000.0,
+            (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 86_400_000.0,
             _ => 0.0,
         };
         span.min(self.total_samples as f64 / SAMPLES_PER_CONFIDENCE_DAY)
@@ -412,21 +417,9 @@ impl ContainerHistory {
     pub fn recommend(&self, containers_per_pod: usize) -> ContainerRecommendation {
         let confidence = self.confidence_days();
         let span_hours = match (self.first_sample_at, self.last_sample_at) {
-            (Some(a), Some(b)) => (b - a) as f64 / 3_600_000.0,
+            (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 3_600_000.0,
             _ => 0.0,
         };
-        if confidence < MIN_HISTORY_DAYS || self.cpu.is_empty() {
-            return ContainerRecommendation::NotEnoughData {
-                container: self.container.clone(),
-                history_hours: span_hours,
-                samples: self.total_samples,
-                reason: format!(
-                    "{:.1} h of history and {} samples give {:.2} days of confidence; {MIN_HISTORY_DAYS} needed \
-                     (a day of samples, one a minute or more)",
-                    span_hours, self.total_samples, confidence
-                ),
-            };
-        }
         let share = 1.0 / containers_per_pod.max(1) as f64;
         let bounds = |h: &DecayingHistogram, min: f64| -> Option<Bounds> {
             let with_margin = |p: f64| h.percentile(p).map(|v| v * (1.0 + SAFETY_MARGIN));
@@ -441,8 +434,19 @@ impl ContainerHistory {
                 upper: upper.max(min),
             })
         };
-        let cpu =
-            bounds(&self.cpu, POD_MIN_CPU_CORES * share).expect("the CPU histogram is not empty");
+        let cpu = bounds(&self.cpu, POD_MIN_CPU_CORES * share);
+        let (Some(cpu), true) = (cpu, confidence >= MIN_HISTORY_DAYS) else {
+            return ContainerRecommendation::NotEnoughData {
+                container: self.container.clone(),
+                history_hours: span_hours,
+                samples: self.total_samples,
+                reason: format!(
+                    "{:.1} h of history and {} samples give {:.2} days of confidence; {MIN_HISTORY_DAYS} needed \
+                     (a day of samples, one a minute or more)",
+                    span_hours, self.total_samples, confidence
+                ),
+            };
+        };
         let memory = bounds(&self.memory_peaks, POD_MIN_MEMORY_BYTES * share);
         ContainerRecommendation::Ready(ContainerRequests {
             container: self.container.clone(),
@@ -682,6 +686,20 @@ pub fn plan_requests(input: &PlanInput, cpu_cores: f64, memory_bytes: Option<f64
             reason: format!("recommended CPU request {cpu_cores} cores is not positive"),
         };
     }
+    // A pod of a million cores or a petabyte is a unit error upstream; refusing it keeps every product finite.
+    if r > 1e6 || cpu_cores > 1e6 || m > 1e15 || memory_bytes.is_some_and(|b| b > 1e15) || d > 1e12
+    {
+        return PodPlan::Invalid {
+            reason: format!(
+                "implausible sizes: request {r} cores / {m} bytes, recommended {cpu_cores} cores, demand {d} cores"
+            ),
+        };
+    }
+    if !input.price.is_valid() {
+        return PodPlan::Invalid {
+            reason: format!("price {:?} is not finite and non-negative", input.price),
+        };
+    }
     let m_new = memory_bytes
         .filter(|b| b.is_finite() && *b >= 0.0)
         .unwrap_or(m);
@@ -722,9 +740,9 @@ pub fn plan_requests(input: &PlanInput, cpu_cores: f64, memory_bytes: Option<f64
             min_replicas,
             max_replicas,
         } => {
-            if !(target.is_finite() && target > 0.0) {
+            if !(target.is_finite() && target > 0.0 && target <= 10.0) {
                 return PodPlan::Invalid {
-                    reason: format!("HPA target {target} is not a positive fraction"),
+                    reason: format!("HPA target {target} is not a fraction in (0, 10]"),
                 };
             }
             if r <= 0.0 {
@@ -1038,6 +1056,25 @@ mod tests {
     }
 
     #[test]
+    fn extreme_times_and_weights_neither_panic_nor_poison() {
+        let mut c = ContainerHistory::new("app");
+        assert!(c.add_cpu(i64::MIN, 0.2, 0.5));
+        assert!(c.add_cpu(0, 0.2, 1e300));
+        assert!(c.add_cpu(i64::MAX, 0.2, 0.5));
+        assert!(c.add_memory(i64::MIN, 1e8));
+        assert!(c.add_memory(i64::MAX, 2e8));
+        assert!(c.cpu.total_weight.is_finite());
+        // A weight that would make the total infinite is refused.
+        let mut h = DecayingHistogram::new(Scale::Cpu);
+        assert!(h.add(1.0, f64::MAX / 2.0, T0));
+        assert!(!h.add(1.0, f64::MAX, T0 + DAY));
+        assert!(!h.add(1.0, f64::MAX / 1.5, T0 + DAY));
+        assert!(h.total_weight.is_finite());
+        let _ = c.recommend(1);
+        let _ = serde_json::to_string(&c).unwrap();
+    }
+
+    #[test]
     fn memory_keeps_one_peak_per_day() {
         let mib = 1024.0 * 1024.0;
         let mut c = ContainerHistory::new("app");
@@ -1195,8 +1232,33 @@ mod tests {
                 },
                 0.25,
             ),
+            (
+                PlanInput {
+                    scaling: hpa(1e300, 1),
+                    ..input
+                },
+                0.25,
+            ),
             (input, 0.0),
             (input, f64::NAN),
+            (input, 1e300),
+            (
+                PlanInput {
+                    cpu_request_cores: 1e300,
+                    ..input
+                },
+                0.25,
+            ),
+            (
+                PlanInput {
+                    price: Price {
+                        cpu_per_core_hour: f64::NAN,
+                        memory_per_gib_hour: 0.0,
+                    },
+                    ..input
+                },
+                0.25,
+            ),
         ] {
             assert!(
                 matches!(plan_requests(&input, cpu, None), PodPlan::Invalid { .. }),
