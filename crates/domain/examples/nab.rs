@@ -369,6 +369,26 @@ fn rescore_published(checkout: &Path, here: &[File]) {
             let (stamps, scores) = parse_csv(&csv, "anomaly_score");
             all.push((series(name, &stamps, windows), scores));
         }
+        if det == "windowedGaussian" {
+            // Row by row: our reproduction against NAB's published scores, on the files here.
+            let (mut same, mut rows, mut worst) = (0usize, 0usize, 0.0f64);
+            for f in here {
+                let Some((_, published)) = all.iter().find(|(s, _)| s.name == f.series.name) else {
+                    continue;
+                };
+                let mut g = WindowedGaussian::new();
+                for (v, p) in f.values.iter().zip(published) {
+                    let ours = round_12(g.update(*v));
+                    rows += 1;
+                    same += usize::from(ours == *p);
+                    worst = worst.max((ours - p).abs());
+                }
+            }
+            println!(
+                "windowed Gaussian, ours vs NAB's published rows here: {same} of {rows} identical (12 digits), \
+                 largest difference {worst:e}"
+            );
+        }
         let corpus: Vec<(&LabelledSeries, &[f64])> =
             all.iter().map(|(s, v)| (s, v.as_slice())).collect();
         let subset: Vec<(&LabelledSeries, &[f64])> = corpus
