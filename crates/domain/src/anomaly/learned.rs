@@ -301,8 +301,10 @@ impl LearnedDetector {
         } else {
             288.0
         };
+        // Each hour of the day is visited per day as often as each hour of the week is per week, so one rate
+        // serves both: a half-life of `season_half_life_days` days (weeks) of visits.
+        let a = alpha(self.season_half_life_days * per_day / DAILY_BINS as f64);
         if self.mode >= 1 {
-            let a = alpha(self.season_half_life_days * per_day / DAILY_BINS as f64);
             let seen =
                 self.daily
                     .assess(at, global_residual, self.short_alpha, mse_floor, short_gain);
@@ -312,8 +314,6 @@ impl LearnedDetector {
             }
         }
         if self.mode >= 2 {
-            // Per week, each hour of the week is visited as often as each hour of the day is per day.
-            let a = alpha(self.season_half_life_days * per_day / DAILY_BINS as f64);
             let seen =
                 self.weekly
                     .assess(at, global_residual, self.short_alpha, mse_floor, short_gain);
