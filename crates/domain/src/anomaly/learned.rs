@@ -19,12 +19,13 @@ use crate::model::UnixMillis;
 /// Settings of the learned detector. One global configuration serves every series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LearnedConfig {
-    /// Score at or above which the caller reports an anomaly.
+    /// Score at or above which the caller reports an anomaly. The detector also uses it: after a score at or
+    /// above it, later crossings are held below it for `suppress_points` points, so one event crosses once.
     pub threshold: f64,
     /// Half-life, in points, of the running mean and variance of the value.
     pub long_half_life: f64,
-    /// Half-life, in points, of the short-term mean of the value (its distance from the long mean is a second
-    /// raw surprise, for shifts hidden in noise).
+    /// Half-life, in points, of the short-term mean of each model's residual (a second raw surprise, for shifts
+    /// hidden in noise).
     pub short_half_life: f64,
     /// Points averaged into the short-term raw surprise (at most [`LearnedDetector::RING`]).
     pub average_points: usize,
