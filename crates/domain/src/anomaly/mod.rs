@@ -4,6 +4,8 @@
 //! and their own small per-deployment state, so `serve`, `demo` and `simulate` all see the same anomalies.
 
 pub mod detect;
+pub mod learned;
+pub mod nab;
 pub mod rules;
 
 pub use detect::DetectorStates;
