@@ -10,6 +10,7 @@
 //! | rollup hour | 169 | 12 five-minute slots of 14 bytes: count u16, cpu mean/max/p95 f16, memory mean/max f16, replicas max u16 |
 //! | prediction | 17 | horizon s u32, value f32, lower f32, upper f32 |
 //! | decision | 1 + n | JSON bytes |
+//! | anomaly (key = id + start time + kind code u8, see [`super::anomalies`]) | 45 + n | severity u8, ended u8 (0 or 1), last seen ms i64, ended ms i64, expected f64, actual f64, score f64, summary length u16, summary UTF-8 |
 //!
 //! Samples are `f32` (7 significant digits). Rollups are IEEE half-precision `f16` (11 significant bits: 70% is
 //! stored to within 0.03 percentage points; finite values above 65504 saturate), which keeps 30 days of
@@ -64,6 +65,8 @@ pub enum DecodeError {
         /// Found.
         found: usize,
     },
+    /// A field holds a value no build writes (an unknown code, text that is not UTF-8).
+    Invalid(&'static str),
 }
 
 impl std::fmt::Display for DecodeError {
@@ -74,6 +77,7 @@ impl std::fmt::Display for DecodeError {
             DecodeError::Length { expected, found } => {
                 write!(f, "{found} bytes, expected {expected}")
             }
+            DecodeError::Invalid(what) => write!(f, "invalid {what}"),
         }
     }
 }
