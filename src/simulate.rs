@@ -188,6 +188,20 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
             m.max_replicas
         )?;
     }
+    for r in &runs {
+        if let Some(counts) = &r.metrics.anomalies {
+            let cells: Vec<String> = counts
+                .iter()
+                .map(|(k, n)| format!("{} {n}", k.as_str()))
+                .collect();
+            writeln!(
+                out,
+                "anomalies opened ({}): {}",
+                serde_json::to_value(r.mode)?.as_str().unwrap_or(""),
+                cells.join(", ")
+            )?;
+        }
+    }
     if let Some(f) = runs.iter().find_map(|r| r.forecast.as_ref()) {
         writeln!(
             out,
@@ -318,4 +332,43 @@ fn plot_svg(path: &Path, title: &str, runs: &[Run], target: f64) -> Result<()> {
     root.present()
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Simulate {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    fn args(line: &[&str]) -> SimulateArgs {
+        use clap::Parser;
+        Simulate::try_parse_from([&["simulate"], line].concat())
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn a_scenario_counts_the_anomalies_the_tick_opened() {
+        // The flash sale: load jumps several-fold within minutes and the HPA chases it.
+        let json = run(&args(&["--scenario", "flash_sale_event", "--json"])).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let counts = &v["smart"]["anomalies"];
+        for kind in crate::domain::anomaly::AnomalyKind::ALL {
+            assert!(counts[kind.as_str()].is_u64(), "{kind:?} missing: {counts}");
+        }
+        assert!(counts["cpu_spike"].as_u64().unwrap() >= 1, "{counts}");
+        assert!(counts["scaling_thrash"].as_u64().unwrap() >= 1, "{counts}");
+        // Runs that do not go through the tick have no counts; the existing fields are unchanged.
+        assert!(v["plain"].get("anomalies").is_none(), "{}", v["plain"]);
+        assert!(v["smart"]["scale_events"].is_u64());
+        let text = run(&args(&["--scenario", "flash_sale_event"])).unwrap();
+        assert!(
+            text.contains("anomalies opened (smart): cpu_spike "),
+            "{text}"
+        );
+    }
 }

@@ -192,7 +192,9 @@ const TEMPLATES: [Template; 4] = [
         request_milli: 1000,
         hpa_target: 80.0,
         min_replicas: 2,
-        max_replicas: 16,
+        // Too few for a batch window (9 cores want 12 pods at 80%): the HPA sits at maxReplicas with CPU above
+        // 85% for the window's 40 minutes, which the anomaly detectors report as persistent high CPU.
+        max_replicas: 8,
         warmup_s: 0.0,
         annotations: &[],
     },
@@ -655,6 +657,11 @@ mod tests {
             }
             assert_eq!(published.nodes, serve.nodes, "tick {tick}");
             assert_eq!(
+                serde_json::to_value(&published.anomalies).unwrap(),
+                serde_json::to_value(&serve.anomalies).unwrap(),
+                "tick {tick}"
+            );
+            assert_eq!(
                 (published.collected_at, published.measured_at),
                 (serve.collected_at, serve.measured_at)
             );
@@ -674,5 +681,57 @@ mod tests {
         assert!(starting_seen > 0);
         assert_eq!(demo_last.deployments.len(), 4);
         assert!(demo_last.unmeasured.is_empty());
+    }
+
+    /// Issue 16: the demo's snapshots show anomalies as they happen. A batch window (9 cores from 00:00 for 40
+    /// minutes) jumps far beyond batch-processor's quiet hours and, at its maxReplicas, holds its CPU above 85% well
+    /// past 15 minutes; both are in the published snapshot while they hold and end once the window closes.
+    #[test]
+    fn a_batch_window_shows_a_spike_and_persistent_high_cpu() {
+        use crate::domain::anomaly::AnomalyKind;
+        let start = 20 * 24 * HOUR - 30 * 60_000;
+        let mut c = DemoCluster::new(11, start);
+        let config = DecisionConfig::default();
+        let mut states = TickStates::default();
+        let mut last = Snapshot::default();
+        let batch = DeploymentKey::new(NAMESPACE, "batch-processor");
+        let mut seen = std::collections::BTreeMap::new();
+        let mut ended = std::collections::BTreeSet::new();
+        for i in 0..(90 * 4) {
+            let obs = c.observe_at(start + i * 15_000);
+            last = tick::step(
+                obs,
+                Duration::from_secs(15),
+                &config,
+                &mut states,
+                None,
+                Some(&last),
+            );
+            c.apply_hpa(&last);
+            for a in &last.anomalies {
+                seen.entry((a.key.name.clone(), a.kind))
+                    .or_insert_with(|| a.clone());
+                if a.ended_at.is_some() {
+                    ended.insert((a.key.name.clone(), a.kind));
+                }
+            }
+        }
+        let spike = &seen[&("batch-processor".to_string(), AnomalyKind::CpuSpike)];
+        assert!(spike.actual > spike.expected, "{spike:?}");
+        assert_eq!(spike.key, batch);
+        let high = &seen[&(
+            "batch-processor".to_string(),
+            AnomalyKind::PersistentHighCpu,
+        )];
+        assert!(high.summary.contains("maxReplicas"), "{high:?}");
+        // The window opened at midnight: the high-CPU anomaly opened at least 15 minutes into it.
+        assert!(high.started_at >= 20 * 24 * HOUR + 15 * 60_000, "{high:?}");
+        assert!(
+            ended.contains(&(
+                "batch-processor".to_string(),
+                AnomalyKind::PersistentHighCpu
+            )),
+            "{ended:?}"
+        );
     }
 }

@@ -209,7 +209,7 @@ pub struct RunMetrics {
     /// Anomalies the tick's detectors opened in the scored part, per kind (`cpu_spike`, ...; every kind, zeros
     /// included). Only runs that go through the tick (smart, predictive) have them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub anomalies: Option<BTreeMap<&'static str, u32>>,
+    pub anomalies: Option<BTreeMap<AnomalyKind, u32>>,
 }
 
 /// One point of a run's timeline (one per HPA sync).
@@ -411,8 +411,8 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
     // The tick's memory between collections, as the engine keeps it: decision states and the last snapshot.
     let key = DeploymentKey::new("simulate", "trace");
     let mut states = TickStates::new(DetectorStates::new(config.anomaly.clone()));
-    let mut anomalies: BTreeMap<&'static str, u32> =
-        AnomalyKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
+    let mut anomalies: BTreeMap<AnomalyKind, u32> =
+        AnomalyKind::ALL.iter().map(|k| (*k, 0)).collect();
     let mut last: Option<Snapshot> = None;
     let mut served = 0.0;
     let mut forecaster = match (mode, &config.forecast) {
@@ -584,7 +584,7 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                     }
                     if now >= config.score_from_millis {
                         for a in snapshot.anomalies.iter().filter(|a| a.started_at == at) {
-                            *anomalies.entry(a.kind.as_str()).or_default() += 1;
+                            *anomalies.entry(a.kind).or_default() += 1;
                         }
                     }
                     last = Some(snapshot);

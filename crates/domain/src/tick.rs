@@ -238,6 +238,7 @@ mod tests {
             thrash_changes: u32::MAX,
             high_cpu_millis: i64::MAX,
             deviation_millis: i64::MAX,
+            learned: None,
             ..AnomalyConfig::default()
         };
         let run = |mut states: TickStates| {

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use super::learned::LearnedDetector;
 use super::rules::{
     self, AnomalyConfig, Band, Blocked, Expectation, ExpectationSource, Finding,
     robust_center_spread,
@@ -151,6 +152,8 @@ pub struct DeploymentDetector {
     /// Since when actuals have been outside the forecast band, and on which side (`true`: above).
     outside: Held,
     outside_above: bool,
+    /// The learned detector, fed this deployment's utilization once per tick.
+    learned: Option<LearnedDetector>,
     tracks: BTreeMap<AnomalyKind, Track>,
 }
 
@@ -210,6 +213,16 @@ impl DeploymentDetector {
             }
         };
         let spike = expectation.and_then(|e| rules::cpu_spike(actual, &e, config));
+        // The learned detector sees every tick's utilization; its evidence names the recent median.
+        let learned = config.learned.as_ref().and_then(|c| {
+            let score = self
+                .learned
+                .get_or_insert_with(|| LearnedDetector::new(c))
+                .update(now, actual);
+            let recent = self.values.values(now, window);
+            let median = robust_center_spread(&recent).map_or(actual, |(m, _)| m);
+            rules::learned(actual, median, score, c.threshold)
+        });
         self.values.push(now, actual, window, cap);
         if let Some((expected, _)) = forecast_now {
             self.residuals.push(now, actual - expected, window, cap);
@@ -269,6 +282,7 @@ impl DeploymentDetector {
             (AnomalyKind::ScalingThrash, thrash),
             (AnomalyKind::PersistentHighCpu, high),
             (AnomalyKind::PatternDeviation, deviation),
+            (AnomalyKind::Learned, learned),
         ]
     }
 
@@ -705,5 +719,37 @@ mod tests {
         assert_eq!(ended.len(), 1);
         assert_eq!(ended[0].ended_at, Some(at(41)));
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn the_learned_detector_scores_every_tick_and_reports_at_its_threshold() {
+        let mut s = DetectorStates::default();
+        let threshold = s.config().learned.as_ref().unwrap().threshold;
+        // Past its warm-up on calm load: nothing.
+        let calm: Vec<(f64, u32)> = (0..400).map(|i| (50.0 + wobble(i, 2.0), 4)).collect();
+        assert!(
+            feed(&mut s, 0, &calm, None, AnomalyKind::Learned)
+                .iter()
+                .all(Option::is_none)
+        );
+        // Far beyond anything seen: the score reaches the threshold and the anomaly carries it.
+        let jump = feed(&mut s, 400, &[(95.0, 4); 5], None, AnomalyKind::Learned);
+        let a = jump[0]
+            .clone()
+            .expect("the learned detector reports the jump");
+        assert!(a.score >= threshold && a.score <= 1.0, "{a:?}");
+        assert!((a.expected - 50.0).abs() < 3.0, "{a:?}");
+        assert!(a.summary.contains("learned detector"), "{}", a.summary);
+        // Without it configured, no learned anomaly.
+        let mut off = DetectorStates::new(AnomalyConfig {
+            learned: None,
+            ..AnomalyConfig::default()
+        });
+        feed(&mut off, 0, &calm, None, AnomalyKind::Learned);
+        assert!(
+            feed(&mut off, 400, &[(95.0, 4); 5], None, AnomalyKind::Learned)
+                .iter()
+                .all(Option::is_none)
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! minutes": a value exactly on a threshold does not fire, a condition held exactly the window does.
 
 use super::Severity;
+use super::learned::LearnedConfig;
 
 /// Thresholds of every detector. The defaults are the ones documented in `docs/anomalies.md`.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +44,8 @@ pub struct AnomalyConfig {
     /// An anomaly ends once its rule has not held for this many consecutive ticks (hysteresis: one quiet tick
     /// in the middle of a spike does not end it and open a new one).
     pub clear_ticks: u32,
+    /// The learned detector's settings (its `threshold` is where a score becomes an anomaly); `None` runs none.
+    pub learned: Option<LearnedConfig>,
 }
 
 impl Default for AnomalyConfig {
@@ -63,6 +66,7 @@ impl Default for AnomalyConfig {
             min_band_fraction: 0.25,
             min_band_percent: 5.0,
             clear_ticks: 3,
+            learned: Some(LearnedConfig::default()),
         }
     }
 }
@@ -316,6 +320,31 @@ pub fn pattern_deviation(
     })
 }
 
+/// Learned: the learned detector's `score` for `actual` reached `threshold`; `expected` is the median of the
+/// deployment's recent values, for the reader (the detector's own expectation is internal to it).
+///
+/// Severity: warning when the score is at least halfway from the threshold to 1, info below that.
+pub fn learned(actual: f64, expected: f64, score: f64, threshold: f64) -> Option<Finding> {
+    if score.is_nan() || score < threshold {
+        return None;
+    }
+    let severity = if score >= (threshold + 1.0) / 2.0 {
+        Severity::Warning
+    } else {
+        Severity::Info
+    };
+    Some(Finding {
+        severity,
+        expected,
+        actual,
+        score: score.clamp(0.0, 1.0),
+        summary: format!(
+            "The learned detector scored CPU {actual:.1}% at {score:.2} (threshold {threshold:.2}); its recent \
+             median is {expected:.1}%."
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +416,22 @@ mod tests {
         };
         let f = cpu_spike(80.0, &baseline, &c).unwrap();
         assert!(f.summary.contains("no trusted forecast"), "{}", f.summary);
+    }
+
+    #[test]
+    fn learned_fires_at_its_threshold() {
+        assert_eq!(learned(90.0, 50.0, 0.49, 0.5), None);
+        let f = learned(90.0, 50.0, 0.5, 0.5).unwrap();
+        assert_eq!((f.severity, f.score), (Severity::Info, 0.5));
+        assert!(
+            f.summary.contains("0.50") && f.summary.contains("50.0%"),
+            "{}",
+            f.summary
+        );
+        assert_eq!(
+            learned(90.0, 50.0, 0.8, 0.5).unwrap().severity,
+            Severity::Warning
+        );
     }
 
     #[test]
