@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the external tools the tests use, if missing: kubectl (real Kubernetes client), prometheus and
-# promtool (Debian package `prometheus`). Idempotent; needs root (or sudo) for apt-get.
+# promtool (Debian package `prometheus`), prometheus-alertmanager (the alerting tests start a real one). Idempotent; needs root (or sudo) for apt-get.
 set -euo pipefail
 
 need=()
 command -v kubectl >/dev/null 2>&1 || need+=(kubectl)
 { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 [ "${#need[@]}" -eq 0 ] && exit 0
 
 SUDO=""
@@ -14,6 +15,6 @@ echo "hack/install-tools.sh: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-for tool in kubectl promtool prometheus; do
+for tool in kubectl promtool prometheus prometheus-alertmanager; do
   command -v "$tool" >/dev/null 2>&1 || { echo "hack/install-tools.sh: $tool still missing after install" >&2; exit 1; }
 done
