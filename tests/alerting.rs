@@ -807,3 +807,90 @@ async fn a_real_alertmanager_groups_resolves_and_gets_resends() {
     assert!(active.is_empty(), "{active:#?}");
     cancel.cancel();
 }
+
+/// The rule groups of the PrometheusRule in `rendered` (kustomize output), as a promtool rule file: the
+/// document's `spec:` block, one level less indented.
+fn rule_groups(rendered: &str) -> String {
+    let doc = rendered
+        .split("\n---\n")
+        .find(|d| d.lines().any(|l| l == "kind: PrometheusRule"))
+        .expect("a PrometheusRule is rendered");
+    let mut out = String::new();
+    let mut in_spec = false;
+    for line in doc.lines() {
+        if line == "spec:" {
+            in_spec = true;
+        } else if in_spec && !line.starts_with(' ') && !line.starts_with('-') {
+            in_spec = false;
+        } else if in_spec {
+            out.push_str(line.strip_prefix("  ").unwrap_or(line));
+            out.push('\n');
+        }
+    }
+    assert!(out.starts_with("groups:"), "{out}");
+    out
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("{cmd:?}: {e} (hack/install-tools.sh installs kubectl and promtool)")
+    });
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_prometheus_rule_component_passes_promtool() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    // The component on its own, and composed with the base manifests as docs/alerting.md says to use it (kustomize
+    // wants relative paths, so the overlay names the repository from the temporary directory).
+    let (ok, component) = run(Command::new("kubectl").args([
+        "kustomize",
+        &format!("{root}/manifests/components/prometheusrule"),
+    ]));
+    assert!(ok, "{component}");
+    let overlay = tempfile::tempdir().unwrap();
+    let up = overlay.path().components().count().saturating_sub(1);
+    let to_root = format!("{}{root}", "../".repeat(up).trim_end_matches('/'));
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!("resources:\n  - {to_root}/manifests\ncomponents:\n  - {to_root}/manifests/components/prometheusrule\n"),
+    )
+    .unwrap();
+    let (ok, full) = run(Command::new("kubectl").arg("kustomize").arg(overlay.path()));
+    assert!(ok, "{full}");
+    assert!(full.contains("kind: ServiceMonitor") && full.contains("kind: PrometheusRule"));
+    assert_eq!(rule_groups(&full), rule_groups(&component));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), rule_groups(&component)).unwrap();
+    let (ok, report) = run(Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(dir.path().join("rules.yaml")));
+    assert!(ok, "{report}");
+    assert!(report.contains("SUCCESS: 10 rules found"), "{report}");
+    let tests =
+        std::fs::read_to_string(format!("{root}/tests/fixtures/alerting/rules-test.yaml")).unwrap();
+    std::fs::write(dir.path().join("rules-test.yaml"), &tests).unwrap();
+    let (ok, report) = run(Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(dir.path().join("rules-test.yaml")));
+    assert!(ok, "{report}");
+    // promtool really compares: a wrong expectation fails.
+    std::fs::write(
+        dir.path().join("rules-test.yaml"),
+        tests.replace("\"75% of ticks", "\"76% of ticks"),
+    )
+    .unwrap();
+    let (ok, report) = run(Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(dir.path().join("rules-test.yaml")));
+    assert!(!ok, "a wrong expectation passed: {report}");
+}
