@@ -4,6 +4,8 @@
 //! Broken receivers (down, slow, 4xx/5xx, garbage, 429) must never hold up the snapshot channel or the other
 //! receivers. Nothing leaves the machine: every URL is on 127.0.0.1.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -893,4 +895,61 @@ fn the_prometheus_rule_component_passes_promtool() {
         .args(["test", "rules"])
         .arg(dir.path().join("rules-test.yaml")));
     assert!(!ok, "a wrong expectation passed: {report}");
+}
+
+#[tokio::test]
+async fn demo_runs_the_receivers_of_its_alerting_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerting.toml");
+    std::fs::write(
+        &path,
+        receiver(
+            "local",
+            "webhook",
+            &format!("http://127.0.0.1:{}/alerts", closed_port()),
+            "",
+        ),
+    )
+    .unwrap();
+    let server = common::DemoServer::start(&["--alerting-config", path.to_str().unwrap()]);
+    let metrics = reqwest::get(server.metrics_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "smart_autoscaler_alert_deliveries_total{receiver=\"local\",outcome=\"sent\"} 0",
+        "smart_autoscaler_alert_queue_dropped_total{receiver=\"local\"} 0",
+        "smart_autoscaler_alert_queue_depth{receiver=\"local\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from\n{metrics}");
+    }
+
+    // A malformed file stops the start, naming the file, the line and the field.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[receiver]]\nname = \"local\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1\"\ntimeout = 10\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_smart-autoscaler"))
+        .args([
+            "demo",
+            "--secure-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--alerting-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "invalid --alerting-config: {}:5: receiver[0].timeout: ",
+            bad.display()
+        )),
+        "{stderr}"
+    );
 }
