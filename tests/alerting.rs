@@ -523,7 +523,7 @@ async fn retry_after_is_honoured_and_full_queues_drop_the_oldest() {
             "tiny",
             "webhook",
             &format!("http://{addr}/slow"),
-            "queue_capacity = 2\ntimeout = \"5s\"\nmax_attempts = 1",
+            "queue_capacity = 2\ntimeout = \"20s\"\nmax_attempts = 1",
         ),
     ]
     .concat();
