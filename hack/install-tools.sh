@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the external tools the tests use, if missing: kubectl (real Kubernetes client), prometheus and
-# promtool (Debian package `prometheus`), prometheus-alertmanager (the alerting tests start a real one). Idempotent; needs root (or sudo) for apt-get.
+# promtool (Debian package `prometheus`), prometheus-alertmanager (tests/alerting.rs starts a real one).
+# Idempotent; needs root (or sudo) for apt-get.
 set -euo pipefail
 
 need=()
