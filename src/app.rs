@@ -326,7 +326,17 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 
 /// Runs `demo`.
 pub async fn run_demo(args: DemoSettings) -> Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::starting_now(args.speed));
+    let clock: Arc<dyn Clock> = Arc::new(match args.start_at {
+        // Today (UTC) at that time of day, whether it is past or still to come.
+        Some(minutes) => {
+            let now = SystemClock.now_millis();
+            ScaledClock::starting_at(
+                now - now.rem_euclid(86_400_000) + i64::from(minutes) * 60_000,
+                args.speed,
+            )
+        }
+        None => ScaledClock::starting_now(args.speed),
+    });
     let data_dir = absolute(&args.data_dir)?;
     let cert_dir = data_dir.join("certs");
     std::fs::create_dir_all(&cert_dir)
@@ -358,19 +368,56 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         format!("simulated cluster at {}x speed", args.speed),
         clock.now_millis(),
     );
-    // The demo keeps no store: its anomaly history is a bounded log in memory.
+    // The demo's store holds the tick history its forecasts learn from, seeded with `--history-days` of the
+    // simulated workload; its anomaly history is a bounded log in memory.
+    let store = crate::store::Store::open(
+        data_dir.join("store"),
+        crate::store::StoreConfig::from(crate::store::Retention::default()),
+    )
+    .await?
+    .with_clock(clock.clone());
+    store.register_metrics(&telemetry);
+    let cluster = DemoCluster::new(args.seed, clock.now_millis());
+    let mut seeded = 0;
+    for (key, points) in cluster.history(clock.now_millis(), args.history_days) {
+        seeded += store.import_history_with_pods(&key, &points).await?;
+    }
+    tracing::info!(
+        days = args.history_days,
+        points = seeded,
+        "demo: simulated history written to the store"
+    );
     let anomalies = AnomalyHistory::in_memory();
-    let (engine, snapshots) = Engine::new(
-        DemoSource(DemoCluster::new(args.seed, clock.now_millis())),
+    let (mut engine, snapshots) = Engine::new(
+        DemoSource::new(cluster).with_store(store.clone()),
         clock.clone(),
         args.interval,
         telemetry.clone(),
         args.decision.clone(),
     );
-    let engine = engine.with_anomaly_history(anomalies.clone());
+    engine = engine.with_anomaly_history(anomalies.clone());
     let cancel = CancellationToken::new();
+    store.spawn_retention(clock.clone(), Duration::from_secs(60), cancel.clone());
+    let mut forecasts = None;
+    if let Some(forecaster) = args.forecast.clone() {
+        let (task, board) = crate::refit::ForecastTask::new(
+            store.clone(),
+            clock.clone(),
+            crate::refit::ForecastSettings {
+                forecaster,
+                round: Duration::from_secs(60),
+                refit_interval: Duration::from_secs(15 * 60),
+                cpu_budget: 0.25,
+            },
+            &telemetry,
+        );
+        engine = engine.with_forecasts(board.clone());
+        forecasts = Some(board);
+        tokio::spawn(task.run(cancel.clone()));
+    }
     start_alerting(&args.alerting, &snapshots, &telemetry, &cancel)?;
-    let state = app_state(&args.server, snapshots, clock, telemetry, health);
+    let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
+    state.forecasts = forecasts;
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
     tokio::spawn(http::extender::forget_expired(

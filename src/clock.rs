@@ -44,9 +44,14 @@ pub struct ScaledClock {
 impl ScaledClock {
     /// Starts a clock at the current wall time running `speed` times faster than real time.
     pub fn starting_now(speed: f64) -> Self {
+        Self::starting_at(system_millis(), speed)
+    }
+
+    /// Starts a clock at `origin` running `speed` times faster than real time.
+    pub fn starting_at(origin: UnixMillis, speed: f64) -> Self {
         ScaledClock {
             started: Instant::now(),
-            origin: system_millis(),
+            origin,
             speed,
         }
     }

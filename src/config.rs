@@ -577,8 +577,41 @@ pub struct DemoArgs {
     #[arg(long, env = "SMART_AUTOSCALER_SEED", default_value_t = 42)]
     pub seed: u64,
 
+    /// Start the simulated clock at this time of day (UTC, `HH:MM`) today, e.g. `08:40` to see the 09:00 spike
+    /// of api-service within minutes; default the current time.
+    #[arg(long, env = "SMART_AUTOSCALER_START_AT", value_parser = parse_time_of_day)]
+    pub start_at: Option<u32>,
+
+    /// Days of simulated history written into the demo's store before it starts (0-30), so forecasts are fitted
+    /// and their trust judged at once instead of after days.
+    #[arg(long, env = "SMART_AUTOSCALER_HISTORY_DAYS", default_value_t = 7)]
+    pub history_days: u32,
+
+    #[command(flatten)]
+    pub forecast: ForecastArgs,
+
+    /// Turn forecasting off in the demo: the served values are the reactive ones.
+    #[arg(long, env = "SMART_AUTOSCALER_NO_FORECAST")]
+    pub no_forecast: bool,
+
     #[command(flatten)]
     pub alerting: crate::alerting::AlertingArgs,
+}
+
+/// Parses `HH:MM` into minutes after midnight.
+fn parse_time_of_day(text: &str) -> Result<u32, String> {
+    let (h, m) = text
+        .trim()
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not HH:MM"))?;
+    let (h, m): (u32, u32) = (
+        h.parse().map_err(|_| format!("{text:?} is not HH:MM"))?,
+        m.parse().map_err(|_| format!("{text:?} is not HH:MM"))?,
+    );
+    if h > 23 || m > 59 {
+        return Err(format!("{text:?} is not a time of day (00:00-23:59)"));
+    }
+    Ok(h * 60 + m)
 }
 
 /// Settings for `certs`.
@@ -832,6 +865,12 @@ pub struct DemoSettings {
     pub kubeconfig_out: Option<PathBuf>,
     /// Seed of the simulated cluster.
     pub seed: u64,
+    /// Minutes after midnight UTC to start the simulated clock at, today; `None` for now.
+    pub start_at: Option<u32>,
+    /// Days of simulated history seeded into the store, 0-30.
+    pub history_days: u32,
+    /// Forecasting, unless `--no-forecast`.
+    pub forecast: Option<ForecasterConfig>,
     /// The alert receivers.
     pub alerting: AlertingSettings,
 }
@@ -844,9 +883,13 @@ impl TryFrom<&DemoArgs> for DemoSettings {
         let server = errors.take(ServerSettings::try_from(&args.server));
         let decision = errors.take(args.decision.validate().map(|()| args.decision.to_config()));
         let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
+        let forecast = errors.take(args.forecast.validate().map(|()| args.forecast.to_config()));
         errors.check(validate_interval(args.interval));
         if !(args.speed.is_finite() && (0.1..=10_000.0).contains(&args.speed)) {
             errors.check(Err(bad("speed", "must be between 0.1 and 10000")));
+        }
+        if args.history_days > 30 {
+            errors.check(Err(bad("history-days", "must be between 0 and 30")));
         }
         let settings = (|| {
             Some(DemoSettings {
@@ -863,6 +906,9 @@ impl TryFrom<&DemoArgs> for DemoSettings {
                 data_dir: args.data_dir.clone(),
                 kubeconfig_out: args.kubeconfig_out.clone(),
                 seed: args.seed,
+                start_at: args.start_at,
+                history_days: args.history_days,
+                forecast: (!args.no_forecast).then_some(forecast?),
                 alerting: alerting?,
             })
         })();

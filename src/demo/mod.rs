@@ -8,7 +8,11 @@
 //! serve for that cluster. Each deployment is scaled by the native HPA model of [`crate::domain::hpa`] (External
 //! `Value` target, default behavior) fed the served value; new pods become Ready after 30 s.
 //!
-//! Simulated time comes from the injected clock (`--speed` makes it run faster); noise comes from a seeded RNG.
+//! Simulated time comes from the injected clock (`--speed` makes it run faster, `--start-at` picks the time of day
+//! it starts at); noise comes from a seeded RNG. [`DemoCluster::history`] gives the days before the start as the
+//! store would have recorded them, so the demo's forecasts are fitted and judged from the first minute, and
+//! [`DemoSource`] records every observation in the store as `serve` does. Each HPA scale and each change of a
+//! deployment's effective target is logged.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -22,6 +26,7 @@ use crate::domain::contract::STARTUP_FILTER_ANNOTATION;
 use crate::domain::hpa::{self, Behavior, HpaSpec, HpaState};
 use crate::domain::model::{DeploymentKey, Observation, Snapshot, UnixMillis};
 use crate::engine::{Source, SourceError};
+use crate::store::Store;
 
 /// Namespace of the demo deployments.
 pub const NAMESPACE: &str = "demo";
@@ -376,9 +381,11 @@ impl DemoCluster {
 
         let h = hour_of_day(now);
         for n in &self.nodes {
-            // Other tenants' load on the node, with its own daily rhythm, and their pods' requests.
+            // Other tenants' load on the node, with its own daily rhythm, and their pods' requests: light enough
+            // that the pools' pressure moves through the day with the demo's own load (idle at night, high
+            // when api-service peaks at 09:00) instead of sitting at its ceiling.
             let background = n.allocatable_milli as f64
-                * (0.35 + 0.15 * (std::f64::consts::TAU * (h - 14.0) / 24.0).cos());
+                * (0.2 + 0.12 * (std::f64::consts::TAU * (h - 14.0) / 24.0).cos());
             objects.pods.push(PodInfo {
                 namespace: TENANT_NAMESPACE.to_string(),
                 name: format!("tenant-{}", n.name),
@@ -406,6 +413,40 @@ impl DemoCluster {
             });
         }
         (objects, usage)
+    }
+
+    /// The `days` before `now` as the store would have recorded them, one point every five minutes per
+    /// deployment: (time, CPU utilization percent of ready pods, pods), with each deployment at the replica
+    /// count its HPA settles on for that load (no noise, no warm-up). Seeded into the demo's store at start.
+    pub fn history(
+        &self,
+        now: UnixMillis,
+        days: u32,
+    ) -> Vec<(DeploymentKey, Vec<(UnixMillis, f64, Option<u32>)>)> {
+        const STEP: i64 = 5 * 60 * 1000;
+        let from = now - i64::from(days) * 86_400_000;
+        self.deployments
+            .iter()
+            .map(|d| {
+                let points = (0..)
+                    .map(|i| from - from.rem_euclid(STEP) + i * STEP)
+                    .take_while(|t| *t < now)
+                    .map(|t| {
+                        let demand_milli = d.workload.demand_cores(t) * 1000.0;
+                        let request = d.request_milli as f64;
+                        let pods = ((demand_milli / (request * d.hpa_target / 100.0)).ceil()
+                            as u32)
+                            .clamp(d.hpa.min_replicas, d.hpa.max_replicas);
+                        (
+                            t,
+                            demand_milli / (f64::from(pods) * request) * 100.0,
+                            Some(pods),
+                        )
+                    })
+                    .collect();
+                (DeploymentKey::new(NAMESPACE, d.name), points)
+            })
+            .collect()
     }
 
     /// Observes the simulated cluster at `now`: [`DemoCluster::measure`] joined as `serve` joins what its
@@ -438,6 +479,16 @@ impl DemoCluster {
                 d.hpa.tolerance,
             );
             let desired = hpa::normalize(&d.hpa, &mut d.hpa_state, now, current, proposal);
+            if desired != current {
+                tracing::info!(
+                    deployment = d.name,
+                    from = current,
+                    to = desired,
+                    served = format_args!("{:.1}", served.smart_percent),
+                    target = d.hpa_target,
+                    "demo HPA scaled"
+                );
+            }
             while (d.pods.len() as u32) < desired {
                 d.start_pod(now);
             }
@@ -447,16 +498,59 @@ impl DemoCluster {
     }
 }
 
-/// [`DemoCluster`] as an engine source.
-pub struct DemoSource(pub DemoCluster);
+/// [`DemoCluster`] as an engine source: it records each observation in the store when it has one (as `serve`'s
+/// source does, so the forecasts learn from the demo's ticks) and logs effective-target changes.
+pub struct DemoSource {
+    /// The simulated cluster.
+    pub cluster: DemoCluster,
+    store: Option<Store>,
+    targets: HashMap<DeploymentKey, f64>,
+}
+
+impl DemoSource {
+    /// A source over `cluster`, with no store.
+    pub fn new(cluster: DemoCluster) -> Self {
+        DemoSource {
+            cluster,
+            store: None,
+            targets: HashMap::new(),
+        }
+    }
+
+    /// Records every observation in `store`.
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+}
 
 impl Source for DemoSource {
     async fn observe(&mut self, now: UnixMillis) -> Result<Observation, SourceError> {
-        Ok(self.0.observe_at(now))
+        let observation = self.cluster.observe_at(now);
+        if let Some(store) = &self.store
+            && let Err(e) = store.record_tick(&observation).await
+        {
+            // History is for forecasts; serving goes on without it, as in serve.
+            tracing::warn!(error = %e, "demo: recording the tick in the store failed");
+        }
+        Ok(observation)
     }
 
     fn served(&mut self, snapshot: &Snapshot) {
-        self.0.apply_hpa(snapshot);
+        for (key, served) in &snapshot.deployments {
+            let target = served.explanation.effective_target_percent;
+            let before = self.targets.insert(key.clone(), target);
+            if before.is_some_and(|b| (b - target).abs() >= 0.05) {
+                tracing::info!(
+                    deployment = %key.name,
+                    from = format_args!("{:.1}", before.unwrap_or_default()),
+                    to = format_args!("{target:.1}"),
+                    pressure_factor = format_args!("{:.2}", served.explanation.pressure.factor),
+                    "demo effective target changed"
+                );
+            }
+        }
+        self.cluster.apply_hpa(snapshot);
     }
 }
 
@@ -596,7 +690,7 @@ mod tests {
             short_window_seconds: cluster::DEFAULT_SHORT_WINDOW_SECONDS,
         };
         let config = DecisionConfig::default();
-        let mut demo = DemoSource(DemoCluster::new(5, start));
+        let mut demo = DemoSource::new(DemoCluster::new(5, start));
         let (mut demo_states, mut serve_states) = (TickStates::default(), TickStates::default());
         let (mut demo_last, mut serve_last) = (Snapshot::default(), Snapshot::default());
         let mut replicas_seen = std::collections::BTreeSet::new();
@@ -604,7 +698,7 @@ mod tests {
         for tick in 0..240 {
             let now = start + tick * 15_000;
             // What serve's adapters would read from this cluster on this tick (the world stepped on a copy).
-            let (objects, usage) = demo.0.clone().measure(now);
+            let (objects, usage) = demo.cluster.clone().measure(now);
             let mut observation = cluster::join(&objects, &usage, now, &serve_join);
             observation.at = now;
             let serve = tick::step(
@@ -733,5 +827,27 @@ mod tests {
             )),
             "{ended:?}"
         );
+    }
+
+    /// The general pool's pressure follows the day: no pressure at night (the target is raised), high pressure
+    /// when api-service peaks at 09:00 (the target is lowered), so the demo shows the pressure rule at work.
+    #[test]
+    fn the_general_pools_pressure_moves_through_the_day() {
+        let config = crate::domain::decision::PressureConfig::default();
+        let factor_at = |hour: i64| {
+            let now = 20_000 * 86_400_000 + hour * HOUR;
+            let mut c = DemoCluster::new(3, now);
+            let obs = c.observe_at(now);
+            let api = obs
+                .deployments
+                .iter()
+                .find(|d| d.key.name == "api-service")
+                .expect("api-service observed");
+            crate::domain::decision::pressure(api, &config).factor
+        };
+        let night = factor_at(3);
+        let peak = factor_at(9);
+        assert!(night > 1.05, "night factor {night}");
+        assert!(peak < 0.95, "peak factor {peak}");
     }
 }
