@@ -62,6 +62,7 @@ fn cluster(deployments: usize, pods_per: usize, nodes: usize) -> (ClusterSnapsho
                     cpu_request_milli: 500,
                     memory_request_bytes: 1 << 29,
                     terminating: false,
+                    unschedulable: false,
                 });
             }
             DeploymentInfo {
@@ -76,6 +77,7 @@ fn cluster(deployments: usize, pods_per: usize, nodes: usize) -> (ClusterSnapsho
                 pod_cpu_request_milli: 500,
                 pod_memory_request_bytes: 1 << 29,
                 hpa_target_percent: Some(70.0),
+                hpa_max_replicas: Some(20),
             }
         })
         .collect();

@@ -23,12 +23,15 @@ run() { # label, simulate args... (queued; run two at a time below)
 }
 one() { # label, simulate args...
   local label=$1; shift
-  local json
-  if json=$("$BIN" simulate --predict --json "$@" 2>&1); then
+  local json err
+  err=$(mktemp)
+  # stderr apart: notes such as "read N negative values as 0" must not end up inside the JSON.
+  if json=$("$BIN" simulate --predict --json "$@" 2>"$err"); then
     printf '%s\t%s\n' "$label" "$(tr -d '\n' <<<"$json")"
   else
-    printf '%s\tERROR %s\n' "$label" "$(tr '\n' ' ' <<<"$json")"
+    printf '%s\tERROR %s\n' "$label" "$(tr '\n' ' ' <"$err")"
   fi
+  rm -f "$err"
 }
 export -f one
 export BIN

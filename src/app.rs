@@ -16,6 +16,7 @@ use crate::config::{CertsArgs, CommandSettings, DemoSettings, ServeSettings};
 use crate::demo::{DemoCluster, DemoSource};
 use crate::engine::Engine;
 use crate::http::{self, AppState, Limits, ServerSettings};
+use crate::store::AnomalyHistory;
 use crate::telemetry::Telemetry;
 
 /// Runs the checked command to its end.
@@ -164,6 +165,7 @@ async fn serve_both(
     listeners: Listeners,
     tls: Arc<certs::TlsReloader>,
     state: AppState,
+    anomalies: AnomalyHistory,
     cancel: CancellationToken,
 ) -> Result<()> {
     let limits = state.limits.clone();
@@ -176,7 +178,7 @@ async fn serve_both(
     );
     let metrics = http::server::serve_plain(
         listeners.metrics,
-        http::metrics_router(state),
+        http::metrics_router_with_anomalies(state, anomalies),
         limits,
         cancel.clone().cancelled_owned(),
     );
@@ -218,10 +220,14 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     store.register_metrics(&telemetry);
     let prom = Arc::new(crate::prom::PromClient::new(args.prom.clone())?.with_clock(clock.clone()));
     let short_window_seconds = prom.templates().pod_cpu_short_window_seconds;
-    let client = args.k8s.client().await?;
+    let (client, server) = args.k8s.connect().await?;
     let cancel = CancellationToken::new();
-    let cluster =
-        crate::k8s::ClusterWatch::start(client, cancel.clone(), args.k8s.probe_interval());
+    let cluster = crate::k8s::ClusterWatch::start_at(
+        client,
+        server,
+        cancel.clone(),
+        args.k8s.probe_interval(),
+    );
     let listeners = bind(&args.server).await?;
     let source = crate::dataplane::DataPlaneSource::new(
         cluster,
@@ -236,6 +242,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         args.store.retention.rollups,
         args.k8s.max_staleness,
     );
+    let anomalies = AnomalyHistory::Stored(store.clone());
     let (mut engine, snapshots) = Engine::new(
         source,
         clock.clone(),
@@ -243,6 +250,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         telemetry.clone(),
         args.decision.clone(),
     );
+    engine = engine.with_anomaly_history(anomalies.clone());
     let mut forecasts = None;
     if let Some(forecaster) = args.forecast.clone() {
         let (task, board) = crate::refit::ForecastTask::new(
@@ -282,7 +290,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, cancel).await
+    serve_both(listeners, tls, state, anomalies, cancel).await
 }
 
 /// Loads the demo certificates from `dir`, generating them on first start.
@@ -350,6 +358,8 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         format!("simulated cluster at {}x speed", args.speed),
         clock.now_millis(),
     );
+    // The demo keeps no store: its anomaly history is a bounded log in memory.
+    let anomalies = AnomalyHistory::in_memory();
     let (engine, snapshots) = Engine::new(
         DemoSource(DemoCluster::new(args.seed, clock.now_millis())),
         clock.clone(),
@@ -357,6 +367,7 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         telemetry.clone(),
         args.decision.clone(),
     );
+    let engine = engine.with_anomaly_history(anomalies.clone());
     let cancel = CancellationToken::new();
     start_alerting(&args.alerting, &snapshots, &telemetry, &cancel)?;
     let state = app_state(&args.server, snapshots, clock, telemetry, health);
@@ -390,7 +401,8 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         );
     }
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/deployments/demo/api-service");
+    println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/anomalies");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, cancel).await
+    serve_both(listeners, tls, state, anomalies, cancel).await
 }

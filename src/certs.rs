@@ -58,6 +58,17 @@ pub enum CertError {
     /// The client CA could not be used to verify client certificates.
     #[error("building client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The directory already holds a different CA; replacing it would invalidate every caBundle that trusts it.
+    #[error(
+        "{} already holds a CA (ca.crt or ca.key): writing a new one would invalidate every caBundle that trusts \
+         the old one (APIService, webhook, scheduler). Nothing was written. To start a new CA on purpose, remove \
+         {0}/ca.crt and {0}/ca.key (or choose another --out-dir), then update every caBundle",
+        dir.display()
+    )]
+    CaExists {
+        /// The directory.
+        dir: PathBuf,
+    },
 }
 
 /// A CA and a serving certificate, as PEM.
@@ -173,13 +184,21 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), CertErro
 }
 
 impl CertBundle {
-    /// Writes the four PEM files into `dir`, creating it; private keys get mode 0600.
+    /// Writes the four PEM files into `dir`, creating it; private keys get mode 0600. Refuses, writing nothing,
+    /// when `dir` already holds a CA other than this bundle's ([`CertError::CaExists`]): running `certs` again
+    /// must not silently replace the CA that every caBundle in the cluster trusts.
     pub fn write(&self, dir: &Path) -> Result<(), CertError> {
         fs::create_dir_all(dir).map_err(|source| CertError::Io {
             action: "creating",
             path: dir.into(),
             source,
         })?;
+        let existing = |name: &str| fs::read_to_string(dir.join(name)).ok();
+        match (existing(CA_CERT), existing(CA_KEY)) {
+            (None, None) => {}
+            (Some(cert), Some(key)) if cert == self.ca_cert_pem && key == self.ca_key_pem => {}
+            _ => return Err(CertError::CaExists { dir: dir.into() }),
+        }
         write_file(&dir.join(CA_CERT), &self.ca_cert_pem, false)?;
         write_file(&dir.join(CA_KEY), &self.ca_key_pem, true)?;
         write_file(&dir.join(TLS_CERT), &self.cert_pem, false)?;
@@ -339,6 +358,45 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn writing_again_keeps_the_existing_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = service_names("smart-autoscaler", "smart-autoscaler");
+        let first = generate(&names, (2026, 11, 23), 30).unwrap();
+        first.write(dir.path()).unwrap();
+        // The same bundle again is harmless.
+        first.write(dir.path()).unwrap();
+
+        let second = generate(&names, (2026, 11, 24), 30).unwrap();
+        let err = second.write(dir.path()).unwrap_err();
+        assert!(matches!(err, CertError::CaExists { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("{}/ca.key", dir.path().display())),
+            "{message}"
+        );
+        assert!(message.contains("--out-dir"), "{message}");
+        // Nothing was replaced, the serving certificate included.
+        let kept = CertBundle::read(dir.path()).unwrap();
+        assert_eq!(kept.ca_cert_pem, first.ca_cert_pem);
+        assert_eq!(kept.ca_key_pem, first.ca_key_pem);
+        assert_eq!(kept.cert_pem, first.cert_pem);
+
+        // Half a CA (one file left behind) is not silently completed either.
+        fs::remove_file(dir.path().join(CA_CERT)).unwrap();
+        assert!(matches!(
+            second.write(dir.path()),
+            Err(CertError::CaExists { .. })
+        ));
+        // With the old CA removed on purpose, a new one is written.
+        fs::remove_file(dir.path().join(CA_KEY)).unwrap();
+        second.write(dir.path()).unwrap();
+        assert_eq!(
+            CertBundle::read(dir.path()).unwrap().ca_cert_pem,
+            second.ca_cert_pem
+        );
     }
 
     #[test]

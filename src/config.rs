@@ -850,7 +850,13 @@ impl TryFrom<&DemoArgs> for DemoSettings {
         }
         let settings = (|| {
             Some(DemoSettings {
-                server: server?,
+                server: ServerSettings {
+                    bind_address: args
+                        .server
+                        .bind_address
+                        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+                    ..server?
+                },
                 decision: decision?,
                 interval: args.interval,
                 speed: args.speed,
@@ -1002,6 +1008,13 @@ mod tests {
             panic!("demo defaults must convert")
         };
         assert_eq!(d.server.secure_port, 6443);
+        // A demo listens on loopback unless told otherwise; serve, in a pod, on every interface.
+        assert_eq!(d.server.bind_address.to_string(), "127.0.0.1");
+        assert_eq!(s.server.bind_address.to_string(), "0.0.0.0");
+        let Ok(CommandSettings::Demo(d)) = settings(&["demo", "--bind-address", "0.0.0.0"]) else {
+            panic!("demo --bind-address converts")
+        };
+        assert_eq!(d.server.bind_address.to_string(), "0.0.0.0");
         assert_eq!(d.decision.pressure.low_pressure_factor, 1.15);
         assert!(matches!(
             settings(&["certs"]),

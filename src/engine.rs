@@ -13,8 +13,9 @@ use crate::clock::Clock;
 use crate::domain::decision::DecisionConfig;
 use crate::domain::forecast::online::Board;
 use crate::domain::model::{Observation, Snapshot, UnixMillis};
-use crate::domain::tick::{self, DecisionStates};
-use crate::telemetry::{OutcomeLabels, Telemetry};
+use crate::domain::tick::{self, TickStates};
+use crate::store::{AnomalyHistory, AnomalyWriter};
+use crate::telemetry::{AnomalyMetrics, OutcomeLabels, Telemetry};
 
 /// Why a source could not produce an observation this tick.
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +53,14 @@ pub struct Engine<S: Source> {
     pub telemetry: Arc<Telemetry>,
     /// Decision settings.
     pub decision: DecisionConfig,
-    /// Decision memory between ticks.
-    pub states: DecisionStates,
+    /// Decision and anomaly-detector memory between ticks (the detectors' thresholds with it).
+    pub states: TickStates,
     /// The forecasting task's board, when forecasting runs.
     pub forecasts: Option<watch::Receiver<Arc<Board>>>,
+    /// Anomaly counters and gauges, updated after each publish.
+    pub anomaly_metrics: AnomalyMetrics,
+    /// Where anomalies are written after each publish, when they are kept.
+    pub anomaly_writer: Option<AnomalyWriter>,
 }
 
 impl<S: Source> Engine<S> {
@@ -68,6 +73,7 @@ impl<S: Source> Engine<S> {
         decision: DecisionConfig,
     ) -> (Self, watch::Receiver<Option<Arc<Snapshot>>>) {
         let (publish, snapshots) = watch::channel(None);
+        let anomaly_metrics = AnomalyMetrics::new(&telemetry);
         let engine = Engine {
             source,
             clock,
@@ -75,8 +81,10 @@ impl<S: Source> Engine<S> {
             publish,
             telemetry,
             decision,
-            states: DecisionStates::new(),
+            states: TickStates::default(),
             forecasts: None,
+            anomaly_metrics,
+            anomaly_writer: None,
         };
         (engine, snapshots)
     }
@@ -122,7 +130,9 @@ impl<S: Source> Engine<S> {
                     .ticks
                     .get_or_create(&OutcomeLabels { outcome: "ok" })
                     .inc();
-                self.publish.send_replace(Some(Arc::new(snapshot)));
+                let snapshot = Arc::new(snapshot);
+                self.publish.send_replace(Some(snapshot.clone()));
+                self.published(previous.as_deref(), &snapshot);
             }
             Err(error) => {
                 self.telemetry
@@ -131,6 +141,23 @@ impl<S: Source> Engine<S> {
                     .inc();
                 tracing::warn!(%error, "observation failed; keeping the last snapshot");
             }
+        }
+    }
+}
+
+impl<S: Source> Engine<S> {
+    /// Writes the anomalies of each published snapshot to `history` (see [`AnomalyWriter`]).
+    pub fn with_anomaly_history(mut self, history: AnomalyHistory) -> Self {
+        self.anomaly_writer = Some(AnomalyWriter::new(history));
+        self
+    }
+
+    /// After a publish: the anomaly metrics, and the anomaly history's writes (handed to a task, never awaited
+    /// here, so the tick does no IO).
+    fn published(&mut self, previous: Option<&Snapshot>, snapshot: &Snapshot) {
+        self.anomaly_metrics.observe(previous, snapshot);
+        if let Some(writer) = &mut self.anomaly_writer {
+            writer.observe(&snapshot.anomalies);
         }
     }
 }
@@ -167,7 +194,7 @@ mod tests {
         at: UnixMillis,
         deployments: Vec<DeploymentInputs>,
         unmeasured: Vec<Unmeasured>,
-        states: &mut DecisionStates,
+        states: &mut TickStates,
         previous: Option<&Snapshot>,
     ) -> Snapshot {
         let observation = Observation {
@@ -196,7 +223,7 @@ mod tests {
 
     #[test]
     fn unknown_usage_keeps_the_last_good_value_ageing_into_the_failsafe() {
-        let mut states = DecisionStates::new();
+        let mut states = TickStates::default();
         let t1 = 1_000_000;
         let first = step(
             t1,
@@ -215,7 +242,14 @@ mod tests {
         assert_eq!(second.deployments[&key], good);
         let u = &second.unmeasured[&key];
         assert_eq!((u.since, u.last_good_at), (t2, Some(t1)));
-        assert!(states.contains_key(&key), "decision memory is kept");
+        assert!(
+            states.decisions.contains_key(&key),
+            "decision memory is kept"
+        );
+        assert!(
+            states.detectors.contains_key(&key),
+            "detector memory is kept"
+        );
 
         let t3 = t2 + 15_000;
         let third = step(t3, vec![], vec![unknown("api")], &mut states, Some(&second));
@@ -248,7 +282,7 @@ mod tests {
 
     #[test]
     fn never_measured_is_a_503_with_the_reason_not_a_zero() {
-        let mut states = DecisionStates::new();
+        let mut states = TickStates::default();
         let snapshot = step(1_000, vec![], vec![unknown("new")], &mut states, None);
         assert!(snapshot.deployments.is_empty());
         assert_eq!(
@@ -266,6 +300,91 @@ mod tests {
             read(&snapshot, 1_000, "other")
                 .unwrap_err()
                 .starts_with("404")
+        );
+    }
+}
+
+#[cfg(test)]
+mod anomaly_hook_tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::domain::anomaly::{Anomaly, AnomalyKind, Severity};
+    use crate::domain::model::DeploymentKey;
+    use crate::store::anomalies::AnomalyQuery;
+
+    /// A source that never observes: the hook is driven by hand.
+    struct Silent;
+
+    impl Source for Silent {
+        async fn observe(&mut self, _now: UnixMillis) -> Result<Observation, SourceError> {
+            Err(SourceError {
+                source_name: "silent",
+                message: "never observes".into(),
+            })
+        }
+    }
+
+    fn snapshot(at: UnixMillis, anomalies: Vec<Anomaly>) -> Snapshot {
+        let observation = Observation {
+            at,
+            measured_at: at,
+            deployments: vec![],
+            unmeasured: vec![],
+            nodes: vec![],
+        };
+        let mut snapshot = tick::step(
+            observation,
+            Duration::from_secs(15),
+            &DecisionConfig::default(),
+            &mut TickStates::default(),
+            None,
+            None,
+        );
+        snapshot.anomalies = anomalies;
+        snapshot
+    }
+
+    #[tokio::test]
+    async fn after_each_publish_anomalies_are_counted_once_and_written_to_the_history() {
+        let telemetry = Arc::new(Telemetry::new());
+        let history = AnomalyHistory::in_memory();
+        let (engine, _snapshots) = Engine::new(
+            Silent,
+            Arc::new(SystemClock),
+            Duration::from_secs(15),
+            telemetry.clone(),
+            DecisionConfig::default(),
+        );
+        let mut engine = engine.with_anomaly_history(history.clone());
+        let spike = Anomaly {
+            key: DeploymentKey::new("shop", "api"),
+            kind: AnomalyKind::CpuSpike,
+            severity: Severity::Critical,
+            started_at: 1_000,
+            last_seen_at: 1_000,
+            ended_at: None,
+            expected: 40.0,
+            actual: 97.0,
+            score: 1.0,
+            summary: "CPU 97% where 40% was expected".into(),
+        };
+        let first = snapshot(1_000, vec![spike.clone()]);
+        engine.published(None, &first);
+        let mut later = spike.clone();
+        later.last_seen_at = 16_000;
+        let second = snapshot(16_000, vec![later.clone()]);
+        engine.published(Some(&first), &second);
+
+        let exposition = telemetry.encode();
+        let series = "smart_autoscaler_anomalies_total{type=\"cpu_spike\",severity=\"critical\"} 1";
+        assert!(exposition.contains(series), "{exposition}");
+        let active =
+            "smart_autoscaler_anomalies_active{type=\"cpu_spike\",severity=\"critical\"} 1";
+        assert!(exposition.contains(active), "{exposition}");
+        // Written when it started, not again for a later sighting.
+        assert_eq!(
+            history.query(&AnomalyQuery::default()).await.unwrap(),
+            vec![spike]
         );
     }
 }

@@ -22,6 +22,7 @@ pub mod refit;
 pub mod simulate;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 
 /// The pure core, its own crate (`crates/domain`) so that the compiler keeps IO out of it.
 pub use smart_autoscaler_domain as domain;

@@ -23,10 +23,21 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 static JEMALLOC_CONF: &[u8; 44] = b"narenas:1,dirty_decay_ms:0,muzzy_decay_ms:0\0";
 
 fn init_tracing(cli: &Cli) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+    // kube's client logs every failed request at error level, and each failure reaches us and is logged once
+    // per state change with the API server's URL (src/k8s): keep its lines out unless the filter asks for them.
+    let directives = if cli.log.contains("kube_client") {
+        cli.log.clone()
+    } else {
+        format!("{},kube_client::client::builder=off", cli.log)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .map_err(|e| anyhow::anyhow!("invalid --log filter {:?}: {e}", cli.log))?;
+    // Colours only on a terminal (and never with NO_COLOR set): log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),
@@ -50,5 +61,27 @@ fn main() -> Result<()> {
             std::process::exit(2);
         }
     };
-    app::run(settings)
+    if let Err(error) = app::run(settings) {
+        // Once, without a backtrace: the message and each cause that adds something (many errors repeat
+        // their source's text in their own).
+        eprintln!("error: {}", describe(&error));
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The error and its causes as one line, leaving out a cause whose text the line already holds.
+fn describe(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -12,114 +12,6 @@ use crate::config::SimulateArgs;
 use crate::domain::backtest::{self, Run, Series, SimConfig};
 use crate::domain::scenarios;
 
-/// Parses a timestamp as `YYYY-MM-DD HH:MM:SS`, RFC 3339, or seconds; returns milliseconds.
-fn parse_time(text: &str) -> Option<i64> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Some((seconds * 1000.0) as i64);
-    }
-    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
-        return Some(ts.as_millisecond());
-    }
-    let civil = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", text).ok()?;
-    civil
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp().as_millisecond())
-}
-
-/// Reads a trace: a header row, an optional timestamp column, and the value column picked by name or index (or
-/// the first numeric non-time column). Without a timestamp column, `step_seconds` gives the spacing.
-pub fn read_trace(path: &Path, column: Option<&str>, step_seconds: Option<f64>) -> Result<Series> {
-    read_trace_from(path, column, step_seconds).map(|(series, _)| series)
-}
-
-/// [`read_trace`], with the time of the first point (0 when the trace has no timestamps).
-pub fn read_trace_from(
-    path: &Path,
-    column: Option<&str>,
-    step_seconds: Option<f64>,
-) -> Result<(Series, i64)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading trace {}", path.display()))?;
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .context("trace is empty")?
-        .split(',')
-        .map(str::trim)
-        .collect();
-    let rows: Vec<Vec<&str>> = lines
-        .map(|l| l.split(',').map(str::trim).collect())
-        .collect();
-    if rows.len() < 2 {
-        bail!("trace {} has fewer than two rows", path.display());
-    }
-    let first = &rows[0];
-    let time_col = header.iter().position(|h| {
-        matches!(
-            h.to_ascii_lowercase().as_str(),
-            "timestamp" | "time" | "date" | "ts"
-        )
-    });
-    let value_col = match column {
-        Some(c) => match c.parse::<usize>() {
-            Ok(i) if i < header.len() => i,
-            _ => header
-                .iter()
-                .position(|h| h == &c)
-                .with_context(|| format!("no column {c:?} in {header:?}"))?,
-        },
-        None => (0..header.len())
-            .find(|i| {
-                Some(*i) != time_col && first.get(*i).is_some_and(|v| v.parse::<f64>().is_ok())
-            })
-            .context("no numeric value column found")?,
-    };
-    let mut points: Vec<(i64, f64)> = Vec::with_capacity(rows.len());
-    for (n, row) in rows.iter().enumerate() {
-        let value: f64 = row
-            .get(value_col)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("row {}: no number in column {}", n + 2, header[value_col]))?;
-        let t = match (time_col, step_seconds) {
-            (_, Some(step)) => (n as f64 * step * 1000.0) as i64,
-            (Some(c), None) => row
-                .get(c)
-                .and_then(|v| parse_time(v))
-                .with_context(|| format!("row {}: unreadable timestamp", n + 2))?,
-            (None, None) => bail!("trace has no timestamp column: give --step"),
-        };
-        points.push((t, value.max(0.0)));
-    }
-    let start = points[0].0;
-    let step = points
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
-        .filter(|d| *d > 0)
-        .min()
-        .context("timestamps do not advance")?;
-    // Resample onto a regular grid (NAB traces have occasional gaps); gaps hold the last value.
-    let end = points.last().map(|p| p.0).unwrap_or(start);
-    let mut values = Vec::with_capacity(((end - start) / step + 1) as usize);
-    let mut idx = 0;
-    let mut t = start;
-    while t <= end {
-        while idx + 1 < points.len() && points[idx + 1].0 <= t {
-            idx += 1;
-        }
-        values.push(points[idx].1);
-        t += step;
-    }
-    Ok((
-        Series {
-            step_millis: step,
-            values,
-        },
-        start,
-    ))
-}
-
 fn configure(args: &SimulateArgs, base: SimConfig) -> SimConfig {
     // Scenarios may set their own pool; a neutral pool follows the (possibly changed) pressure flags.
     let neutral = SimConfig::for_series(&Series {
@@ -177,11 +69,28 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
             (name.clone(), series, config, start)
         }
         (None, Some(path)) => {
-            let (series, start) = read_trace_from(
+            let trace = crate::trace::read(
                 path,
                 args.column.as_deref(),
                 args.step.map(|d| d.as_secs_f64()),
             )?;
+            let c = trace.cleaned;
+            if c.total() > 0 {
+                // On stderr, so `--json` output stays one document.
+                eprintln!(
+                    "simulate: {}: of {} rows, sorted {} out of time order (the first at line {}), left out {} \
+                     NaN/infinite and {} with a repeated timestamp, read {} negative values as 0",
+                    path.display(),
+                    trace.rows,
+                    c.out_of_order,
+                    c.first_out_of_order_line
+                        .map_or("-".to_string(), |l| l.to_string()),
+                    c.not_finite,
+                    c.duplicate_time,
+                    c.negative
+                );
+            }
+            let (series, start) = (trace.series, trace.start_millis);
             let config = SimConfig::for_series(&series);
             (path.display().to_string(), series, config, start)
         }
@@ -409,39 +318,4 @@ fn plot_svg(path: &Path, title: &str, runs: &[Run], target: f64) -> Result<()> {
     root.present()
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_in_every_format() {
-        assert_eq!(parse_time("300"), Some(300_000));
-        assert_eq!(parse_time("2014-02-14 14:30:00"), Some(1_392_388_200_000));
-        assert_eq!(parse_time("2014-02-14T14:30:00Z"), Some(1_392_388_200_000));
-        assert_eq!(parse_time("yesterday"), None);
-    }
-
-    #[test]
-    fn reads_nab_with_gaps() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t.csv");
-        std::fs::write(&p, "timestamp,value\n2014-02-14 14:30:00,1\n2014-02-14 14:35:00,2\n2014-02-14 14:45:00,4\n").unwrap();
-        let s = read_trace(&p, None, None).unwrap();
-        assert_eq!(s.step_millis, 300_000);
-        assert_eq!(s.values, vec![1.0, 2.0, 2.0, 4.0]);
-    }
-
-    #[test]
-    fn reads_headerless_time_with_step_and_column() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("g.csv");
-        std::fs::write(&p, "avg_cpu,avg_mem\n0.4,0.3\n0.5,0.2\n").unwrap();
-        assert!(read_trace(&p, None, None).is_err());
-        let s = read_trace(&p, Some("avg_mem"), Some(300.0)).unwrap();
-        assert_eq!(s.values, vec![0.3, 0.2]);
-        let s = read_trace(&p, None, Some(300.0)).unwrap();
-        assert_eq!(s.values, vec![0.4, 0.5]);
-    }
 }

@@ -187,6 +187,96 @@ impl Telemetry {
     }
 }
 
+// --- Anomalies -------------------------------------------------------------------------------------------------
+
+/// Labels of the anomaly metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnomalyLabels {
+    /// The kind: [`AnomalyKind::as_str`](crate::domain::anomaly::AnomalyKind::as_str).
+    pub r#type: &'static str,
+    /// [`Severity::as_str`](crate::domain::anomaly::Severity::as_str).
+    pub severity: &'static str,
+}
+
+/// `smart_autoscaler_anomalies_total{type,severity}` (anomalies started) and
+/// `smart_autoscaler_anomalies_active{type,severity}` (open in the latest snapshot), every kind and severity
+/// present from the start. The engine calls [`AnomalyMetrics::observe`] after each publish.
+#[derive(Debug, Clone)]
+pub struct AnomalyMetrics {
+    started: Family<AnomalyLabels, Counter>,
+    active: Family<AnomalyLabels, Gauge>,
+}
+
+impl AnomalyMetrics {
+    /// Registers both families in `telemetry`, every series at zero.
+    pub fn new(telemetry: &Telemetry) -> Self {
+        let metrics = AnomalyMetrics {
+            started: Family::default(),
+            active: Family::default(),
+        };
+        for labels in Self::all_labels() {
+            let _ = metrics.started.get_or_create(&labels);
+            metrics.active.get_or_create(&labels).set(0);
+        }
+        telemetry.register(
+            "anomalies",
+            "Anomalies started, by type and severity (counted once, when first seen)",
+            metrics.started.clone(),
+        );
+        telemetry.register(
+            "anomalies_active",
+            "Anomalies open in the latest snapshot, by type and severity",
+            metrics.active.clone(),
+        );
+        metrics
+    }
+
+    fn all_labels() -> impl Iterator<Item = AnomalyLabels> {
+        use crate::domain::anomaly::{AnomalyKind, Severity};
+        AnomalyKind::ALL.into_iter().flat_map(|kind| {
+            Severity::ALL
+                .into_iter()
+                .map(move |severity| AnomalyLabels {
+                    r#type: kind.as_str(),
+                    severity: severity.as_str(),
+                })
+        })
+    }
+
+    /// Counts the anomalies of `current` that `previous` (the snapshot published before it) did not have (same
+    /// deployment, kind and start), at the severity they start with, and sets the active gauge from `current`.
+    pub fn observe(
+        &self,
+        previous: Option<&crate::domain::model::Snapshot>,
+        current: &crate::domain::model::Snapshot,
+    ) {
+        let labels = |a: &crate::domain::anomaly::Anomaly| AnomalyLabels {
+            r#type: a.kind.as_str(),
+            severity: a.severity.as_str(),
+        };
+        let known: std::collections::HashSet<_> = previous
+            .into_iter()
+            .flat_map(|p| &p.anomalies)
+            .map(|a| (&a.key, a.kind, a.started_at))
+            .collect();
+        let mut active: std::collections::HashMap<AnomalyLabels, i64> =
+            Self::all_labels().map(|l| (l, 0)).collect();
+        for a in &current.anomalies {
+            if !known.contains(&(&a.key, a.kind, a.started_at)) {
+                self.started.get_or_create(&labels(a)).inc();
+            }
+            if a.is_active() {
+                *active.entry(labels(a)).or_default() += 1;
+            }
+        }
+        for (l, n) in active {
+            self.active.get_or_create(&l).set(n);
+        }
+    }
+}
+
+// --- end of anomalies ------------------------------------------------------------------------------------------
+
 /// Rewrites an OpenMetrics exposition as Prometheus text format 0.0.4, for scrapers and tools that ask for
 /// `text/plain` (older Prometheus servers, `promtool check metrics`): counters are named with their `_total`
 /// suffix in HELP/TYPE, and the OpenMetrics-only `# UNIT`, `# EOF` and `_created` lines are dropped.

@@ -867,7 +867,7 @@ fn the_prometheus_rule_component_passes_promtool() {
     .unwrap();
     let (ok, full) = run(Command::new("kubectl").arg("kustomize").arg(overlay.path()));
     assert!(ok, "{full}");
-    assert!(full.contains("kind: ServiceMonitor") && full.contains("kind: PrometheusRule"));
+    assert!(full.contains("kind: Deployment") && full.contains("kind: PrometheusRule"));
     assert_eq!(rule_groups(&full), rule_groups(&component));
 
     let dir = tempfile::tempdir().unwrap();

@@ -302,6 +302,7 @@ fn pod(name: &str, request: i64) -> PodInfo {
         cpu_request_milli: request,
         memory_request_bytes: 1 << 30,
         terminating: false,
+        unschedulable: false,
     }
 }
 
@@ -379,6 +380,7 @@ async fn synthetic_cluster_usage_matches_the_backfilled_data() {
             pod_cpu_request_milli: 500,
             pod_memory_request_bytes: 1 << 30,
             hpa_target_percent: Some(70.0),
+            hpa_max_replicas: Some(10),
         }],
         pods: vec![pod(POD_A, 500), pod(POD_B, 600)],
         nodes: vec![NodeInfo {

@@ -207,3 +207,46 @@ fn bad_flags_stop_serve_at_start_with_every_problem_named() {
     }
     assert!(!stderr.contains("backtrace"), "{stderr}");
 }
+
+/// A start-up failure after the flags are checked (here an unreadable kubeconfig) is one line naming the flag
+/// to change, without a backtrace even when `RUST_BACKTRACE` asks for one, and exit status 1.
+#[test]
+fn a_start_up_error_is_one_line_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = std::process::Command::new(env!("CARGO_BIN_EXE_smart-autoscaler"))
+        .args(["certs", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(certs.status.success(), "{certs:?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_smart-autoscaler"))
+        .args(["serve", "--kubeconfig", "/nonexistent/kubeconfig"])
+        .arg("--tls-cert-file")
+        .arg(dir.path().join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(dir.path().join("tls.key"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--secure-port", "0", "--metrics-port", "0"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("error: --kubeconfig /nonexistent/kubeconfig: "),
+        "{stderr}"
+    );
+    assert!(
+        lines[0]
+            .ends_with("point --kubeconfig (SMART_AUTOSCALER_KUBECONFIG) at a readable kubeconfig"),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines[0].matches("No such file").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+}

@@ -356,6 +356,7 @@ impl DemoCluster {
                     cpu_request_milli: d.request_milli,
                     memory_request_bytes: MEMORY_REQUEST_BYTES,
                     terminating: false,
+                    unschedulable: false,
                 });
             }
             objects.deployments.push(DeploymentInfo {
@@ -367,6 +368,7 @@ impl DemoCluster {
                 pod_cpu_request_milli: d.request_milli,
                 pod_memory_request_bytes: MEMORY_REQUEST_BYTES,
                 hpa_target_percent: Some(d.hpa_target),
+                hpa_max_replicas: Some(d.hpa.max_replicas),
             });
         }
 
@@ -386,6 +388,7 @@ impl DemoCluster {
                 cpu_request_milli: (background * 1.1) as i64,
                 memory_request_bytes: 0,
                 terminating: false,
+                unschedulable: false,
             });
             let pods = node_usage_milli.get(&n.name).copied().unwrap_or_default();
             usage.node_cpu_percent.insert(
@@ -459,7 +462,7 @@ impl Source for DemoSource {
 mod tests {
     use super::*;
     use crate::domain::decision::DecisionConfig;
-    use crate::domain::tick::{self, DecisionStates};
+    use crate::domain::tick::{self, TickStates};
     use std::time::Duration;
 
     const HOUR: i64 = 3_600_000;
@@ -592,7 +595,7 @@ mod tests {
         };
         let config = DecisionConfig::default();
         let mut demo = DemoSource(DemoCluster::new(5, start));
-        let (mut demo_states, mut serve_states) = (DecisionStates::new(), DecisionStates::new());
+        let (mut demo_states, mut serve_states) = (TickStates::default(), TickStates::default());
         let (mut demo_last, mut serve_last) = (Snapshot::default(), Snapshot::default());
         let mut replicas_seen = std::collections::BTreeSet::new();
         let mut starting_seen = 0;

@@ -67,9 +67,10 @@ impl Default for Limits {
 /// Listener, limit and TLS flags shared by `serve` and `demo`, with the webhook's and the extender's.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// Address both listeners bind to.
-    #[arg(long, env = "SMART_AUTOSCALER_BIND_ADDRESS", default_value = "0.0.0.0")]
-    pub bind_address: IpAddr,
+    /// Address both listeners bind to. Default: every interface (0.0.0.0) for `serve`, which runs in a pod;
+    /// loopback (127.0.0.1) for `demo`, so a demo is not reachable from the network unless asked.
+    #[arg(long, env = "SMART_AUTOSCALER_BIND_ADDRESS")]
+    pub bind_address: Option<IpAddr>,
 
     /// HTTPS port for the external metrics API (and the webhook and extender). 0 picks a free port.
     #[arg(long, env = "SMART_AUTOSCALER_SECURE_PORT", default_value_t = 6443)]
@@ -274,7 +275,9 @@ impl TryFrom<&ServerArgs> for ServerSettings {
             return Err(ServerSettingsError::ClientCaFile(path.clone()));
         }
         Ok(ServerSettings {
-            bind_address: args.bind_address,
+            bind_address: args
+                .bind_address
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
             secure_port: args.secure_port,
             metrics_port: args.metrics_port,
             max_body_bytes: args.max_body_bytes,
@@ -335,6 +338,15 @@ pub fn secure_router(state: AppState) -> Router {
 /// The router of the plain metrics port.
 pub fn metrics_router(state: AppState) -> Router {
     finish(ops::routes(), state, "metrics")
+}
+
+/// The metrics router with the anomaly history behind `/api/v1/anomalies` (handed to the handler as a request
+/// extension, so [`AppState`] stays as it is); without it the endpoint lists the current snapshot's anomalies only.
+pub fn metrics_router_with_anomalies(
+    state: AppState,
+    history: crate::store::AnomalyHistory,
+) -> Router {
+    metrics_router(state).layer(axum::Extension(history))
 }
 
 fn finish(routes: Router<AppState>, state: AppState, server: &'static str) -> Router {

@@ -1,19 +1,21 @@
 //! The plain-HTTP operations port: Prometheus exposition, health probes, and the JSON API that explains every
-//! served value.
+//! served value and lists the anomalies (docs/api.md).
 
-use axum::Json;
-use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiPath, AppState};
 use std::sync::Arc;
 
+use crate::domain::anomaly::Anomaly;
 use crate::domain::forecast::online::{Board, Published};
-use crate::domain::model::DeploymentKey;
+use crate::domain::model::{DeploymentKey, Snapshot, UnixMillis};
+use crate::store::AnomalyHistory;
+use crate::store::anomalies::{AnomalyQuery, MAX_ANOMALIES};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -32,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/v1/forecasts", get(list_forecasts))
         .route("/api/v1/forecasts/{namespace}/{name}", get(get_forecast))
+        .route(ANOMALIES_PATH, get(list_anomalies))
 }
 
 fn board(state: &AppState) -> Result<Arc<Board>, ApiError> {
@@ -187,6 +190,7 @@ async fn list_deployments(State(state): State<AppState>) -> Result<Json<Value>, 
                 "forecast_applied": d.explanation.forecast_applied,
                 "observed_at_ms": d.inputs.observed_at,
                 "usage_unknown": snapshot.unmeasured.get(&d.inputs.key),
+                "anomalies_active": active_anomalies(&snapshot, &d.inputs.key).count(),
             })
         })
         .chain(
@@ -219,6 +223,7 @@ async fn get_deployment(
                 "name": key.name,
                 "collected_at_ms": snapshot.collected_at,
                 "usage_unknown": u,
+                "anomalies": anomalies_link(&snapshot, &key),
             }))),
             None => Err(ApiError::not_found(format!(
                 "deployment {key} is not managed by smart-autoscaler"
@@ -234,5 +239,183 @@ async fn get_deployment(
         "usage_unknown": unknown,
         "inputs": served.inputs,
         "explanation": served.explanation,
+        "anomalies": anomalies_link(&snapshot, &key),
     })))
+}
+
+// --- Anomalies ---------------------------------------------------------------------------------------------------
+
+/// Where the anomalies are listed.
+pub const ANOMALIES_PATH: &str = "/api/v1/anomalies";
+
+/// The anomalies of `key` open in `snapshot`.
+fn active_anomalies<'a>(
+    snapshot: &'a Snapshot,
+    key: &'a DeploymentKey,
+) -> impl Iterator<Item = &'a Anomaly> + 'a {
+    snapshot
+        .anomalies
+        .iter()
+        .filter(move |a| a.key == *key && a.is_active())
+}
+
+/// What a deployment's explanation says of its anomalies: the open ones, and where to find them all.
+fn anomalies_link(snapshot: &Snapshot, key: &DeploymentKey) -> Value {
+    let active: Vec<Value> = active_anomalies(snapshot, key)
+        .map(|a| anomaly_json(a, true))
+        .collect();
+    let query = serde_urlencoded::to_string([
+        ("namespace", key.namespace.as_str()),
+        ("deployment", key.name.as_str()),
+    ])
+    .unwrap_or_default();
+    json!({ "active": active, "url": format!("{ANOMALIES_PATH}?{query}") })
+}
+
+/// One anomaly as the API shows it; `active` is whether it is open in the current snapshot.
+fn anomaly_json(a: &Anomaly, active: bool) -> Value {
+    json!({
+        "namespace": a.key.namespace,
+        "name": a.key.name,
+        "type": a.kind.as_str(),
+        "severity": a.severity.as_str(),
+        "active": active,
+        "started_at": crate::clock::rfc3339(a.started_at),
+        "started_at_ms": a.started_at,
+        "last_seen_at_ms": a.last_seen_at,
+        "ended_at": a.ended_at.map(crate::clock::rfc3339),
+        "ended_at_ms": a.ended_at,
+        "expected": a.expected,
+        "actual": a.actual,
+        "score": a.score,
+        "summary": a.summary,
+    })
+}
+
+/// Reads `since`: unix milliseconds (digits only), an RFC 3339 time, or a duration back from `now` (`1h`, `30m`).
+fn parse_since(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
+    let bad = || {
+        format!(
+            "invalid since {text:?}: use an RFC 3339 time (2026-11-23T08:00:00Z), unix milliseconds or a duration \
+             back from now such as 1h"
+        )
+    };
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|_| bad());
+    }
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t.as_millisecond());
+    }
+    let back = crate::flags::parse_duration(text).map_err(|_| bad())?;
+    Ok(now.saturating_sub(i64::try_from(back.as_millis()).unwrap_or(i64::MAX)))
+}
+
+/// Reads the query of `/api/v1/anomalies`: `namespace`, `deployment`, `since` and `limit` (1 to
+/// [`MAX_ANOMALIES`]); empty values are absent; anything else is a 400.
+fn anomaly_query(query: Option<&str>, now: UnixMillis) -> Result<AnomalyQuery, ApiError> {
+    let pairs: Vec<(String, String)> = match query {
+        Some(q) => serde_urlencoded::from_str(q)
+            .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?,
+        None => Vec::new(),
+    };
+    let mut out = AnomalyQuery::default();
+    for (name, value) in pairs {
+        if value.is_empty() {
+            continue;
+        }
+        match name.as_str() {
+            "namespace" => out.namespace = Some(value),
+            "deployment" => out.deployment = Some(value),
+            "since" => out.since = Some(parse_since(&value, now).map_err(ApiError::bad_request)?),
+            "limit" => {
+                out.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_ANOMALIES).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "invalid limit {value:?}: a whole number from 1 to {MAX_ANOMALIES}"
+                        ))
+                    })?
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}: use namespace, deployment, since or limit"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The anomalies the query asks for, newest start first: those of the current snapshot (active, or ended on its
+/// tick) merged with the history (the store in `serve`, memory in `demo`). A history that cannot be read leaves
+/// the current ones, with the reason in `history_error`.
+async fn list_anomalies(
+    State(state): State<AppState>,
+    history: Option<Extension<AnomalyHistory>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let now = state.clock.now_millis();
+    let query = anomaly_query(query.as_deref(), now)?;
+    let snapshot = state.snapshot();
+    let current: Vec<Anomaly> = snapshot
+        .iter()
+        .flat_map(|s| &s.anomalies)
+        .filter(|a| query.matches(a))
+        .cloned()
+        .collect();
+    let (kind, stored, error) = match &history {
+        // One more than the limit, to tell whether the answer was cut.
+        Some(Extension(h)) => match h
+            .query(&AnomalyQuery {
+                limit: query.limit + 1,
+                ..query.clone()
+            })
+            .await
+        {
+            Ok(stored) => (h.kind(), stored, None),
+            Err(e) => (h.kind(), Vec::new(), Some(e.to_string())),
+        },
+        None => ("none", Vec::new(), None),
+    };
+    // The snapshot's copy is the freshest: it wins over the history's of the same deployment, kind and start.
+    let open_now: std::collections::HashSet<_> = current
+        .iter()
+        .filter(|a| a.is_active())
+        .map(|a| (a.key.clone(), a.kind, a.started_at))
+        .collect();
+    let mut merged: std::collections::HashMap<_, Anomaly> = stored
+        .into_iter()
+        .map(|a| ((a.key.clone(), a.kind, a.started_at), a))
+        .collect();
+    for a in current {
+        merged.insert((a.key.clone(), a.kind, a.started_at), a);
+    }
+    let mut items: Vec<Anomaly> = merged.into_values().collect();
+    let total = items.len();
+    query.order(&mut items);
+    let items: Vec<Value> = items
+        .iter()
+        .map(|a| {
+            let active = a.is_active() && open_now.contains(&(a.key.clone(), a.kind, a.started_at));
+            anomaly_json(a, active)
+        })
+        .collect();
+    let mut body = json!({
+        "collected_at_ms": snapshot.as_ref().map(|s| s.collected_at),
+        "history": kind,
+        "query": {
+            "namespace": query.namespace,
+            "deployment": query.deployment,
+            "since_ms": query.since,
+            "limit": query.limit,
+        },
+        "truncated": total > items.len(),
+        "items": items,
+    });
+    if let Some(error) = error {
+        body["history_error"] = json!(error);
+    }
+    Ok(Json(body))
 }

@@ -17,8 +17,19 @@ use crate::domain::quantity::parse_cpu_milli;
 /// `(namespace, name)` of a namespaced object.
 pub type NamespacedName = (String, String);
 
-/// HPA targets on our metric, by `(namespace, deployment)`: the `target.value` in percent.
-pub type HpaTargets = HashMap<NamespacedName, f64>;
+/// What the adapter keeps of an HPA on our metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HpaTarget {
+    /// The Deployment it scales (`scaleTargetRef.name`).
+    pub deployment: String,
+    /// Its `target.value` for our metric, percent.
+    pub percent: f64,
+    /// `spec.maxReplicas`: past it the HPA adds no capacity (the anomaly detectors' persistent high CPU).
+    pub max_replicas: u32,
+}
+
+/// HPA targets on our metric, by `(namespace, deployment)`.
+pub type HpaTargets = HashMap<NamespacedName, HpaTarget>;
 
 fn controller_of<'a>(meta: &'a ObjectMeta, kind: &str) -> Option<&'a OwnerReference> {
     meta.owner_references
@@ -128,10 +139,20 @@ pub fn pod_info(pod: &PartialPod, deployment: Option<String>) -> PodInfo {
         cpu_request_milli: cpu,
         memory_request_bytes: memory,
         terminating: pod.metadata.deletion_timestamp.is_some(),
+        unschedulable: status
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            }),
     }
 }
 
-/// Converts a Deployment; `hpa_target_percent` is left unset (the snapshot fills it from [`hpa_targets`]).
+/// Converts a Deployment; `hpa_target_percent` and `hpa_max_replicas` are left unset (the snapshot fills them
+/// from [`hpa_targets`]).
 pub fn deployment_info(deployment: &PartialDeployment) -> DeploymentInfo {
     let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
     let name = deployment.metadata.name.clone().unwrap_or_default();
@@ -152,6 +173,7 @@ pub fn deployment_info(deployment: &PartialDeployment) -> DeploymentInfo {
         pod_cpu_request_milli: cpu,
         pod_memory_request_bytes: memory,
         hpa_target_percent: None,
+        hpa_max_replicas: None,
     }
 }
 
@@ -196,8 +218,8 @@ fn pinned_deployment(selector: &LabelSelector) -> Option<&str> {
 
 /// The target of an HPA on our metric, if it is one: `scaleTargetRef` is a Deployment, and one of its metrics
 /// is `External`, named `smart_cpu_utilization` or `smart_cpu_utilization_raw`, with a selector that pins
-/// `deployment` to the target's name and a `target.value`. Returns `(deployment, percent)`.
-pub fn hpa_target(hpa: &HorizontalPodAutoscaler) -> Option<(String, f64)> {
+/// `deployment` to the target's name and a `target.value`.
+pub fn hpa_target(hpa: &HorizontalPodAutoscaler) -> Option<HpaTarget> {
     let spec = hpa.spec.as_ref()?;
     let target = &spec.scale_target_ref;
     if target.kind != "Deployment" {
@@ -213,7 +235,11 @@ pub fn hpa_target(hpa: &HorizontalPodAutoscaler) -> Option<(String, f64)> {
         }
         let value = external.target.value.as_ref()?;
         let percent = parse_cpu_milli(&value.0)? as f64 / 1000.0;
-        Some((target.name.clone(), percent))
+        Some(HpaTarget {
+            deployment: target.name.clone(),
+            percent,
+            max_replicas: u32::try_from(spec.max_replicas).unwrap_or(0),
+        })
     })
 }
 
@@ -221,16 +247,16 @@ pub fn hpa_target(hpa: &HorizontalPodAutoscaler) -> Option<(String, f64)> {
 /// several HPAs claim one Deployment (itself a misconfiguration the HPA controller reports), the one whose name
 /// sorts first wins, so the result does not depend on cache order.
 pub fn hpa_targets<'a>(
-    hpas: impl IntoIterator<Item = (&'a NamespacedName, &'a Option<(String, f64)>)>,
+    hpas: impl IntoIterator<Item = (&'a NamespacedName, &'a Option<HpaTarget>)>,
 ) -> HpaTargets {
     let mut sorted: Vec<_> = hpas.into_iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut targets = HpaTargets::new();
     for ((namespace, _), target) in sorted {
-        if let Some((deployment, percent)) = target {
+        if let Some(t) = target {
             targets
-                .entry((namespace.clone(), deployment.clone()))
-                .or_insert(*percent);
+                .entry((namespace.clone(), t.deployment.clone()))
+                .or_insert_with(|| t.clone());
         }
     }
     targets
@@ -298,6 +324,24 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_the_scheduler_could_not_place_is_unschedulable() {
+        assert!(!pod_info(&pod(), None).unschedulable);
+        let pending = |reason: &str| -> PartialPod {
+            from(json!({
+                "metadata": {"name": "api-x", "namespace": "shop"},
+                "spec": {"containers": [{"name": "app", "image": "a"}]},
+                "status": {"phase": "Pending", "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": reason,
+                     "message": "0/3 nodes are available: 3 Insufficient cpu."}
+                ]}
+            }))
+        };
+        assert!(pod_info(&pending("Unschedulable"), None).unschedulable);
+        // Held back on purpose by a scheduling gate: not a capacity problem.
+        assert!(!pod_info(&pending("SchedulingGated"), None).unschedulable);
+    }
+
+    #[test]
     fn pod_level_resources_win() {
         let mut p = pod();
         p.spec.as_mut().unwrap().resources =
@@ -353,12 +397,16 @@ mod tests {
         let labels = json!({"matchLabels": {"deployment": "api"}});
         assert_eq!(
             hpa_target(&hpa("smart_cpu_utilization", labels.clone(), "Deployment")),
-            Some(("api".into(), 70.0))
+            Some(HpaTarget {
+                deployment: "api".into(),
+                percent: 70.0,
+                max_replicas: 10
+            })
         );
         let expr = json!({"matchExpressions": [{"key": "deployment", "operator": "In", "values": ["api"]}]});
         assert_eq!(
-            hpa_target(&hpa("smart_cpu_utilization_raw", expr, "Deployment")),
-            Some(("api".into(), 70.0))
+            hpa_target(&hpa("smart_cpu_utilization_raw", expr, "Deployment")).map(|t| t.percent),
+            Some(70.0)
         );
         assert_eq!(
             hpa_target(&hpa("other_metric", labels.clone(), "Deployment")),
@@ -402,7 +450,7 @@ mod tests {
         let other = hpa_target(&other);
         // Two HPAs on one deployment: the first by name wins, whatever the order given.
         let targets = hpa_targets([(&later, &other), (&key, &target)]);
-        assert_eq!(targets.get(&key), Some(&65.5));
+        assert_eq!(targets.get(&key).map(|t| t.percent), Some(65.5));
     }
 
     #[test]

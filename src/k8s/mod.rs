@@ -134,23 +134,33 @@ impl K8sSettings {
     pub async fn client(&self) -> Result<Client, K8sError> {
         client(self.kubeconfig.as_deref(), self.qps, self.burst).await
     }
+
+    /// [`K8sSettings::client`] with the API server's URL (see [`connect`]).
+    pub async fn connect(&self) -> Result<(Client, String), K8sError> {
+        connect(self.kubeconfig.as_deref(), self.qps, self.burst).await
+    }
 }
 
 /// What can go wrong setting up the Kubernetes client.
 #[derive(Debug, thiserror::Error)]
 pub enum K8sError {
-    /// The `--kubeconfig` file could not be read or used.
-    #[error("kubeconfig {path}: {source}")]
+    /// The `--kubeconfig` file could not be read or used. (The cause is in the message, not a `source`, so a
+    /// printed chain does not repeat it.)
+    #[error(
+        "--kubeconfig {path}: {source}; point --kubeconfig (SMART_AUTOSCALER_KUBECONFIG) at a readable kubeconfig"
+    )]
     Kubeconfig {
         /// The file.
         path: PathBuf,
         /// Why.
-        #[source]
         source: kube::config::KubeconfigError,
     },
     /// Neither the in-cluster environment nor a default kubeconfig gave a configuration.
-    #[error("no Kubernetes configuration (in-cluster or kubeconfig): {0}")]
-    Infer(#[from] kube::config::InferConfigError),
+    #[error(
+        "no Kubernetes configuration: not running in a pod (KUBERNETES_SERVICE_HOST unset) and no usable default \
+         kubeconfig ($KUBECONFIG or ~/.kube/config): {0}; give --kubeconfig PATH"
+    )]
+    Infer(kube::config::InferConfigError),
     /// The client could not be built from the configuration (TLS setup, auth plugin, ...).
     #[error("building the Kubernetes client: {0}")]
     Client(#[from] kube::Error),
@@ -166,6 +176,17 @@ pub enum K8sError {
 /// TLS uses rustls with the process-wide default crypto provider (aws-lc-rs; `main` installs it, and it is the
 /// only provider compiled in).
 pub async fn client(kubeconfig: Option<&Path>, qps: f32, burst: u32) -> Result<Client, K8sError> {
+    connect(kubeconfig, qps, burst)
+        .await
+        .map(|(client, _)| client)
+}
+
+/// [`client`], with the API server's URL (for log lines and errors).
+pub async fn connect(
+    kubeconfig: Option<&Path>,
+    qps: f32,
+    burst: u32,
+) -> Result<(Client, String), K8sError> {
     check_rate(qps, burst).map_err(K8sError::RateLimit)?;
     let config = match kubeconfig {
         Some(path) => {
@@ -178,12 +199,16 @@ pub async fn client(kubeconfig: Option<&Path>, qps: f32, burst: u32) -> Result<C
                 .await
                 .map_err(error)?
         }
-        None => kube::Config::infer().await?,
+        None => kube::Config::infer().await.map_err(K8sError::Infer)?,
     };
+    let server = config.cluster_url.to_string();
     let builder = kube::client::ClientBuilder::try_from(config)?;
-    Ok(builder
-        .with_layer(&rate::TokenBucketLayer::new(qps, burst))
-        .build())
+    Ok((
+        builder
+            .with_layer(&rate::TokenBucketLayer::new(qps, burst))
+            .build(),
+        server,
+    ))
 }
 
 /// The kinds the adapter watches, in [`WatchHealth::pending`] order.
@@ -195,34 +220,57 @@ const KINDS: [&str; 5] = [
     "HorizontalPodAutoscaler",
 ];
 
+/// Index of the API server probe among the error sources (after the [`KINDS`]).
+const PROBE: usize = KINDS.len();
+
 /// Shared progress of the watch tasks.
 #[derive(Debug)]
 struct Status {
+    /// The API server's URL, for log lines.
+    server: String,
     synced: [AtomicBool; 5],
     errors: AtomicU64,
+    /// Failures since the last success, per kind and for the probe: the first is logged as a warning, the rest at
+    /// debug level, and the next success once, so a down API server gives a line per change, not per retry.
+    failing: [AtomicU64; KINDS.len() + 1],
     last_error: Mutex<Option<String>>,
     /// The last watch event or probe answer.
     last_contact: Mutex<Option<Instant>>,
 }
 
 impl Status {
-    fn new() -> Self {
+    fn new(server: String) -> Self {
         Status {
+            server,
             synced: Default::default(),
             errors: AtomicU64::new(0),
+            failing: Default::default(),
             last_error: Mutex::new(None),
             last_contact: Mutex::new(None),
         }
     }
 
-    fn record_error(&self, kind: &str, error: &dyn std::fmt::Display) {
+    fn record_error(&self, source: usize, error: &dyn std::fmt::Display) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        let kind = KINDS.get(source).copied().unwrap_or("API server probe");
         let message = format!("{kind}: {error}");
-        tracing::warn!(kind, %error, "kubernetes API error; retrying with backoff");
+        if self.failing[source].fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                server = %self.server, kind, %error,
+                "kubernetes API request failed; retrying with backoff (repeats are logged at debug level)"
+            );
+        } else {
+            tracing::debug!(server = %self.server, kind, %error, "kubernetes API request failed again");
+        }
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
     }
 
-    fn contact(&self) {
+    fn contact(&self, source: usize) {
+        let failures = self.failing[source].swap(0, Ordering::Relaxed);
+        if failures > 0 {
+            let kind = KINDS.get(source).copied().unwrap_or("API server probe");
+            tracing::info!(server = %self.server, kind, failures, "kubernetes API answering again");
+        }
         *self.last_contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
@@ -256,7 +304,7 @@ pub struct ClusterWatch {
     replica_sets: Cache<ReplicaSetEntry>,
     pods: Cache<PodEntry>,
     nodes: Cache<NodeInfo>,
-    hpas: Cache<Option<(String, f64)>>,
+    hpas: Cache<Option<convert::HpaTarget>>,
     status: Arc<Status>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -266,7 +314,17 @@ impl ClusterWatch {
     /// (see [`K8sSettings::probe_interval`]). The tasks run until `cancel` fires (or [`ClusterWatch::shutdown`]).
     /// Must be called inside a tokio runtime.
     pub fn start(client: Client, cancel: CancellationToken, probe_interval: Duration) -> Self {
-        let status = Arc::new(Status::new());
+        Self::start_at(client, "(unnamed)".into(), cancel, probe_interval)
+    }
+
+    /// [`ClusterWatch::start`], naming the API server's URL (from [`connect`]) in its log lines.
+    pub fn start_at(
+        client: Client,
+        server: String,
+        cancel: CancellationToken,
+        probe_interval: Duration,
+    ) -> Self {
+        let status = Arc::new(Status::new(server));
         let probe = tokio::spawn(probe(
             client.clone(),
             status.clone(),
@@ -354,7 +412,9 @@ impl ClusterWatch {
             .into_iter()
             .map(|(key, d)| {
                 let mut info = DeploymentInfo::clone(&d);
-                info.hpa_target_percent = targets.get(&key).copied();
+                let hpa = targets.get(&key);
+                info.hpa_target_percent = hpa.map(|t| t.percent);
+                info.hpa_max_replicas = hpa.map(|t| t.max_replicas);
                 info
             })
             .collect();
@@ -426,14 +486,17 @@ impl Watched {
                 };
                 match event {
                     Some(Ok(event)) => {
-                        status.contact();
+                        // `Init` comes before the list request is even sent: it is no answer from the server.
+                        if !matches!(event, watcher::Event::Init) {
+                            status.contact(index);
+                        }
                         if writer.apply(&event)
                             && !status.synced[index].swap(true, Ordering::AcqRel)
                         {
                             tracing::info!(kind, "initial list complete; watching");
                         }
                     }
-                    Some(Err(error)) => status.record_error(kind, &error),
+                    Some(Err(error)) => status.record_error(index, &error),
                     None => break,
                 }
             }
@@ -458,10 +521,10 @@ async fn probe(client: Client, status: Arc<Status>, cancel: CancellationToken, i
             answer = tokio::time::timeout(interval, client.apiserver_version()) => answer,
         };
         match answer {
-            Ok(Ok(_)) => status.contact(),
-            Ok(Err(error)) => status.record_error("API server probe", &error),
+            Ok(Ok(_)) => status.contact(PROBE),
+            Ok(Err(error)) => status.record_error(PROBE, &error),
             Err(_) => status.record_error(
-                "API server probe",
+                PROBE,
                 &format!("GET /version had no answer within {interval:?}"),
             ),
         }

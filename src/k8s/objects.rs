@@ -60,6 +60,9 @@ pub struct Condition {
     pub type_: String,
     /// `True`, `False` or `Unknown`.
     pub status: String,
+    /// Why, in one CamelCase word (`Unschedulable`, ...), when given.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// Pod status: phase, start and conditions.

@@ -29,7 +29,7 @@ pub const RECORD_COUNT_INTERVAL: Duration = Duration::from_secs(3600);
 /// Label of the per-tree record gauge.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TreeLabels {
-    /// The sled tree: `samples`, `rollups`, `predictions`, `decisions`,
+    /// The sled tree: `samples`, `rollups`, `predictions`, `decisions`, `anomalies`,
     /// `deployments` or `samples_journal`.
     pub tree: &'static str,
 }

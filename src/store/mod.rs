@@ -4,7 +4,8 @@
 //! Samples are kept for `Retention::samples` (48 h by default), then rolled up into five-minute aggregates (mean,
 //! max and p95 of CPU, mean and max of memory, max replicas) kept for `Retention::rollups` (30 days). Whole hours
 //! are rolled up once all of their samples are past the sample retention, so samples live up to one hour longer
-//! than configured. Predictions and decisions are kept as long as rollups.
+//! than configured. Predictions and decisions are kept as long as rollups. Anomalies (one record per
+//! deployment, kind and start, see [`anomalies`]) are kept `Retention::anomalies` after they last held (30 days).
 //!
 //! sled pays a large per-entry overhead (well over 100 bytes on disk for a 23-byte entry written tick by tick),
 //! so records are big: samples are stored as one block per deployment-hour, rollups as one record of twelve
@@ -24,6 +25,7 @@
 //! disk, never losing data, and logged and counted ([`Recovery`]). The store's figures (size, records by tree,
 //! compactions, last flush, recoveries) go to `/metrics` through [`Store::register_metrics`].
 
+pub mod anomalies;
 pub mod codec;
 mod metrics;
 
@@ -38,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{Clock, SystemClock};
 use crate::domain::model::{DeploymentKey, Observation, UnixMillis};
 
+pub use anomalies::{AnomalyHistory, AnomalyQuery, AnomalyRecorder, AnomalyWriter};
 use codec::{BUCKET_MILLIS, HOUR_MILLIS, Record, RollupHour, SampleValue};
 pub use codec::{Prediction, Rollup, Sample};
 use metrics::StoreMetrics;
@@ -50,6 +53,8 @@ pub struct Retention {
     pub samples: Duration,
     /// Five-minute rollups and derived records.
     pub rollups: Duration,
+    /// Anomalies, counted from when they last held.
+    pub anomalies: Duration,
 }
 
 impl Default for Retention {
@@ -57,6 +62,7 @@ impl Default for Retention {
         Retention {
             samples: Duration::from_secs(48 * 3600),
             rollups: Duration::from_secs(30 * 24 * 3600),
+            anomalies: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -67,6 +73,9 @@ impl Retention {
     }
     fn rollups_millis(&self) -> i64 {
         self.rollups.as_millis().min(i64::MAX as u128) as i64
+    }
+    fn anomalies_millis(&self) -> i64 {
+        self.anomalies.as_millis().min(i64::MAX as u128) as i64
     }
 }
 
@@ -81,6 +90,12 @@ pub struct StoreArgs {
     /// How long five-minute aggregates, predictions and decisions are kept, e.g. `30d`.
     #[arg(long, env = "SMART_AUTOSCALER_STORE_ROLLUP_RETENTION", default_value = "30d", value_parser = crate::flags::parse_duration)]
     pub store_rollup_retention: Duration,
+
+    /// How long an anomaly is kept after it last held (ended, or was last seen), e.g. `30d`. The anomaly history
+    /// behind `/api/v1/anomalies` can be rebuilt: a lost or corrupt record is dropped, and what is still active
+    /// comes back from the next ticks.
+    #[arg(long, env = "SMART_AUTOSCALER_STORE_ANOMALY_RETENTION", default_value = "30d", value_parser = crate::flags::parse_duration)]
+    pub store_anomaly_retention: Duration,
 
     /// Page cache of the store, in MiB (sled's `cache_capacity`). sled counts pages at their size on disk and
     /// holds them decoded, which takes about twice that in memory; what is not cached is read back from the
@@ -131,6 +146,9 @@ pub enum StoreSettingsError {
         /// `--store-sample-retention`.
         samples: Duration,
     },
+    /// Anomalies kept less than an hour: an anomaly would be gone from the history while people still look.
+    #[error("invalid --store-anomaly-retention: {0:?} is below 1h")]
+    AnomalyRetention(Duration),
     /// `--store-cache-mib` out of range.
     #[error("invalid --store-cache-mib: {0} is not between 1 and 65536")]
     CacheMib(u64),
@@ -152,6 +170,11 @@ impl TryFrom<&StoreArgs> for StoreConfig {
                 samples: args.store_sample_retention,
             });
         }
+        if args.store_anomaly_retention < Duration::from_secs(3600) {
+            return Err(StoreSettingsError::AnomalyRetention(
+                args.store_anomaly_retention,
+            ));
+        }
         if !(1..=65_536).contains(&args.store_cache_mib) {
             return Err(StoreSettingsError::CacheMib(args.store_cache_mib));
         }
@@ -159,6 +182,7 @@ impl TryFrom<&StoreArgs> for StoreConfig {
             retention: Retention {
                 samples: args.store_sample_retention,
                 rollups: args.store_rollup_retention,
+                anomalies: args.store_anomaly_retention,
             },
             cache_bytes: args.store_cache_mib * 1024 * 1024,
         })
@@ -231,14 +255,16 @@ enum Kind {
     Rollups,
     Predictions,
     Decisions,
+    Anomalies,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [
+    const ALL: [Kind; 5] = [
         Kind::Samples,
         Kind::Rollups,
         Kind::Predictions,
         Kind::Decisions,
+        Kind::Anomalies,
     ];
     fn name(self) -> &'static str {
         match self {
@@ -246,6 +272,7 @@ impl Kind {
             Kind::Rollups => "rollups",
             Kind::Predictions => "predictions",
             Kind::Decisions => "decisions",
+            Kind::Anomalies => "anomalies",
         }
     }
 }
@@ -259,6 +286,8 @@ pub struct RetentionReport {
     pub rollup_hours_written: usize,
     /// Records removed for age, rollups and derived trees.
     pub expired: usize,
+    /// Anomaly records removed: past their retention, or undecodable.
+    pub anomalies_expired: usize,
 }
 
 struct Inner {
@@ -1212,7 +1241,7 @@ impl Store {
     }
 }
 
-type Decoded<T> = Result<T, codec::DecodeError>;
+type Decoded<T> = Result<T, codec::CodecError>;
 
 impl Inner {
     fn tree(&self, kind: Kind) -> &sled::Tree {
@@ -1599,6 +1628,8 @@ impl Inner {
                 report.expired += self.remove_range(kind, id, rollup_cutoff)?;
             }
         }
+        let anomaly_cutoff = now.saturating_sub(self.retention.anomalies_millis());
+        report.anomalies_expired = self.expire_anomalies(anomaly_cutoff)?;
         Ok(report)
     }
 

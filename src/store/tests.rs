@@ -156,6 +156,7 @@ async fn old_samples_are_rolled_up_then_expired() {
     let retention = Retention {
         samples: Duration::from_secs(2 * 3600),
         rollups: Duration::from_secs(6 * 3600),
+        ..Retention::default()
     };
     let store = Store::open(dir.path().join("s"), retention).await.unwrap();
     // Three hours of one-minute ticks; CPU = minute of the hour.
@@ -245,6 +246,7 @@ async fn rolling_up_twice_does_not_double_count() {
     let retention = Retention {
         samples: Duration::from_secs(3600),
         rollups: Duration::from_secs(24 * 3600),
+        ..Retention::default()
     };
     let store = Store::open(dir.path().join("s"), retention).await.unwrap();
     for i in 0..60 {
@@ -286,6 +288,7 @@ async fn old_history_is_imported_straight_into_rollups() {
     let retention = Retention {
         samples: Duration::from_secs(2 * 3600),
         rollups: Duration::from_secs(24 * 3600),
+        ..Retention::default()
     };
     let now = T0 + 30 * HOUR;
     let store = Store::open(dir.path().join("s"), retention)
@@ -448,6 +451,7 @@ fn store_args_convert_to_a_config() {
     let mut args = StoreArgs {
         store_sample_retention: Duration::from_secs(48 * 3600),
         store_rollup_retention: Duration::from_secs(30 * 86400),
+        store_anomaly_retention: Duration::from_secs(30 * 86400),
         store_cache_mib: DEFAULT_CACHE_MIB,
     };
     assert_eq!(
@@ -461,6 +465,18 @@ fn store_args_convert_to_a_config() {
     );
     args.store_cache_mib = 8;
     assert_eq!(StoreConfig::try_from(&args).unwrap().cache_bytes, 8 << 20);
+    args.store_anomaly_retention = Duration::from_secs(60);
+    assert_eq!(
+        StoreConfig::try_from(&args),
+        Err(StoreSettingsError::AnomalyRetention(Duration::from_secs(
+            60
+        )))
+    );
+    args.store_anomaly_retention = Duration::from_secs(7 * 86400);
+    assert_eq!(
+        StoreConfig::try_from(&args).unwrap().retention.anomalies,
+        Duration::from_secs(7 * 86400)
+    );
     // The cross-flag rule: rollups must outlive the samples they are made from.
     args.store_rollup_retention = Duration::from_secs(3600);
     let err = StoreConfig::try_from(&args).unwrap_err();

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::anomaly::{AnomalyConfig, AnomalyKind, DetectorStates};
 use super::decision::DecisionConfig;
 use super::forecast::online::{Board, Forecaster, ForecasterConfig, Stream};
 use super::forecast::{STEP_MILLIS as BUCKET_MILLIS, STEPS_PER_DAY};
@@ -27,7 +28,7 @@ use super::hpa::{self, Behavior, HpaSpec, HpaState, PodCounts};
 use super::model::{
     DeploymentInputs, DeploymentKey, Observation, PoolInputs, Snapshot, UnixMillis,
 };
-use super::tick::{self, DecisionStates};
+use super::tick::{self, TickStates};
 
 /// HPA sync period.
 pub const SYNC_MILLIS: i64 = 15_000;
@@ -133,6 +134,8 @@ pub struct SimConfig {
     pub short_window_seconds: u32,
     /// Decision settings.
     pub decision: DecisionConfig,
+    /// Anomaly-detector thresholds (the detectors run in the tick of the smart and predictive runs).
+    pub anomaly: AnomalyConfig,
     /// HPA behavior.
     pub behavior: Behavior,
     /// Forecasting for the predictive run (`None`: no predictive run).
@@ -167,6 +170,7 @@ impl SimConfig {
             measurement_noise: 0.0,
             short_window_seconds: crate::cluster::DEFAULT_SHORT_WINDOW_SECONDS,
             decision,
+            anomaly: AnomalyConfig::default(),
             behavior: Behavior::defaults(),
             forecast: None,
             start_millis: 0,
@@ -202,6 +206,10 @@ pub struct RunMetrics {
     pub scale_events: u32,
     /// Largest replica count.
     pub max_replicas: u32,
+    /// Anomalies the tick's detectors opened in the scored part, per kind (`cpu_spike`, ...; every kind, zeros
+    /// included). Only runs that go through the tick (smart, predictive) have them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomalies: Option<BTreeMap<&'static str, u32>>,
 }
 
 /// One point of a run's timeline (one per HPA sync).
@@ -350,6 +358,8 @@ fn observe(
         replicas,
         ready_pods: ready,
         starting_pods: ages.iter().filter(|a| **a < filter_ms).count() as u32,
+        max_replicas: Some(config.max_replicas),
+        unschedulable_pods: 0,
         recent_pod_starts: ages
             .iter()
             .filter(|a| **a < crate::contract::RECENT_START_SECONDS * 1000)
@@ -400,7 +410,9 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
     let mut smart_samples: VecDeque<(UnixMillis, f64)> = VecDeque::new();
     // The tick's memory between collections, as the engine keeps it: decision states and the last snapshot.
     let key = DeploymentKey::new("simulate", "trace");
-    let mut states = DecisionStates::new();
+    let mut states = TickStates::new(DetectorStates::new(config.anomaly.clone()));
+    let mut anomalies: BTreeMap<&'static str, u32> =
+        AnomalyKind::ALL.iter().map(|k| (k.as_str(), 0)).collect();
     let mut last: Option<Snapshot> = None;
     let mut served = 0.0;
     let mut forecaster = match (mode, &config.forecast) {
@@ -570,6 +582,11 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
                         applied += usize::from(d.explanation.forecast_applied);
                         served = d.smart_percent;
                     }
+                    if now >= config.score_from_millis {
+                        for a in snapshot.anomalies.iter().filter(|a| a.started_at == at) {
+                            *anomalies.entry(a.kind.as_str()).or_default() += 1;
+                        }
+                    }
                     last = Some(snapshot);
                 }
                 let proposal =
@@ -660,6 +677,9 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
             refits: f.refits(),
         }
     });
+    if matches!(mode, Mode::Smart | Mode::Predictive) {
+        metrics.anomalies = Some(anomalies);
+    }
     Run {
         mode,
         metrics,

@@ -45,6 +45,8 @@ pub struct DeploymentInfo {
     pub pod_memory_request_bytes: i64,
     /// Target value of the HPA that uses our metric for this deployment, percent, if any.
     pub hpa_target_percent: Option<f64>,
+    /// `spec.maxReplicas` of that HPA, if any.
+    pub hpa_max_replicas: Option<u32>,
 }
 
 impl DeploymentInfo {
@@ -82,6 +84,8 @@ pub struct PodInfo {
     pub memory_request_bytes: i64,
     /// `metadata.deletionTimestamp` is set.
     pub terminating: bool,
+    /// The scheduler could not place it: condition `PodScheduled` is False with reason `Unschedulable`.
+    pub unschedulable: bool,
 }
 
 /// A Node.
@@ -423,6 +427,8 @@ pub fn join(
             replicas: d.replicas,
             ready_pods,
             starting_pods: pods.len() as u32 - past_filter.len() as u32,
+            max_replicas: d.hpa_max_replicas,
+            unschedulable_pods: pods.iter().filter(|p| p.unschedulable).count() as u32,
             recent_pod_starts: pods
                 .iter()
                 .filter(|p| age(p).is_some_and(|a| a < RECENT_START_SECONDS))
@@ -488,6 +494,7 @@ mod tests {
             cpu_request_milli: request,
             memory_request_bytes: 1 << 28,
             terminating: false,
+            unschedulable: false,
         }
     }
 
@@ -504,6 +511,7 @@ mod tests {
             pod_cpu_request_milli: 500,
             pod_memory_request_bytes: 1 << 28,
             hpa_target_percent: Some(70.0),
+            hpa_max_replicas: Some(10),
         }
     }
 
@@ -557,6 +565,25 @@ mod tests {
         assert_eq!(d.ready_pods, 3);
         assert_eq!(d.startup_filter_seconds, 120);
         assert!((d.memory_utilization_percent.unwrap() - 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_hpa_limit_and_unschedulable_pods_reach_the_inputs() {
+        let mut c = cluster();
+        let d = &join(&c, &usage(), NOW, &JoinConfig::default()).deployments[0];
+        assert_eq!((d.max_replicas, d.unschedulable_pods), (Some(10), 0));
+        // A pod the scheduler could not place: pending, on no node.
+        c.pods.push(PodInfo {
+            node: None,
+            phase: "Pending".into(),
+            ready: false,
+            started_at: None,
+            unschedulable: true,
+            ..pod("d", "n1", 0, 500)
+        });
+        c.deployments[0].hpa_max_replicas = None;
+        let d = &join(&c, &usage(), NOW, &JoinConfig::default()).deployments[0];
+        assert_eq!((d.max_replicas, d.unschedulable_pods), (None, 1));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod backtest;
 pub mod cluster;
 pub mod connections;
 pub mod contract;
+pub mod cost;
 pub mod decision;
 pub mod extender;
 pub mod forecast;
@@ -14,6 +15,7 @@ pub mod hpa;
 pub mod model;
 pub mod pod;
 pub mod quantity;
+pub mod rightsizing;
 pub mod scenarios;
 pub mod selector;
 #[doc(hidden)]

@@ -67,6 +67,13 @@ pub struct DeploymentInputs {
     pub ready_pods: u32,
     /// Pods not yet ready or still inside their startup filter.
     pub starting_pods: u32,
+    /// `maxReplicas` of the HPA that scales it on our metric, when one does (the anomaly detectors' "at
+    /// maxReplicas": the HPA can add no capacity).
+    #[serde(default)]
+    pub max_replicas: Option<u32>,
+    /// Pods of the deployment the scheduler could not place (`PodScheduled` False with reason `Unschedulable`).
+    #[serde(default)]
+    pub unschedulable_pods: u32,
     /// Pods started in the last [`RECENT_START_SECONDS`](super::contract::RECENT_START_SECONDS) (3 minutes).
     pub recent_pod_starts: u32,
     /// Seconds a new pod's CPU is ignored.

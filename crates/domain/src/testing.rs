@@ -11,7 +11,7 @@ const MINUTE_MILLIS: i64 = 60_000;
 /// Builds the [`DeploymentInputs`] of one healthy deployment, changed only where a test cares.
 ///
 /// The defaults: `shop/api`, HPA target 70%, 50% CPU, memory unknown, pods of 500m, 4 replicas all ready, none
-/// starting, a 60 s startup filter, a 10-minute window, observed at 0, on a pool `general` of 3 nodes at 50%
+/// starting, no HPA maxReplicas known, none unschedulable, a 60 s startup filter, a 10-minute window, observed at 0, on a pool `general` of 3 nodes at 50%
 /// measured and 60% requested CPU, no annotations.
 #[derive(Debug, Clone)]
 pub struct InputsBuilder(DeploymentInputs);
@@ -27,6 +27,8 @@ pub fn inputs() -> InputsBuilder {
         replicas: 4,
         ready_pods: 4,
         starting_pods: 0,
+        max_replicas: None,
+        unschedulable_pods: 0,
         recent_pod_starts: 0,
         startup_filter_seconds: 60,
         pool: PoolInputs {
@@ -70,6 +72,18 @@ impl InputsBuilder {
     pub fn replicas(mut self, replicas: u32) -> Self {
         self.0.replicas = replicas;
         self.0.ready_pods = replicas;
+        self
+    }
+
+    /// The HPA's `maxReplicas`.
+    pub fn max_replicas(mut self, max: Option<u32>) -> Self {
+        self.0.max_replicas = max;
+        self
+    }
+
+    /// Pods the scheduler could not place.
+    pub fn unschedulable(mut self, pods: u32) -> Self {
+        self.0.unschedulable_pods = pods;
         self
     }
 

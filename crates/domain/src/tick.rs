@@ -7,12 +7,14 @@
 //!        │ cluster::join                           (simulate: the trace's deployment, joined as serve would)
 //!        ▼
 //!  Observation ──┐
-//!  forecasts  ───┤ step: per deployment forecast_hooks → decision::decide; unknown usage keeps the last value
-//!  states     ───┤
+//!  forecasts  ───┤ step: per deployment forecast_hooks → decision::decide; unknown usage keeps the last value;
+//!  states     ───┤       then the anomaly detectors (anomaly::detect) on the same inputs and forecasts
 //!  previous   ───┘
 //!        ▼
-//!  Snapshot (served values, explanations, fail-safe limits) + updated decision states
+//!  Snapshot (served values, explanations, fail-safe limits, anomalies) + updated decision and detector states
 //! ```
+//!
+//! The detectors only read what the decision read: nothing they find changes a served value.
 //!
 //! The join ([`cluster::join`](super::cluster::join)) stays a stage of its own, before the step: serve's source
 //! records the joined observation in the store, reports per-deployment measurement health and starts history
@@ -22,6 +24,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use super::anomaly::{Anomaly, DetectorStates};
 use super::decision::{self, DecisionConfig, DecisionState, Hooks};
 use super::forecast::STEP_MILLIS;
 use super::forecast::online::{Advice, Board};
@@ -32,6 +35,26 @@ use super::model::{
 
 /// Per-deployment decision memory carried from one tick to the next.
 pub type DecisionStates = HashMap<DeploymentKey, DecisionState>;
+
+/// Everything the tick remembers between ticks: the decision memory and the anomaly detectors' memory (with
+/// their thresholds), both keyed by deployment.
+#[derive(Debug, Clone, Default)]
+pub struct TickStates {
+    /// Per-deployment decision memory.
+    pub decisions: DecisionStates,
+    /// Per-deployment anomaly-detector memory.
+    pub detectors: DetectorStates,
+}
+
+impl TickStates {
+    /// No memory yet; the detectors use `detectors`' thresholds.
+    pub fn new(detectors: DetectorStates) -> Self {
+        TickStates {
+            decisions: DecisionStates::new(),
+            detectors,
+        }
+    }
+}
 
 /// Forecasts older than this many five-minute buckets are not used: whoever publishes them has stalled.
 pub const FORECAST_MAX_AGE_BUCKETS: i64 = 3;
@@ -65,23 +88,31 @@ pub fn forecast_hooks(
 /// A deployment whose utilization is unknown on this tick ([`Observation::unmeasured`]) gets no new value: its
 /// entry in `previous` (the last snapshot published) is kept as it was, inputs' `observed_at` included, so the
 /// value ages into the read-time fail-safe (raw, then a 503 that gives the reason) instead of being replaced by
-/// a made-up one. Its decision state is kept too.
+/// a made-up one. Its decision state is kept too, and so are its detector state and its open anomalies
+/// (published as they were: nothing is judged without a measurement).
+///
+/// The snapshot's anomalies are those open after this tick plus those that ended on it, ordered by deployment
+/// and kind; a deployment no longer observed at all has its open anomalies ended.
 pub fn step(
     observation: Observation,
     interval: Duration,
     config: &DecisionConfig,
-    states: &mut DecisionStates,
+    states: &mut TickStates,
     forecasts: Option<&Board>,
     previous: Option<&Snapshot>,
 ) -> Snapshot {
     let now = observation.at;
+    let TickStates {
+        decisions: states,
+        detectors,
+    } = states;
+    let mut anomalies: Vec<Anomaly> = Vec::new();
     let mut deployments: BTreeMap<DeploymentKey, ServedDeployment> = observation
         .deployments
         .into_iter()
         .map(|inputs| {
-            let advice = forecasts
-                .and_then(|b| b.get(&inputs.key))
-                .map(|p| &p.advice);
+            let published = forecasts.and_then(|b| b.get(&inputs.key));
+            let advice = published.map(|p| &p.advice);
             let (mut explanation, state) = decision::decide(
                 &inputs,
                 config,
@@ -91,6 +122,7 @@ pub fn step(
             );
             explanation.forecast = advice.cloned();
             states.insert(inputs.key.clone(), state);
+            anomalies.extend(detectors.observe(&inputs, published, now));
             let served = ServedDeployment {
                 raw_percent: explanation.raw_percent,
                 smart_percent: explanation.served_percent,
@@ -105,6 +137,7 @@ pub fn step(
         let last_good = previous.and_then(|p| p.deployments.get(&key));
         if let Some(last) = last_good {
             deployments.insert(key.clone(), last.clone());
+            anomalies.extend(detectors.held(&key));
         }
         let since = previous
             .and_then(|p| p.unmeasured.get(&key))
@@ -121,6 +154,8 @@ pub fn step(
         );
     }
     states.retain(|key, _| deployments.contains_key(key));
+    anomalies.extend(detectors.retain(now, |key| deployments.contains_key(key)));
+    anomalies.sort_by(|a, b| (&a.key, a.kind, a.started_at).cmp(&(&b.key, b.kind, b.started_at)));
     let interval_millis = interval.as_millis() as i64;
     Snapshot {
         collected_at: now,
@@ -130,8 +165,7 @@ pub fn step(
         unmeasured,
         nodes: observation.nodes,
         failsafe: config.failsafe(interval_millis),
-        // Filled by the anomaly detectors once they run in the tick (issue 16).
-        anomalies: Vec::new(),
+        anomalies,
     }
 }
 
@@ -172,5 +206,120 @@ mod tests {
         assert_eq!(hooks(advice(made, true), oldest + 1), None);
         assert_eq!(hooks(advice(made, false), made + 60_000), None);
         assert_eq!(forecast_hooks(&i, None, made).forecast_percent, None);
+    }
+
+    #[test]
+    fn anomalies_never_change_what_is_served() {
+        use crate::anomaly::{AnomalyConfig, AnomalyKind};
+        // Calm at 50%, then a spike to 92% with replicas changing every tick.
+        let observations: Vec<Observation> = (0..80)
+            .map(|i| {
+                let at = 1_000_000 + i * 15_000;
+                let spiking = i >= 40;
+                let d = crate::testing::inputs()
+                    .cpu(if spiking {
+                        92.0
+                    } else {
+                        50.0 + crate::testing::jitter(i as usize)
+                    })
+                    .replicas(if spiking { 4 + (i % 2) as u32 } else { 4 })
+                    .at(at)
+                    .build();
+                Observation {
+                    at,
+                    measured_at: at,
+                    deployments: vec![d],
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let silent = AnomalyConfig {
+            spike_sigmas: f64::INFINITY,
+            thrash_changes: u32::MAX,
+            high_cpu_millis: i64::MAX,
+            deviation_millis: i64::MAX,
+            ..AnomalyConfig::default()
+        };
+        let run = |mut states: TickStates| {
+            let mut last: Option<Snapshot> = None;
+            let mut snapshots = Vec::new();
+            for o in &observations {
+                let s = step(
+                    o.clone(),
+                    Duration::from_secs(15),
+                    &DecisionConfig::default(),
+                    &mut states,
+                    None,
+                    last.as_ref(),
+                );
+                last = Some(s.clone());
+                snapshots.push(s);
+            }
+            snapshots
+        };
+        let detected = run(TickStates::default());
+        let quiet = run(TickStates::new(DetectorStates::new(silent)));
+        let kinds: std::collections::BTreeSet<AnomalyKind> = detected
+            .iter()
+            .flat_map(|s| s.anomalies.iter().map(|a| a.kind))
+            .collect();
+        assert!(kinds.contains(&AnomalyKind::CpuSpike), "{kinds:?}");
+        assert!(kinds.contains(&AnomalyKind::ScalingThrash), "{kinds:?}");
+        assert!(quiet.iter().all(|s| s.anomalies.is_empty()));
+        for (a, b) in detected.iter().zip(&quiet) {
+            for (key, d) in &a.deployments {
+                let q = &b.deployments[key];
+                assert_eq!(d.smart_percent.to_bits(), q.smart_percent.to_bits());
+                assert_eq!(d.raw_percent.to_bits(), q.raw_percent.to_bits());
+                assert_eq!(
+                    serde_json::to_value(&d.explanation).unwrap(),
+                    serde_json::to_value(&q.explanation).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_deployment_that_disappears_has_its_anomalies_ended() {
+        let mut states = TickStates::default();
+        let key = DeploymentKey::new("shop", "api");
+        let mut last = None;
+        for i in 0..42 {
+            let at = i * 15_000;
+            let cpu = if i >= 40 { 95.0 } else { 50.0 };
+            let s = step(
+                Observation {
+                    at,
+                    measured_at: at,
+                    deployments: vec![crate::testing::inputs().cpu(cpu).at(at).build()],
+                    ..Default::default()
+                },
+                Duration::from_secs(15),
+                &DecisionConfig::default(),
+                &mut states,
+                None,
+                last.as_ref(),
+            );
+            last = Some(s);
+        }
+        let open = &last.as_ref().unwrap().anomalies;
+        assert_eq!(open.len(), 1, "{open:?}");
+        assert!(open[0].is_active());
+        let gone = step(
+            Observation {
+                at: 42 * 15_000,
+                measured_at: 42 * 15_000,
+                ..Default::default()
+            },
+            Duration::from_secs(15),
+            &DecisionConfig::default(),
+            &mut states,
+            None,
+            last.as_ref(),
+        );
+        assert_eq!(gone.anomalies.len(), 1);
+        assert_eq!(gone.anomalies[0].key, key);
+        assert_eq!(gone.anomalies[0].ended_at, Some(42 * 15_000));
+        assert!(states.detectors.is_empty() && states.decisions.is_empty());
     }
 }

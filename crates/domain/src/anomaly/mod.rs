@@ -3,6 +3,14 @@
 //! HTTP API lists and the alert router delivers. The detectors themselves are pure functions of the tick's inputs
 //! and their own small per-deployment state, so `serve`, `demo` and `simulate` all see the same anomalies.
 
+pub mod detect;
+pub mod learned;
+pub mod nab;
+pub mod rules;
+
+pub use detect::DetectorStates;
+pub use rules::AnomalyConfig;
+
 use crate::model::{DeploymentKey, UnixMillis};
 
 /// What kind of unusual behaviour was seen.
