@@ -12,6 +12,7 @@
 #   DURATION=5s hack/bench-webhook.sh                       # quicker, noisier
 #   RATE=5000 hack/bench-webhook.sh                         # another fixed rate
 #   FIXTURE=small-request-create.json hack/bench-webhook.sh # another review from tests/fixtures/admission
+#   BIN=/path/to/baseline/smart-autoscaler hack/bench-webhook.sh   # measure another build, e.g. a baseline
 #
 # Run it on an otherwise idle machine: the server, nginx and oha share its cores.
 # Everything listens on 127.0.0.1 only; every process started here is stopped on exit.
@@ -39,8 +40,10 @@ if ! command -v oha >/dev/null; then
   cargo install oha --locked -q
 fi
 
-cargo build --release --locked -q
-BIN=${CARGO_TARGET_DIR:-target}/release/smart-autoscaler
+if [ -z "${BIN:-}" ]; then   # BIN=path/to/smart-autoscaler measures that build (e.g. a baseline) instead
+  cargo build --release --locked -q
+  BIN=${CARGO_TARGET_DIR:-target}/release/smart-autoscaler
+fi
 work=$(mktemp -d)
 cleanup() { kill "${demo_pid:-}" "${nginx_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT

@@ -188,6 +188,20 @@ async fn serve_both(
     Ok(())
 }
 
+/// Starts alert delivery when `--alerting-config` names receivers: it follows the snapshots on its own tasks.
+fn start_alerting(
+    settings: &crate::alerting::AlertingSettings,
+    snapshots: &watch::Receiver<Option<Arc<crate::domain::model::Snapshot>>>,
+    telemetry: &Telemetry,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    if let Some(config) = &settings.config {
+        crate::alerting::spawn(config, snapshots.clone(), telemetry, cancel.clone())
+            .context("starting alert delivery")?;
+    }
+    Ok(())
+}
+
 /// Runs `serve`: Kubernetes watches and Prometheus feed the engine; the store keeps history.
 pub async fn run_serve(args: ServeSettings) -> Result<()> {
     let tls = Arc::new(certs::TlsReloader::load(certs::TlsFiles {
@@ -254,6 +268,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         forecasts = Some(board);
         tokio::spawn(task.run(cancel.clone()));
     }
+    start_alerting(&args.alerting, &snapshots, &telemetry, &cancel)?;
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
     state.forecasts = forecasts;
     tokio::spawn(http::extender::forget_expired(
@@ -353,8 +368,9 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         args.decision.clone(),
     );
     let engine = engine.with_anomaly_history(anomalies.clone());
-    let state = app_state(&args.server, snapshots, clock, telemetry, health);
     let cancel = CancellationToken::new();
+    start_alerting(&args.alerting, &snapshots, &telemetry, &cancel)?;
+    let state = app_state(&args.server, snapshots, clock, telemetry, health);
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
     tokio::spawn(http::extender::forget_expired(

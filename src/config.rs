@@ -2,7 +2,7 @@
 //! intervals), with a `SMART_AUTOSCALER_*` environment fallback for every flag.
 //!
 //! Each adapter owns its flags (`k8s::K8sArgs`, `prom::PromArgs`, `store::StoreArgs`, `http::ServerArgs` with the
-//! webhook's and the extender's) and turns them into its settings with `TryFrom`; this module flattens them into
+//! webhook's and the extender's, `alerting::AlertingArgs`) and turns them into its settings with `TryFrom`; this module flattens them into
 //! the commands and depends on the adapters, never the reverse (shared value parsers live in [`crate::flags`]).
 //! [`Command::settings`] checks everything once, before anything starts, including the rules that tie flags
 //! together, and reports every setting that cannot work at once, each naming its flag.
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::alerting::AlertingSettings;
 use crate::domain::decision::DecisionConfig;
 use crate::domain::forecast::online::ForecasterConfig;
 use crate::flags::parse_duration;
@@ -538,6 +539,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub store: crate::store::StoreArgs,
+
+    #[command(flatten)]
+    pub alerting: crate::alerting::AlertingArgs,
 }
 
 /// Settings for `demo`.
@@ -572,6 +576,9 @@ pub struct DemoArgs {
     /// Seed of the simulated cluster's noise, so a demo run can be repeated exactly.
     #[arg(long, env = "SMART_AUTOSCALER_SEED", default_value_t = 42)]
     pub seed: u64,
+
+    #[command(flatten)]
+    pub alerting: crate::alerting::AlertingArgs,
 }
 
 /// Settings for `certs`.
@@ -645,6 +652,9 @@ pub enum ConfigError {
     /// A store flag.
     #[error(transparent)]
     Store(#[from] StoreSettingsError),
+    /// The alerting config file.
+    #[error(transparent)]
+    Alerting(#[from] crate::alerting::ConfigFileError),
 }
 
 /// Every setting of a command that cannot work, found in one pass, so one failed start names them all.
@@ -726,6 +736,8 @@ pub struct ServeSettings {
     pub prom: PromSettings,
     /// The store.
     pub store: StoreConfig,
+    /// The alert receivers.
+    pub alerting: AlertingSettings,
 }
 
 impl TryFrom<&ServeArgs> for ServeSettings {
@@ -739,6 +751,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
         let k8s = errors.take(K8sSettings::try_from(&args.k8s));
         let prom = errors.take(PromSettings::try_from(&args.prom));
         let store = errors.take(StoreConfig::try_from(&args.store));
+        let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
         errors.check(args.check_own());
         let settings = (|| {
             Some(ServeSettings {
@@ -756,6 +769,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
                 k8s: k8s?,
                 prom: prom?,
                 store: store?,
+                alerting: alerting?,
             })
         })();
         errors.finish(settings)
@@ -818,6 +832,8 @@ pub struct DemoSettings {
     pub kubeconfig_out: Option<PathBuf>,
     /// Seed of the simulated cluster.
     pub seed: u64,
+    /// The alert receivers.
+    pub alerting: AlertingSettings,
 }
 
 impl TryFrom<&DemoArgs> for DemoSettings {
@@ -827,6 +843,7 @@ impl TryFrom<&DemoArgs> for DemoSettings {
         let mut errors = Errors::default();
         let server = errors.take(ServerSettings::try_from(&args.server));
         let decision = errors.take(args.decision.validate().map(|()| args.decision.to_config()));
+        let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
         errors.check(validate_interval(args.interval));
         if !(args.speed.is_finite() && (0.1..=10_000.0).contains(&args.speed)) {
             errors.check(Err(bad("speed", "must be between 0.1 and 10000")));
@@ -846,6 +863,7 @@ impl TryFrom<&DemoArgs> for DemoSettings {
                 data_dir: args.data_dir.clone(),
                 kubeconfig_out: args.kubeconfig_out.clone(),
                 seed: args.seed,
+                alerting: alerting?,
             })
         })();
         errors.finish(settings)
@@ -1056,6 +1074,37 @@ mod tests {
             one.to_string(),
             "invalid --speed: must be between 0.1 and 10000"
         );
+    }
+
+    #[test]
+    fn a_malformed_alerting_config_fails_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerting.toml");
+        std::fs::write(&path, "[[receiver]]\nname = \"x\"\nkind = \"pager\"\n").unwrap();
+        let file = path.display().to_string();
+        assert_eq!(
+            rejected(&["demo", "--alerting-config", &file]),
+            ["alerting-config"]
+        );
+        let Err(invalid) = settings(&["demo", "--alerting-config", &file]) else {
+            panic!("rejected")
+        };
+        let message = invalid.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "invalid --alerting-config: {file}:3: receiver[0].kind: "
+            )),
+            "{message}"
+        );
+        std::fs::write(
+            &path,
+            "[[receiver]]\nname = \"x\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let Ok(CommandSettings::Demo(d)) = settings(&["demo", "--alerting-config", &file]) else {
+            panic!("a good file converts")
+        };
+        assert_eq!(d.alerting.config.unwrap().receivers.len(), 1);
     }
 
     #[test]

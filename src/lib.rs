@@ -5,6 +5,7 @@
 //! snapshots; [`refit`] refits and publishes forecasts in the background; [`demo`] is the simulated
 //! cluster; [`app`] wires it together for `main`.
 
+pub mod alerting;
 pub mod app;
 pub mod certs;
 pub mod clock;

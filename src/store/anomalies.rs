@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 
-use super::codec::{self, DecodeError, KEY_LEN};
+use super::codec::{self, CodecError, KEY_LEN};
 use super::{Inner, Kind, Store, StoreError};
 use crate::domain::anomaly::{Anomaly, AnomalyKind, Severity};
 use crate::domain::model::{DeploymentKey, UnixMillis};
@@ -129,12 +129,12 @@ fn anomaly_key(id: u32, started_at: UnixMillis, kind: AnomalyKind) -> [u8; ANOMA
 }
 
 /// Deployment id, start and kind of an anomaly key.
-fn split_anomaly_key(k: &[u8]) -> Result<(u32, UnixMillis, AnomalyKind), DecodeError> {
+fn split_anomaly_key(k: &[u8]) -> Result<(u32, UnixMillis, AnomalyKind), CodecError> {
     if k.len() != ANOMALY_KEY_LEN {
-        return Err(DecodeError::Invalid("anomaly key length"));
+        return Err(CodecError::Invalid("anomaly key length"));
     }
-    let (id, at) = codec::split_key(&k[..KEY_LEN]).ok_or(DecodeError::Invalid("anomaly key"))?;
-    let kind = kind_of(k[KEY_LEN]).ok_or(DecodeError::Invalid("anomaly kind code"))?;
+    let (id, at) = codec::split_key(&k[..KEY_LEN]).ok_or(CodecError::Invalid("anomaly key"))?;
+    let kind = kind_of(k[KEY_LEN]).ok_or(CodecError::Invalid("anomaly kind code"))?;
     Ok((id, at, kind))
 }
 
@@ -171,35 +171,35 @@ fn decode(
     kind: AnomalyKind,
     started_at: UnixMillis,
     bytes: &[u8],
-) -> Result<Anomaly, DecodeError> {
+) -> Result<Anomaly, CodecError> {
     match bytes.first() {
-        None => return Err(DecodeError::Empty),
+        None => return Err(CodecError::Empty),
         Some(&codec::VERSION) => {}
-        Some(&v) => return Err(DecodeError::Version(v)),
+        Some(&v) => return Err(CodecError::Version(v)),
     }
     if bytes.len() < FIXED_LEN {
-        return Err(DecodeError::Length {
+        return Err(CodecError::Length {
             expected: FIXED_LEN,
             found: bytes.len(),
         });
     }
     let i64_at = |at: usize| i64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
     let f64_at = |at: usize| f64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
-    let severity = severity_of(bytes[1]).ok_or(DecodeError::Invalid("severity code"))?;
+    let severity = severity_of(bytes[1]).ok_or(CodecError::Invalid("severity code"))?;
     let ended = match bytes[2] {
         0 => None,
         1 => Some(i64_at(11)),
-        _ => return Err(DecodeError::Invalid("ended flag")),
+        _ => return Err(CodecError::Invalid("ended flag")),
     };
     let len = usize::from(u16::from_le_bytes([bytes[43], bytes[44]]));
     if bytes.len() != FIXED_LEN + len {
-        return Err(DecodeError::Length {
+        return Err(CodecError::Length {
             expected: FIXED_LEN + len,
             found: bytes.len(),
         });
     }
     let summary = std::str::from_utf8(&bytes[FIXED_LEN..])
-        .map_err(|_| DecodeError::Invalid("summary (not UTF-8)"))?;
+        .map_err(|_| CodecError::Invalid("summary (not UTF-8)"))?;
     Ok(Anomaly {
         key,
         kind,

@@ -53,7 +53,7 @@ pub fn split_key(k: &[u8]) -> Option<(u32, UnixMillis)> {
 
 /// Why a value could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecodeError {
+pub enum CodecError {
     /// Empty value.
     Empty,
     /// A version this build does not read.
@@ -69,15 +69,15 @@ pub enum DecodeError {
     Invalid(&'static str),
 }
 
-impl std::fmt::Display for DecodeError {
+impl std::fmt::Display for CodecError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DecodeError::Empty => f.write_str("empty value"),
-            DecodeError::Version(v) => write!(f, "format version {v}, this build reads {VERSION}"),
-            DecodeError::Length { expected, found } => {
+            CodecError::Empty => f.write_str("empty value"),
+            CodecError::Version(v) => write!(f, "format version {v}, this build reads {VERSION}"),
+            CodecError::Length { expected, found } => {
                 write!(f, "{found} bytes, expected {expected}")
             }
-            DecodeError::Invalid(what) => write!(f, "invalid {what}"),
+            CodecError::Invalid(what) => write!(f, "invalid {what}"),
         }
     }
 }
@@ -87,7 +87,7 @@ pub trait Record: Sized {
     /// Encoded length, version byte included.
     const LEN: usize;
     /// Writes the fields (after the version byte) into `out`, which is `LEN - 1` bytes.
-    fn write(&self, out: &mut Writer<'_>);
+    fn write(&self, out: &mut Encoder<'_>);
     /// Reads the fields.
     fn read(input: &mut Reader<'_>) -> Self;
 
@@ -95,7 +95,7 @@ pub trait Record: Sized {
     fn encode(&self) -> Vec<u8> {
         let mut buf = vec![0u8; Self::LEN];
         buf[0] = VERSION;
-        self.write(&mut Writer {
+        self.write(&mut Encoder {
             buf: &mut buf[1..],
             pos: 0,
         });
@@ -103,29 +103,29 @@ pub trait Record: Sized {
     }
 
     /// Decodes, checking version and length.
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
         match bytes.first() {
-            None => Err(DecodeError::Empty),
+            None => Err(CodecError::Empty),
             Some(&VERSION) if bytes.len() == Self::LEN => Ok(Self::read(&mut Reader {
                 buf: &bytes[1..],
                 pos: 0,
             })),
-            Some(&VERSION) => Err(DecodeError::Length {
+            Some(&VERSION) => Err(CodecError::Length {
                 expected: Self::LEN,
                 found: bytes.len(),
             }),
-            Some(&v) => Err(DecodeError::Version(v)),
+            Some(&v) => Err(CodecError::Version(v)),
         }
     }
 }
 
 /// Writes little-endian fields into a fixed buffer.
-pub struct Writer<'a> {
+pub struct Encoder<'a> {
     buf: &'a mut [u8],
     pos: usize,
 }
 
-impl Writer<'_> {
+impl Encoder<'_> {
     fn put(&mut self, bytes: &[u8]) {
         self.buf[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
         self.pos += bytes.len();
@@ -270,7 +270,7 @@ pub(crate) struct SampleValue {
 
 impl SampleValue {
     const LEN: usize = 10;
-    fn write(&self, out: &mut Writer<'_>) {
+    fn write(&self, out: &mut Encoder<'_>) {
         out.f32(self.cpu_percent);
         out.f32(opt_f32(self.memory_percent));
         out.u16(replicas_u16(self.replicas));
@@ -321,7 +321,7 @@ fn encode_rows(
     let head = if wide_count { 5 } else { 3 };
     let mut buf = vec![0u8; head + n * (4 + SampleValue::LEN)];
     buf[0] = VERSION;
-    let mut out = Writer {
+    let mut out = Encoder {
         buf: &mut buf[1..],
         pos: 0,
     };
@@ -341,15 +341,15 @@ fn encode_rows(
     buf
 }
 
-fn decode_rows(bytes: &[u8], wide_count: bool) -> Result<Vec<(u32, SampleValue)>, DecodeError> {
+fn decode_rows(bytes: &[u8], wide_count: bool) -> Result<Vec<(u32, SampleValue)>, CodecError> {
     let head = if wide_count { 5 } else { 3 };
     match bytes.first() {
-        None => return Err(DecodeError::Empty),
+        None => return Err(CodecError::Empty),
         Some(&VERSION) => {}
-        Some(&v) => return Err(DecodeError::Version(v)),
+        Some(&v) => return Err(CodecError::Version(v)),
     }
     if bytes.len() < head {
-        return Err(DecodeError::Length {
+        return Err(CodecError::Length {
             expected: head,
             found: bytes.len(),
         });
@@ -365,7 +365,7 @@ fn decode_rows(bytes: &[u8], wide_count: bool) -> Result<Vec<(u32, SampleValue)>
     };
     let expected = head + n * (4 + SampleValue::LEN);
     if bytes.len() != expected {
-        return Err(DecodeError::Length {
+        return Err(CodecError::Length {
             expected,
             found: bytes.len(),
         });
@@ -384,7 +384,7 @@ pub(crate) fn encode_block(hour: UnixMillis, rows: &[(UnixMillis, SampleValue)])
 pub(crate) fn decode_block(
     hour: UnixMillis,
     bytes: &[u8],
-) -> Result<Vec<(UnixMillis, SampleValue)>, DecodeError> {
+) -> Result<Vec<(UnixMillis, SampleValue)>, CodecError> {
     Ok(decode_rows(bytes, false)?
         .into_iter()
         .map(|(offset, v)| (hour + i64::from(offset), v))
@@ -397,7 +397,7 @@ pub(crate) fn encode_journal(rows: &[(u32, SampleValue)]) -> Vec<u8> {
 }
 
 /// Decodes [`encode_journal`].
-pub(crate) fn decode_journal(bytes: &[u8]) -> Result<Vec<(u32, SampleValue)>, DecodeError> {
+pub(crate) fn decode_journal(bytes: &[u8]) -> Result<Vec<(u32, SampleValue)>, CodecError> {
     decode_rows(bytes, true)
 }
 
@@ -460,7 +460,7 @@ const SLOT_LEN: usize = 14;
 
 impl RollupHour {
     /// Decodes with the hour start from the key.
-    pub fn decode_at(hour: UnixMillis, bytes: &[u8]) -> Result<RollupHour, DecodeError> {
+    pub fn decode_at(hour: UnixMillis, bytes: &[u8]) -> Result<RollupHour, CodecError> {
         let mut h = RollupHour::decode(bytes)?;
         for (i, slot) in h.slots.iter_mut().enumerate() {
             if let Some(r) = slot {
@@ -483,7 +483,7 @@ impl RollupHour {
 
 impl Record for RollupHour {
     const LEN: usize = 1 + SLOTS * SLOT_LEN;
-    fn write(&self, out: &mut Writer<'_>) {
+    fn write(&self, out: &mut Encoder<'_>) {
         for slot in &self.slots {
             match slot {
                 Some(r) => {
@@ -544,7 +544,7 @@ pub struct Prediction {
 
 impl Record for Prediction {
     const LEN: usize = 17;
-    fn write(&self, out: &mut Writer<'_>) {
+    fn write(&self, out: &mut Encoder<'_>) {
         out.u32(self.horizon_seconds);
         out.f32(self.value);
         out.f32(self.lower);
@@ -569,11 +569,11 @@ pub fn encode_bytes(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes [`encode_bytes`].
-pub fn decode_bytes(value: &[u8]) -> Result<&[u8], DecodeError> {
+pub fn decode_bytes(value: &[u8]) -> Result<&[u8], CodecError> {
     match value.split_first() {
-        None => Err(DecodeError::Empty),
+        None => Err(CodecError::Empty),
         Some((&VERSION, rest)) => Ok(rest),
-        Some((&v, _)) => Err(DecodeError::Version(v)),
+        Some((&v, _)) => Err(CodecError::Version(v)),
     }
 }
 
@@ -672,11 +672,11 @@ mod tests {
         let back = decode_journal(&bytes).unwrap();
         assert_eq!(back[0], (0, s));
         assert_eq!(back[1].1.replicas, Some(65_534), "saturated");
-        assert_eq!(decode_block(0, &[]), Err(DecodeError::Empty));
-        assert_eq!(decode_block(0, &[2, 0, 0]), Err(DecodeError::Version(2)));
+        assert_eq!(decode_block(0, &[]), Err(CodecError::Empty));
+        assert_eq!(decode_block(0, &[2, 0, 0]), Err(CodecError::Version(2)));
         assert_eq!(
             decode_block(0, &[VERSION, 1, 0]),
-            Err(DecodeError::Length {
+            Err(CodecError::Length {
                 expected: 17,
                 found: 3
             })
@@ -695,17 +695,17 @@ mod tests {
         .encode();
         assert!(Prediction::decode(&bytes).is_ok());
         bytes[0] = 2;
-        assert_eq!(Prediction::decode(&bytes), Err(DecodeError::Version(2)));
+        assert_eq!(Prediction::decode(&bytes), Err(CodecError::Version(2)));
         assert_eq!(
             Prediction::decode(&[VERSION, 1, 2]),
-            Err(DecodeError::Length {
+            Err(CodecError::Length {
                 expected: 17,
                 found: 3
             })
         );
-        assert_eq!(Prediction::decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(Prediction::decode(&[]), Err(CodecError::Empty));
         assert_eq!(decode_bytes(&encode_bytes(b"{}")), Ok(&b"{}"[..]));
-        assert_eq!(decode_bytes(&[9, 1]), Err(DecodeError::Version(9)));
+        assert_eq!(decode_bytes(&[9, 1]), Err(CodecError::Version(9)));
     }
 
     #[test]

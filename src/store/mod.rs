@@ -1241,7 +1241,7 @@ impl Store {
     }
 }
 
-type Decoded<T> = Result<T, codec::DecodeError>;
+type Decoded<T> = Result<T, codec::CodecError>;
 
 impl Inner {
     fn tree(&self, kind: Kind) -> &sled::Tree {

@@ -80,21 +80,26 @@ fn main() {
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name));
     let mut table: Vec<(String, [ProfileScore; 3])> = Vec::new();
     if wanted("learned") {
-        let start = Instant::now();
-        let scores: Vec<Vec<f64>> = files
-            .iter()
-            .map(|f| {
-                let mut d = LearnedDetector::new(&config);
-                f.at.iter()
-                    .zip(&f.values)
-                    .map(|(&t, &v)| d.update(t, v))
-                    .collect()
-            })
-            .collect();
-        let ns = start.elapsed().as_nanos() as f64 / rows as f64;
+        // The machine is shared: time five passes and keep the fastest.
+        let mut best_ns = f64::INFINITY;
+        let mut scores: Vec<Vec<f64>> = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            scores = files
+                .iter()
+                .map(|f| {
+                    let mut d = LearnedDetector::new(&config);
+                    f.at.iter()
+                        .zip(&f.values)
+                        .map(|(&t, &v)| d.update(t, v))
+                        .collect()
+                })
+                .collect();
+            best_ns = best_ns.min(start.elapsed().as_nanos() as f64 / rows as f64);
+        }
         println!(
-            "learned detector: {ns:.0} ns/point (release build, including the score vector), state {} bytes \
-             per detector (size_of, no heap)",
+            "learned detector: {best_ns:.0} ns/point (release build, fastest of 5 passes over every point, \
+             including storing the score), state {} bytes per detector (size_of, no heap)",
             std::mem::size_of::<LearnedDetector>()
         );
         let scored = score_all(&files, &scores);
@@ -368,6 +373,26 @@ fn rescore_published(checkout: &Path, here: &[File]) {
             };
             let (stamps, scores) = parse_csv(&csv, "anomaly_score");
             all.push((series(name, &stamps, windows), scores));
+        }
+        if det == "windowedGaussian" {
+            // Row by row: our reproduction against NAB's published scores, on the files here.
+            let (mut same, mut rows, mut worst) = (0usize, 0usize, 0.0f64);
+            for f in here {
+                let Some((_, published)) = all.iter().find(|(s, _)| s.name == f.series.name) else {
+                    continue;
+                };
+                let mut g = WindowedGaussian::new();
+                for (v, p) in f.values.iter().zip(published) {
+                    let ours = round_12(g.update(*v));
+                    rows += 1;
+                    same += usize::from(ours == *p);
+                    worst = worst.max((ours - p).abs());
+                }
+            }
+            println!(
+                "windowed Gaussian, ours vs NAB's published rows here: {same} of {rows} identical (12 digits), \
+                 largest difference {worst:e}"
+            );
         }
         let corpus: Vec<(&LabelledSeries, &[f64])> =
             all.iter().map(|(s, v)| (s, v.as_slice())).collect();

@@ -59,22 +59,22 @@ fn values_round_trip_and_bad_bytes_are_errors_not_misreads() {
         Ok(open.clone())
     );
 
-    assert_eq!(decode(k.clone(), a.kind, T0, &[]), Err(DecodeError::Empty));
+    assert_eq!(decode(k.clone(), a.kind, T0, &[]), Err(CodecError::Empty));
     let mut newer = bytes.clone();
     newer[0] = 9;
     assert_eq!(
         decode(k.clone(), a.kind, T0, &newer),
-        Err(DecodeError::Version(9))
+        Err(CodecError::Version(9))
     );
     assert!(matches!(
         decode(k.clone(), a.kind, T0, &bytes[..bytes.len() - 1]),
-        Err(DecodeError::Length { .. })
+        Err(CodecError::Length { .. })
     ));
     let mut bad_severity = bytes.clone();
     bad_severity[1] = 0;
     assert_eq!(
         decode(k.clone(), a.kind, T0, &bad_severity),
-        Err(DecodeError::Invalid("severity code"))
+        Err(CodecError::Invalid("severity code"))
     );
     // Keys: the kind code after the usual id and time; an unknown code is refused.
     let mut k13 = anomaly_key(7, T0, AnomalyKind::PatternDeviation);

@@ -4,8 +4,9 @@
 //! per-series tuning); `docs/anomaly-benchmark.md` shows how they score on the Numenta Anomaly Benchmark.
 //!
 //! Three stages, each O(1) per point:
-//! 1. A raw surprise in [0, 1] per point: how far the value (and the short-term mean) lies from the running
-//!    distribution of the series, as the two-sided normal probability `1 - 2 Q(|z|)`.
+//! 1. A raw surprise in [0, 1] per point: how far the value (and the short-term mean of the residual) lies from
+//!    what the best of three models expects (the running mean, or that plus an hour-of-day or an hour-of-week
+//!    offset, whichever has the lowest running squared error), as `-log10` of the two-sided normal tail, capped.
 //! 2. An anomaly likelihood (as in Numenta's HTM detector): the raw surprise averaged over the last few points,
 //!    compared with the running distribution of that average; the score is the log of its tail probability,
 //!    scaled so that a tail of 1e-10 scores 1. A series that is always noisy thus raises its own bar.
@@ -18,12 +19,13 @@ use crate::model::UnixMillis;
 /// Settings of the learned detector. One global configuration serves every series.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LearnedConfig {
-    /// Score at or above which the caller reports an anomaly.
+    /// Score at or above which the caller reports an anomaly. The detector also uses it: after a score at or
+    /// above it, later crossings are held below it for `suppress_points` points, so one event crosses once.
     pub threshold: f64,
     /// Half-life, in points, of the running mean and variance of the value.
     pub long_half_life: f64,
-    /// Half-life, in points, of the short-term mean of the value (its distance from the long mean is a second
-    /// raw surprise, for shifts hidden in noise).
+    /// Half-life, in points, of the short-term mean of each model's residual (a second raw surprise, for shifts
+    /// hidden in noise).
     pub short_half_life: f64,
     /// Points averaged into the short-term raw surprise (at most [`LearnedDetector::RING`]).
     pub average_points: usize,
@@ -35,12 +37,11 @@ pub struct LearnedConfig {
     pub spatial_tolerance: f64,
     /// Points after a reported anomaly during which further crossings are held below the threshold.
     pub suppress_points: u32,
-    /// How the point surprise combines the models: 0 = the running mean only; 1 = the model (running mean or
-    /// time-of-day profile) with the lower running squared error; 2 = the least surprised of the running mean,
-    /// the time-of-day profile and the previous value; 3 = like 1, and the short-term surprise is also taken
-    /// from the chosen model's residual (the default: the only one that finds a missing daily peak).
+    /// Which models of the expected value compete (the one with the lowest running squared error judges each
+    /// point): 0 = the running mean only; 1 = also the hour-of-day profile; 2 = also the hour-of-week profile.
     pub mode: u32,
-    /// Half-life, in days, of each time-of-day bin's offset from the running mean.
+    /// Half-life of each profile bin's offset from the running mean, in days for the hour-of-day profile and in
+    /// weeks for the hour-of-week profile.
     pub season_half_life_days: f64,
 }
 
@@ -55,7 +56,7 @@ impl Default for LearnedConfig {
             warmup: 300,
             spatial_tolerance: 0.02,
             suppress_points: 200,
-            mode: 3,
+            mode: 2,
             season_half_life_days: 3.0,
         }
     }
@@ -95,7 +96,10 @@ pub struct LearnedDetector {
     seen: u32,
     mean: f64,
     var: f64,
-    short_mean: f64,
+    /// Short-term mean of the residual from the running mean.
+    global_short: f64,
+    /// Running mean squared residual from the running mean.
+    global_mse: f64,
     min: f64,
     max: f64,
     ring: [f64; LearnedDetector::RING],
@@ -105,19 +109,89 @@ pub struct LearnedDetector {
     quiet_for: u32,
     mode: u32,
     season_half_life_days: f64,
-    last: f64,
     last_at: UnixMillis,
     /// Running mean interval between points, in milliseconds.
     interval: f64,
-    /// Per time-of-day bin: the running offset of the value from the running mean.
-    offset: [f32; LearnedDetector::BINS],
-    /// Per bin: points seen (saturating), to trust an offset only once it has some history.
-    bin_seen: [u8; LearnedDetector::BINS],
-    season_mse: f64,
-    global_mse: f64,
-    step_mse: f64,
-    /// Short-term mean of the time-of-day model's residual.
-    season_short: f64,
+    /// Hour-of-day offsets.
+    daily: Seasonal<DAILY_BINS>,
+    /// Hour-of-week offsets.
+    weekly: Seasonal<WEEKLY_BINS>,
+}
+
+const DAY: i64 = 86_400_000;
+const DAILY_BINS: usize = 24;
+const WEEKLY_BINS: usize = 24 * 7;
+
+/// A seasonal model: the running mean plus a learnt offset per bin of the period (hour of the day or of the
+/// week), with its own running squared error and short-term mean residual.
+#[derive(Debug, Clone)]
+struct Seasonal<const N: usize> {
+    offset: [f32; N],
+    /// Points seen per bin (saturating): an offset is trusted after a few.
+    seen: [u8; N],
+    mse: f64,
+    short: f64,
+}
+
+impl<const N: usize> Seasonal<N> {
+    fn new() -> Self {
+        Seasonal {
+            offset: [0.0; N],
+            seen: [0; N],
+            mse: 0.0,
+            short: 0.0,
+        }
+    }
+
+    /// The bin of a time: N bins over N hours (a day for 24, a week for 168; 1970-01-01 was a Thursday,
+    /// which only shifts the labels).
+    fn bin(at: UnixMillis) -> usize {
+        let period = DAY / 24 * N as i64;
+        (at.rem_euclid(period) * N as i64 / period) as usize
+    }
+
+    /// (running squared error, point z, short-term z) of this model for a point whose residual from the
+    /// running mean is `global_residual`. Until the bin has history the model is the running mean.
+    fn assess(
+        &mut self,
+        at: UnixMillis,
+        global_residual: f64,
+        short_alpha: f64,
+        mse_floor: f64,
+        short_gain: f64,
+    ) -> (f64, f64, f64) {
+        let bin = Self::bin(at);
+        let ready = self.seen[bin] >= 3;
+        let residual = global_residual
+            - if ready {
+                f64::from(self.offset[bin])
+            } else {
+                0.0
+            };
+        self.short += short_alpha * (residual - self.short);
+        let std = self.mse.max(mse_floor).sqrt();
+        let mse = if ready { self.mse } else { f64::INFINITY };
+        (
+            mse,
+            residual.abs() / std,
+            self.short.abs() / std * short_gain,
+        )
+    }
+
+    /// Learns the point: the squared error of the prediction made, and the bin's offset.
+    fn learn(&mut self, at: UnixMillis, global_residual: f64, long_alpha: f64, bin_alpha: f64) {
+        let bin = Self::bin(at);
+        let ready = self.seen[bin] >= 3;
+        let residual = global_residual
+            - if ready {
+                f64::from(self.offset[bin])
+            } else {
+                0.0
+            };
+        self.mse += long_alpha * (residual * residual - self.mse);
+        self.offset[bin] += (bin_alpha * (global_residual - f64::from(self.offset[bin]))) as f32;
+        self.seen[bin] = self.seen[bin].saturating_add(1);
+    }
 }
 
 /// The EWMA weight of the newest point for a half-life in points.
@@ -141,8 +215,6 @@ const RAW_CAP: f64 = 10.0;
 impl LearnedDetector {
     /// Most points the short-term average of the raw surprise can span.
     pub const RING: usize = 16;
-    /// Time-of-day bins (one per hour).
-    pub const BINS: usize = 24;
 
     /// A detector with no history.
     pub fn new(config: &LearnedConfig) -> Self {
@@ -158,7 +230,8 @@ impl LearnedDetector {
             seen: 0,
             mean: 0.0,
             var: 0.0,
-            short_mean: 0.0,
+            global_short: 0.0,
+            global_mse: 0.0,
             min: 0.0,
             max: 0.0,
             ring: [0.0; Self::RING],
@@ -168,15 +241,10 @@ impl LearnedDetector {
             quiet_for: 0,
             mode: config.mode,
             season_half_life_days: config.season_half_life_days,
-            last: 0.0,
             last_at: 0,
             interval: 0.0,
-            offset: [0.0; Self::BINS],
-            bin_seen: [0; Self::BINS],
-            season_mse: 0.0,
-            global_mse: 0.0,
-            step_mse: 0.0,
-            season_short: 0.0,
+            daily: Seasonal::new(),
+            weekly: Seasonal::new(),
         }
     }
 
@@ -188,10 +256,8 @@ impl LearnedDetector {
         if self.seen == 0 {
             self.seen = 1;
             self.mean = value;
-            self.short_mean = value;
             self.min = value;
             self.max = value;
-            self.last = value;
             self.last_at = at;
             return 0.0;
         }
@@ -204,8 +270,6 @@ impl LearnedDetector {
             };
         }
         self.last_at = at;
-        const DAY: i64 = 86_400_000;
-        let bin = (at.rem_euclid(DAY) * Self::BINS as i64 / DAY) as usize;
         // Spatial: beyond the range seen so far by more than the tolerance.
         let range = self.max - self.min;
         let spatial = self.spatial_tolerance > 0.0
@@ -217,69 +281,51 @@ impl LearnedDetector {
 
         // Floor the spread so that a flat series does not make every wiggle infinitely surprising.
         let floor = (1e-3 * self.mean.abs()).max(1e-9);
-        let std = self.var.sqrt().max(floor);
-        let z_global = (value - self.mean).abs() / std;
-        // Time-of-day model: the running mean plus this hour's running offset.
-        let seasonal_ready = self.bin_seen[bin] >= 3;
-        let season_prediction = self.mean
-            + if seasonal_ready {
-                f64::from(self.offset[bin])
-            } else {
-                0.0
-            };
-        let season_residual = value - season_prediction;
-        let step_residual = value - self.last;
         let mse_floor = floor * floor;
-        let z_season = season_residual.abs() / self.season_mse.max(mse_floor).sqrt();
-        let z_step = step_residual.abs() / self.step_mse.max(mse_floor).sqrt();
-        self.season_short += self.short_alpha * (season_residual - self.season_short);
+        // The short-term mean of a residual has a standard error smaller by this factor (EWMA of white noise).
         let short_gain = ((2.0 - self.short_alpha) / self.short_alpha).sqrt();
-        let z_season_short =
-            self.season_short.abs() / self.season_mse.max(mse_floor).sqrt() * short_gain;
-        let use_season = seasonal_ready && self.season_mse < self.global_mse;
-        let z_point = match self.mode {
-            0 => z_global,
-            1 if seasonal_ready && self.season_mse < self.global_mse => z_season,
-            1 => z_global,
-            _ => z_global
-                .min(if seasonal_ready { z_season } else { z_global })
-                .min(z_step),
-        };
+
+        // Model 0: the running mean.
         let global_residual = value - self.mean;
+        self.global_short += self.short_alpha * (global_residual - self.global_short);
+        let global_std = self.var.max(mse_floor).sqrt();
+        let mut best = (
+            self.global_mse,
+            global_residual.abs() / global_std,
+            self.global_short.abs() / global_std * short_gain,
+        );
         self.global_mse += self.long_alpha * (global_residual * global_residual - self.global_mse);
-        if seasonal_ready {
-            self.season_mse +=
-                self.long_alpha * (season_residual * season_residual - self.season_mse);
+        // The time-of-day and day-of-week models: the running mean plus the current bin's offset. The one with
+        // the lowest running squared error judges the point.
+        let per_day = if self.interval > 0.0 {
+            DAY as f64 / self.interval
         } else {
-            self.season_mse +=
-                self.long_alpha * (global_residual * global_residual - self.season_mse);
-        }
-        self.step_mse += self.long_alpha * (step_residual * step_residual - self.step_mse);
-        // Points per bin per day, from the observed interval, sets the bin's learning rate.
-        let per_bin_per_day = if self.interval > 0.0 {
-            DAY as f64 / self.interval / Self::BINS as f64
-        } else {
-            12.0
+            288.0
         };
-        let bin_alpha = alpha(self.season_half_life_days * per_bin_per_day);
-        self.offset[bin] += (bin_alpha * (global_residual - f64::from(self.offset[bin]))) as f32;
-        self.bin_seen[bin] = self.bin_seen[bin].saturating_add(1);
-        self.last = value;
-        self.short_mean += self.short_alpha * (value - self.short_mean);
-        let z_short = (self.short_mean - self.mean).abs() / std
-            * ((2.0 - self.short_alpha) / self.short_alpha).sqrt();
+        // Each hour of the day is visited per day as often as each hour of the week is per week, so one rate
+        // serves both: a half-life of `season_half_life_days` days (weeks) of visits.
+        let a = alpha(self.season_half_life_days * per_day / DAILY_BINS as f64);
+        if self.mode >= 1 {
+            let seen =
+                self.daily
+                    .assess(at, global_residual, self.short_alpha, mse_floor, short_gain);
+            self.daily.learn(at, global_residual, self.long_alpha, a);
+            if seen.0 < best.0 {
+                best = seen;
+            }
+        }
+        if self.mode >= 2 {
+            let seen =
+                self.weekly
+                    .assess(at, global_residual, self.short_alpha, mse_floor, short_gain);
+            self.weekly.learn(at, global_residual, self.long_alpha, a);
+            if seen.0 < best.0 {
+                best = seen;
+            }
+        }
+        let (_, z_point, z_short) = best;
         // Surprise in bits of evidence: -log10 of the two-sided tail, capped. Sparse (mostly small, large for
         // the rare point far out), which is what the likelihood stage needs to separate events from noise.
-        let z_short = if self.mode == 3 && use_season {
-            z_season_short
-        } else {
-            z_short
-        };
-        let z_point = if self.mode == 3 && use_season {
-            z_season
-        } else {
-            z_point
-        };
         let raw = (-(2.0 * normal_tail(z_point.max(z_short)))
             .max(1e-300)
             .log10()
@@ -594,7 +640,7 @@ mod tests {
     #[test]
     fn state_is_small_and_fixed() {
         // No heap: the whole state is the struct. The NAB benchmark reports the same number.
-        assert!(std::mem::size_of::<LearnedDetector>() <= 512);
+        assert!(std::mem::size_of::<LearnedDetector>() <= 1536);
         // Clones are independent and deterministic.
         let mut a = LearnedDetector::new(&LearnedConfig::default());
         for i in 0..500 {

@@ -1,0 +1,142 @@
+//! Alerting: tells people about anomalies and predictive scale-ups. It owns the `--alerting-config` flag, the
+//! config file ([`config`]), the pure [`router`] that turns consecutive snapshots into fire/resolve events with
+//! deduplication and grouping, the request bodies of each receiver kind ([`payload`]), and their delivery
+//! ([`delivery`]: a task and a bounded queue per receiver, rate limits, retries, metrics).
+//!
+//! The engine knows nothing of it: [`spawn`] subscribes to the snapshot watch channel the engine publishes on,
+//! so alerting can never slow a tick. docs/alerting.md is the user's reference.
+
+pub mod config;
+pub mod delivery;
+pub mod payload;
+pub mod router;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{Clock, SystemClock};
+use crate::domain::model::Snapshot;
+use crate::telemetry::Telemetry;
+
+pub use config::{AlertingConfig, ConfigFileError, ReceiverConfig, ReceiverKind, Secret};
+pub use delivery::AlertingMetrics;
+pub use router::{AlertKind, Event, Router, Status};
+
+/// The alerting flags, flattened into `serve` and `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct AlertingArgs {
+    /// Alerting config file (TOML) naming the receivers: Alertmanager, Slack, Teams, Discord, PagerDuty or a JSON
+    /// webhook (see docs/alerting.md). Read and checked once at start; without it no alert is sent.
+    #[arg(long, env = "SMART_AUTOSCALER_ALERTING_CONFIG")]
+    pub alerting_config: Option<PathBuf>,
+}
+
+/// The checked alerting settings: the receivers, or none.
+#[derive(Debug, Clone, Default)]
+pub struct AlertingSettings {
+    /// The config file's receivers; `None` without `--alerting-config`.
+    pub config: Option<AlertingConfig>,
+}
+
+impl TryFrom<&AlertingArgs> for AlertingSettings {
+    type Error = ConfigFileError;
+
+    /// Reads and checks the file (and the secret files it names) once, at start.
+    fn try_from(args: &AlertingArgs) -> Result<Self, Self::Error> {
+        let config = args
+            .alerting_config
+            .as_deref()
+            .map(config::load)
+            .transpose()?;
+        Ok(AlertingSettings { config })
+    }
+}
+
+/// The running alerting tasks.
+pub struct Alerting {
+    /// Each receiver's queue, by name, in config order.
+    pub queues: Vec<(String, Arc<delivery::Queue>)>,
+    /// The metrics the tasks count in.
+    pub metrics: AlertingMetrics,
+}
+
+/// The HTTP client shared by the receivers: rustls, no proxy surprises, no redirects (a webhook that redirects is
+/// misconfigured, and following it could leak the body elsewhere).
+pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("smart-autoscaler/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+}
+
+/// Starts one delivery task per receiver and the router task that follows `snapshots`, until `cancel`. The
+/// payloads' times use the wall clock (a demo's snapshots run on simulated time).
+pub fn spawn(
+    config: &AlertingConfig,
+    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    telemetry: &Telemetry,
+    cancel: CancellationToken,
+) -> reqwest::Result<Alerting> {
+    let client = http_client()?;
+    let metrics = AlertingMetrics::register(telemetry);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut queues = Vec::new();
+    let mut routes = Vec::new();
+    for receiver in &config.receivers {
+        let (worker, queue) =
+            delivery::Worker::new(receiver.clone(), client.clone(), &metrics, clock.clone());
+        tokio::spawn(worker.run(cancel.clone()));
+        queues.push((receiver.name.clone(), queue.clone()));
+        routes.push((receiver.clone(), queue));
+    }
+    tokio::spawn(route(snapshots, routes, metrics.clone(), cancel));
+    tracing::info!(
+        file = %config.path.display(),
+        receivers = ?config.receivers.iter().map(|r| format!("{}:{}", r.name, r.kind.as_str())).collect::<Vec<_>>(),
+        "alerting"
+    );
+    Ok(Alerting { queues, metrics })
+}
+
+/// Follows the snapshots and hands every event to the queues of the receivers that want it. Pushing never waits.
+async fn route(
+    mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    receivers: Vec<(ReceiverConfig, Arc<delivery::Queue>)>,
+    metrics: AlertingMetrics,
+    cancel: CancellationToken,
+) {
+    let mut router = Router::new();
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        if let Some(snapshot) = snapshot {
+            for event in router.observe(&snapshot) {
+                let alert = &event.alert;
+                metrics
+                    .events
+                    .get_or_create(&delivery::EventLabels {
+                        r#type: alert.subject.type_name(),
+                        status: event.status.as_str(),
+                    })
+                    .inc();
+                for (receiver, queue) in &receivers {
+                    // Alertmanager always learns of a resolve: it would otherwise keep the alert until it times out.
+                    let resolved_ok = event.status == Status::Firing
+                        || receiver.send_resolved
+                        || receiver.kind == ReceiverKind::Alertmanager;
+                    if resolved_ok && receiver.wants(alert.subject.kind, alert.severity) {
+                        queue.push(event.clone());
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            changed = snapshots.changed() => if changed.is_err() { return },
+        }
+    }
+}
