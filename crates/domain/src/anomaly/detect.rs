@@ -1,6 +1,7 @@
 //! Per-deployment detector state, carried from tick to tick beside the decision states: small bounded windows
 //! of each deployment's recent utilization, forecast errors and replica changes, how long the sustained
-//! conditions have held, and the anomalies currently open. [`DetectorStates::observe`] feeds one deployment's
+//! conditions have held, the learned detector ([`super::learned`]) fed its utilization once per tick, and the
+//! anomalies currently open. [`DetectorStates::observe`] feeds one deployment's
 //! inputs of one tick to every rule of [`super::rules`] and runs the lifecycle: an anomaly opens on the first tick
 //! its rule holds, stays open (its severity the highest seen, its evidence that of its strongest tick) while it
 //! holds, and ends once the rule has not held for [`AnomalyConfig::clear_ticks`] consecutive ticks.
