@@ -42,6 +42,9 @@ const HISTORY_MS: i64 = 10 * 60 * 1000;
 /// Memory request of every demo pod, bytes.
 const MEMORY_REQUEST_BYTES: i64 = 512 << 20;
 
+/// One point of seeded history: (time, CPU utilization percent of ready pods, pods), as the store imports it.
+pub type HistoryPoint = (UnixMillis, f64, Option<u32>);
+
 /// The shape of a deployment's CPU demand over a simulated day, in cores.
 #[derive(Debug, Clone, Copy)]
 enum Workload {
@@ -422,7 +425,7 @@ impl DemoCluster {
         &self,
         now: UnixMillis,
         days: u32,
-    ) -> Vec<(DeploymentKey, Vec<(UnixMillis, f64, Option<u32>)>)> {
+    ) -> Vec<(DeploymentKey, Vec<HistoryPoint>)> {
         const STEP: i64 = 5 * 60 * 1000;
         let from = now - i64::from(days) * 86_400_000;
         self.deployments
