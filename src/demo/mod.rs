@@ -421,11 +421,7 @@ impl DemoCluster {
     /// The `days` before `now` as the store would have recorded them, one point every five minutes per
     /// deployment: (time, CPU utilization percent of ready pods, pods), with each deployment at the replica
     /// count its HPA settles on for that load (no noise, no warm-up). Seeded into the demo's store at start.
-    pub fn history(
-        &self,
-        now: UnixMillis,
-        days: u32,
-    ) -> Vec<(DeploymentKey, Vec<HistoryPoint>)> {
+    pub fn history(&self, now: UnixMillis, days: u32) -> Vec<(DeploymentKey, Vec<HistoryPoint>)> {
         const STEP: i64 = 5 * 60 * 1000;
         let from = now - i64::from(days) * 86_400_000;
         self.deployments
