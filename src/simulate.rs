@@ -12,6 +12,38 @@ use crate::config::SimulateArgs;
 use crate::domain::backtest::{self, Run, Series, SimConfig};
 use crate::domain::scenarios;
 
+/// Runs `work` with a progress bar on stderr that appears only when stderr is a terminal and the work has taken
+/// more than two seconds (a `--predict` run over a month of data takes minutes); nothing is drawn otherwise, so
+/// `--json` output and logs stay clean.
+fn with_progress<T>(name: &str, work: impl FnOnce(&mut dyn FnMut(backtest::Mode, f64)) -> T) -> T {
+    use std::io::IsTerminal;
+    let started = std::time::Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(1000),
+        indicatif::ProgressDrawTarget::hidden(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {percent:>3}% {msg} (eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("simulate {name}"));
+    let mut shown = false;
+    let result = work(&mut |mode, share| {
+        if !shown && terminal && started.elapsed() > std::time::Duration::from_secs(2) {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            shown = true;
+        }
+        bar.set_message(format!("{mode:?} run").to_lowercase());
+        bar.set_position((share * 1000.0) as u64);
+    });
+    bar.finish_and_clear();
+    result
+}
+
 fn configure(args: &SimulateArgs, base: SimConfig) -> SimConfig {
     // Scenarios may set their own pool; a neutral pool follows the (possibly changed) pressure flags.
     let neutral = SimConfig::for_series(&Series {
@@ -117,7 +149,9 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         }
         config.forecast = Some(forecast);
     }
-    let runs = backtest::compare(&series, &config);
+    let runs = with_progress(&name, |progress| {
+        backtest::compare_with_progress(&series, &config, progress)
+    });
     if let Some(plot) = &args.plot {
         plot_svg(plot, &name, &runs, config.target_percent)?;
     }

@@ -386,6 +386,17 @@ fn observe(
 
 /// Replays `series` under `mode`.
 pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
+    run_with_progress(series, config, mode, &mut |_| {})
+}
+
+/// [`run`], calling `progress` with the share of the trace replayed (0-1) about every percent: the caller's
+/// progress bar (the domain only counts).
+pub fn run_with_progress(
+    series: &Series,
+    config: &SimConfig,
+    mode: Mode,
+    progress: &mut dyn FnMut(f64),
+) -> Run {
     let startup_ms = (config.startup_seconds * 1000.0) as i64;
     let warmup_ms = (config.warmup_seconds * 1000.0) as i64;
     let filter_ms = (config.startup_filter_seconds * 1000.0) as i64;
@@ -433,8 +444,14 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
     let mut timeline = Vec::new();
     let tick_minutes = SYNC_MILLIS as f64 / 60_000.0;
     let end = series.duration_millis();
+    let report_every = (end / 100).max(SYNC_MILLIS);
+    let mut next_report = 0;
     let mut now = 0;
     while now <= end {
+        if now >= next_report {
+            progress(now as f64 / end.max(1) as f64);
+            next_report += report_every;
+        }
         let demand = series.at(now).max(0.0);
         let ready_starts: Vec<UnixMillis> = pods
             .starts
@@ -690,11 +707,32 @@ pub fn run(series: &Series, config: &SimConfig, mode: Mode) -> Run {
 
 /// Runs plain, smart and oracle, and the predictive run when `config.forecast` is set.
 pub fn compare(series: &Series, config: &SimConfig) -> Vec<Run> {
-    let mut modes = vec![Mode::Plain, Mode::Smart, Mode::Oracle];
+    compare_with_progress(series, config, &mut |_, _| {})
+}
+
+/// [`compare`], calling `progress` with the mode being replayed and the share of the whole comparison done
+/// (0-1; the predictive run, which refits models, counts for as much as the other three together).
+pub fn compare_with_progress(
+    series: &Series,
+    config: &SimConfig,
+    progress: &mut dyn FnMut(Mode, f64),
+) -> Vec<Run> {
+    let mut modes = vec![(Mode::Plain, 1.0), (Mode::Smart, 1.0), (Mode::Oracle, 1.0)];
     if config.forecast.is_some() {
-        modes.push(Mode::Predictive);
+        modes.push((Mode::Predictive, 3.0));
     }
-    modes.into_iter().map(|m| run(series, config, m)).collect()
+    let total: f64 = modes.iter().map(|(_, w)| w).sum();
+    let mut done = 0.0;
+    modes
+        .into_iter()
+        .map(|(mode, weight)| {
+            let run = run_with_progress(series, config, mode, &mut |share| {
+                progress(mode, (done + share * weight) / total)
+            });
+            done += weight;
+            run
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -801,5 +839,21 @@ mod tests {
         let plain = run(&series, &config, Mode::Plain);
         let smart = run(&series, &config, Mode::Smart);
         assert!(smart.metrics.scale_events <= plain.metrics.scale_events);
+    }
+
+    #[test]
+    fn progress_is_reported_in_order_up_to_the_whole_comparison() {
+        let series = flat(2.0, 600);
+        let config = SimConfig::for_series(&series);
+        let mut seen: Vec<(Mode, f64)> = Vec::new();
+        let runs = compare_with_progress(&series, &config, &mut |m, p| seen.push((m, p)));
+        assert_eq!(runs.len(), 3);
+        assert!(seen.len() > 30, "{}", seen.len());
+        assert!(seen.windows(2).all(|w| w[1].1 >= w[0].1), "monotonic");
+        assert!(seen.first().unwrap().1 < 0.01 && seen.last().unwrap().1 > 0.95);
+        assert_eq!(seen.last().unwrap().0, Mode::Oracle);
+        // The same runs as without a progress hook.
+        let plain = compare(&series, &config);
+        assert_eq!(plain[1].metrics.pod_hours, runs[1].metrics.pod_hours);
     }
 }
