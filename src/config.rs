@@ -111,7 +111,8 @@ pub struct SimulateArgs {
     /// Print JSON with objects `plain`, `smart` and `oracle`.
     #[arg(long)]
     pub json: bool,
-    /// Write replicas and utilization over time for the three runs to this SVG file.
+    /// Write replicas (with demand) and utilization over time for every run to this SVG file (`.svg`; other
+    /// formats are refused, convert the SVG with e.g. `rsvg-convert`).
     #[arg(long, env = "SMART_AUTOSCALER_PLOT")]
     pub plot: Option<PathBuf>,
     /// Write every 15-second step of every run (time, replicas, ready pods, demand, true utilization, the metric
@@ -170,6 +171,19 @@ impl SimulateArgs {
                     return Err(bad(flag, "only applies to --trace, not to --scenario"));
                 }
             }
+        }
+        if let Some(plot) = &self.plot
+            && !plot
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+        {
+            return Err(bad(
+                "plot",
+                format!(
+                    "writes SVG only, so the file must end in .svg, not {} (rsvg-convert makes a PNG of it)",
+                    plot.display()
+                ),
+            ));
         }
         let range = crate::domain::cluster::SHORT_WINDOW_SECONDS;
         if !u32::try_from(self.short_window.as_secs()).is_ok_and(|s| range.contains(&s)) {
