@@ -309,6 +309,9 @@ const PLOT_COLOURS: [RGBColor; 4] = [
     RGBColor(0xCC, 0x79, 0xA7),
 ];
 
+/// A named, coloured line of (hours, value) points.
+type PlotLine = (String, RGBColor, Vec<(f64, f64)>);
+
 /// Reduces `points` (time in hours, value) to at most four per column of `columns` equal spans of `[0, end]`:
 /// each column's first, lowest, highest and last point, in time order (M4 aggregation). A line through them
 /// draws the same pixels as a line through every point, so a month of 15-second steps plots as a few thousand.
@@ -390,7 +393,7 @@ fn plot_svg(path: &Path, title: &str, start: UnixMillis, runs: &[Run], target: f
     let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
                 caption: &str,
                 y_desc: &str,
-                lines: Vec<(String, RGBColor, Vec<(f64, f64)>)>|
+                lines: Vec<PlotLine>|
      -> Result<()> {
         let top = lines
             .iter()
