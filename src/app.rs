@@ -192,12 +192,19 @@ async fn serve_both(
 fn start_alerting(
     settings: &crate::alerting::AlertingSettings,
     snapshots: &watch::Receiver<Option<Arc<crate::domain::model::Snapshot>>>,
+    leadership: &crate::k8s::leader::Leadership,
     telemetry: &Telemetry,
     cancel: &CancellationToken,
 ) -> Result<()> {
     if let Some(config) = &settings.config {
-        crate::alerting::spawn(config, snapshots.clone(), telemetry, cancel.clone())
-            .context("starting alert delivery")?;
+        crate::alerting::spawn(
+            config,
+            snapshots.clone(),
+            leadership.clone(),
+            telemetry,
+            cancel.clone(),
+        )
+        .context("starting alert delivery")?;
     }
     Ok(())
 }
@@ -222,6 +229,16 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     let short_window_seconds = prom.templates().pod_cpu_short_window_seconds;
     let (client, server) = args.k8s.connect().await?;
     let cancel = CancellationToken::new();
+    // Both replicas serve reads from their own state; only the lease holder performs side effects.
+    let (leadership, leader_task) = match &args.leader {
+        Some(leader) => {
+            let (rx, task) =
+                crate::k8s::leader::spawn(client.clone(), leader.clone(), cancel.clone());
+            (rx, Some(task))
+        }
+        None => (crate::k8s::leader::always(), None),
+    };
+    export_leadership(&telemetry, &leadership, &cancel);
     let cluster = crate::k8s::ClusterWatch::start_at(
         client,
         server,
@@ -268,7 +285,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         forecasts = Some(board);
         tokio::spawn(task.run(cancel.clone()));
     }
-    start_alerting(&args.alerting, &snapshots, &telemetry, &cancel)?;
+    start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
     state.forecasts = forecasts;
     tokio::spawn(http::extender::forget_expired(
@@ -290,7 +307,42 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, anomalies, cancel).await
+    let served = serve_both(listeners, tls, state, anomalies, cancel).await;
+    // Hand the lease over at once rather than at its expiry (the task releases it, bounded to 3 s).
+    if let Some(task) = leader_task {
+        let _ = task.await;
+    }
+    served
+}
+
+/// `smart_autoscaler_leader`: 1 while this replica holds the lease and performs side effects.
+fn export_leadership(
+    telemetry: &Telemetry,
+    leadership: &crate::k8s::leader::Leadership,
+    cancel: &CancellationToken,
+) {
+    let gauge: prometheus_client::metrics::gauge::Gauge = Default::default();
+    telemetry.register(
+        "leader",
+        "1 while this replica holds the leader lease and performs side effects (alerts), 0 while it only serves reads",
+        gauge.clone(),
+    );
+    let mut leadership = leadership.clone();
+    let cancel = cancel.clone();
+    tokio::spawn(async move {
+        loop {
+            gauge.set(i64::from(*leadership.borrow_and_update()));
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = leadership.changed() => if changed.is_err() {
+                    // The sender is gone (`always`): the value stays.
+                    gauge.set(i64::from(*leadership.borrow()));
+                    cancel.cancelled().await;
+                    return;
+                },
+            }
+        }
+    });
 }
 
 /// Loads the demo certificates from `dir`, generating them on first start.
@@ -436,7 +488,9 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         forecasts = Some(board);
         tokio::spawn(task.run(cancel.clone()));
     }
-    start_alerting(&args.alerting, &snapshots, &telemetry, &cancel)?;
+    let leadership = crate::k8s::leader::always();
+    export_leadership(&telemetry, &leadership, &cancel);
+    start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
     state.forecasts = forecasts;
     shutdown_on_signal(cancel.clone());

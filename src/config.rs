@@ -549,6 +549,9 @@ pub struct ServeArgs {
     pub k8s: crate::k8s::K8sArgs,
 
     #[command(flatten)]
+    pub leader: crate::k8s::leader::LeaderArgs,
+
+    #[command(flatten)]
     pub prom: crate::prom::PromArgs,
 
     #[command(flatten)]
@@ -715,6 +718,9 @@ pub enum ConfigError {
     /// A Kubernetes connection flag.
     #[error(transparent)]
     K8s(#[from] K8sSettingsError),
+    /// A leader election flag.
+    #[error(transparent)]
+    Leader(#[from] crate::k8s::leader::LeaderSettingsError),
     /// A Prometheus flag.
     #[error(transparent)]
     Prom(#[from] PromSettingsError),
@@ -801,6 +807,8 @@ pub struct ServeSettings {
     pub forecast_cpu_budget: f64,
     /// The Kubernetes connection.
     pub k8s: K8sSettings,
+    /// Leader election; `None` with `--no-leader-election` (this replica then leads alone).
+    pub leader: Option<crate::k8s::leader::LeaderSettings>,
     /// The Prometheus client.
     pub prom: PromSettings,
     /// The store.
@@ -818,6 +826,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
         let decision = errors.take(args.decision.validate().map(|()| args.decision.to_config()));
         let forecast = errors.take(args.forecast.validate().map(|()| args.forecast.to_config()));
         let k8s = errors.take(K8sSettings::try_from(&args.k8s));
+        let leader = errors.take(args.leader.settings());
         let prom = errors.take(PromSettings::try_from(&args.prom));
         let store = errors.take(StoreConfig::try_from(&args.store));
         let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
@@ -836,6 +845,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
                 forecast_refit_interval: args.forecast_refit_interval,
                 forecast_cpu_budget: args.forecast_cpu_budget,
                 k8s: k8s?,
+                leader: leader?,
                 prom: prom?,
                 store: store?,
                 alerting: alerting?,
