@@ -1064,3 +1064,77 @@ async fn webhook(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Resp
     }
     page(StatusCode::OK, "Webhook stamps", &body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty() -> History {
+        History {
+            raw: Vec::new(),
+            raw_max: Vec::new(),
+            replicas: Vec::new(),
+            band: Vec::new(),
+            forecast: Vec::new(),
+            decisions: Vec::new(),
+            before: None,
+        }
+    }
+
+    #[test]
+    fn an_empty_store_renders_no_history_yet_and_no_chart() {
+        let key = DeploymentKey::new("shop", "web");
+        let html = window_section(&key, None, "last 24 hours", 0, DAY, &empty());
+        assert!(html.contains("no history yet"), "{html}");
+        assert!(!html.contains("<svg"));
+        // One stored sample is history: charts, and the decisions table says there were none.
+        let one = History {
+            raw: vec![(HOUR, 40.0)],
+            ..empty()
+        };
+        let html = window_section(&key, None, "last 24 hours", 0, DAY, &one);
+        assert_eq!(html.matches("<svg").count(), 2);
+        assert!(html.contains("did not change in this window"));
+    }
+
+    #[test]
+    fn decisions_decode_from_the_stored_explanation() {
+        let d = decode_decision(
+            5,
+            br#"{"effective_target_percent":70.0,"served_percent":65.5,"held":"deadband","reasons":["a","b"]}"#,
+        )
+        .unwrap();
+        assert_eq!((d.at, d.effective, d.served), (5, 70.0, 65.5));
+        assert_eq!(d.held.as_deref(), Some("deadband"));
+        assert_eq!(d.reasons, ["a", "b"]);
+        assert!(decode_decision(5, b"{}").is_none());
+        assert!(decode_decision(5, b"not json").is_none());
+    }
+
+    #[test]
+    fn links_are_percent_encoded_and_queries_checked() {
+        assert_eq!(
+            deployment_href(&DeploymentKey::new("a b", "c/d<e>")),
+            "/deployments/a%20b/c%2Fd%3Ce%3E"
+        );
+        assert_eq!(
+            query(Some("window=6h"), &["window"]).unwrap()["window"],
+            "6h"
+        );
+        assert!(query(Some("window="), &["window"]).unwrap().is_empty());
+        assert!(
+            query(Some("x=1"), &["window"])
+                .unwrap_err()
+                .contains("unknown query parameter \"x\": use window")
+        );
+        assert!(query(Some("x=1"), &[]).unwrap_err().contains("takes none"));
+        assert!(
+            query(Some("window=1h&window=2h"), &["window"])
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert_eq!(age(59_000), "59 s");
+        assert_eq!(age(3 * 3_600_000), "3 h");
+        assert_eq!(num(f64::NAN), "n/a");
+    }
+}

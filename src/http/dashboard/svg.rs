@@ -147,6 +147,7 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 30.0;
 const X_AXIS: f64 = 42.0;
 const LEGEND_ROW: f64 = 18.0;
+const FAMILY: &str = "font-family=\"sans-serif\"";
 const FONT: &str = "font-family=\"sans-serif\" font-size=\"11\"";
 
 /// A "nice" step (1, 2 or 5 times a power of ten) near `raw`.
@@ -366,7 +367,7 @@ impl TimeChart {
         );
         let _ = write!(
             svg,
-            "<text x=\"{LEFT}\" y=\"18\" {FONT} font-size=\"13\" font-weight=\"bold\">{}</text>",
+            "<text x=\"{LEFT}\" y=\"18\" {FAMILY} font-size=\"13\" font-weight=\"bold\">{}</text>",
             escape(&self.title)
         );
         // Value grid and labels.
@@ -542,7 +543,7 @@ impl TimeChart {
         if values.is_empty() {
             let _ = write!(
                 svg,
-                "<text x=\"{:.1}\" y=\"{:.1}\" {FONT} font-size=\"13\" text-anchor=\"middle\" \
+                "<text x=\"{:.1}\" y=\"{:.1}\" {FAMILY} font-size=\"13\" text-anchor=\"middle\" \
                  fill=\"#555555\">no data in this window</text>",
                 LEFT + plot_w / 2.0,
                 TOP + PLOT_HEIGHT / 2.0
@@ -633,7 +634,7 @@ impl BarChart {
             svg,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {WIDTH} {height:.1}\" width=\"{WIDTH}\" \
              height=\"{height:.1}\" role=\"img\" aria-label=\"{title}\" class=\"chart\"><title>{title}</title>\
-             <text x=\"{LEFT}\" y=\"18\" {FONT} font-size=\"13\" font-weight=\"bold\">{title}</text>",
+             <text x=\"{LEFT}\" y=\"18\" {FAMILY} font-size=\"13\" font-weight=\"bold\">{title}</text>",
             title = escape(&self.title)
         );
         let mut v = lo;
@@ -683,7 +684,7 @@ impl BarChart {
                     None => {
                         let _ = write!(
                             svg,
-                            "<text x=\"{:.1}\" y=\"{:.1}\" {FONT} font-size=\"9\" fill=\"#555555\">{} unknown</text>",
+                            "<text x=\"{:.1}\" y=\"{:.1}\" {FAMILY} font-size=\"9\" fill=\"#555555\">{} unknown</text>",
                             plot_left + 4.0,
                             by + bar_h - 1.5,
                             escape(name)
@@ -809,6 +810,73 @@ mod tests {
             ..chart
         };
         assert!(empty.render().contains("no data in this window"));
+    }
+
+    /// Every chart is well-formed XML in the SVG namespace, whatever its labels hold.
+    fn parses(svg: &str) {
+        let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("{e}: {svg}"));
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
+        assert_eq!(
+            doc.root_element().tag_name().namespace(),
+            Some("http://www.w3.org/2000/svg")
+        );
+    }
+
+    #[test]
+    fn charts_are_well_formed_xml() {
+        let t0 = 1_764_892_800_000;
+        let chart = TimeChart {
+            title: "a <b> & 'c'".into(),
+            y_label: "% \"of\" requests".into(),
+            from: t0,
+            to: t0 + DAY,
+            series: vec![
+                Series::new(
+                    "band",
+                    colour::SKY_BLUE,
+                    Data::Band(vec![(t0, 1.0, 2.0), (t0 + HOUR, 2.0, 4.0)]),
+                ),
+                Series::new(
+                    "line",
+                    colour::BLACK,
+                    Data::Line(vec![(t0, 1.0), (t0 + HOUR, f64::NAN), (t0 + 2 * HOUR, 3.0)]),
+                ),
+                Series::new("step", colour::GREEN, Data::Step(vec![(t0 + HOUR, 50.0)]))
+                    .dashed("4 2"),
+                Series::new(
+                    "points",
+                    colour::VERMILLION,
+                    Data::Points(vec![(t0 + HOUR, 5.0)]),
+                ),
+            ],
+            from_zero: true,
+        };
+        parses(&chart.render());
+        parses(
+            &TimeChart {
+                series: vec![],
+                ..chart
+            }
+            .render(),
+        );
+        parses(
+            &BarChart {
+                title: "<pools>".into(),
+                x_label: "%".into(),
+                series: vec![("a&b".into(), colour::BLUE)],
+                rows: vec![("x\"y".into(), vec![Some(3.0)]), ("z".into(), vec![None])],
+            }
+            .render(),
+        );
+        parses(
+            &BarChart {
+                title: "none".into(),
+                x_label: "%".into(),
+                series: vec![],
+                rows: vec![],
+            }
+            .render(),
+        );
     }
 
     #[test]
