@@ -302,8 +302,8 @@ async fn every_page_renders_in_chromium_with_the_api_values() {
         };
         assert_eq!(
             well_formed(&path, &html),
-            4,
-            "{path}: 24 h and 7 d, CPU and replicas"
+            6,
+            "{path}: 24 h and 7 d, CPU, demand and replicas"
         );
         assert!(
             !html.contains("Decisions (0 in"),
@@ -323,9 +323,15 @@ async fn every_page_renders_in_chromium_with_the_api_values() {
             "{path}"
         );
         // The demo seeds a week of history: both windows chart measured data.
-        assert_eq!(page.matches("<svg").count(), 4, "{path}");
+        assert_eq!(page.matches("<svg").count(), 6, "{path}");
         assert_eq!(page.matches(">raw, 5-min mean</text>").count(), 2, "{path}");
         assert!(page.contains(">replicas (5-min max)</text>"), "{path}");
+        assert_eq!(
+            page.matches(">measured (5-min mean x replicas)</text>")
+                .count(),
+            2,
+            "{path}"
+        );
         assert!(!page.contains("no history yet"), "{path}");
         screenshot(
             profile.path(),
@@ -337,7 +343,7 @@ async fn every_page_renders_in_chromium_with_the_api_values() {
     let path = "/deployments/demo/api-service?window=6h";
     let (code, _, html) = get(&server.metrics_url(path)).await;
     assert_eq!(code, 200);
-    assert_eq!(well_formed(path, &html), 2);
+    assert_eq!(well_formed(path, &html), 3);
     assert!(html.contains("<h2>last 6h</h2>"), "{html}");
 
     // Nodes: every pool the deployments sit in, with its node count, and a verdict and score per node.

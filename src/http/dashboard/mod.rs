@@ -5,7 +5,7 @@
 //! | path | what it shows | source |
 //! |---|---|---|
 //! | `/` | every managed deployment: served vs raw, effective target, pressure, forecast trust, active anomalies | the current snapshot |
-//! | `/deployments/{namespace}/{name}` | the explanation in words; 24 h and 7 d charts of raw, served, target, forecast band and replicas; the decisions | the snapshot and the store |
+//! | `/deployments/{namespace}/{name}` | the explanation in words; 24 h and 7 d charts of raw, served, target, demand with the forecast band, and replicas; the decisions | the snapshot and the store |
 //! | `/nodes` | pressure per node pool; the extender's verdict and score per node | the snapshot and the extender's placement memory |
 //! | `/webhook` | the webhook's last 100 patches | [`RecentStamps`](super::webhook::RecentStamps) |
 //!
@@ -487,6 +487,10 @@ struct History {
     raw: Vec<(UnixMillis, f64)>,
     raw_max: Vec<(UnixMillis, f64)>,
     replicas: Vec<(UnixMillis, f64)>,
+    /// Measured demand: 5-minute mean utilization times the replicas of the bucket (percent of one pod's request),
+    /// the quantity the forecasts are made in.
+    demand: Vec<(UnixMillis, f64)>,
+    /// Forecast demand interval and value, drawn at the time each prediction is for.
     band: Vec<(UnixMillis, f64, f64)>,
     forecast: Vec<(UnixMillis, f64)>,
     decisions: Vec<Decision>,
@@ -544,6 +548,10 @@ async fn read_history(
             .iter()
             .filter_map(|r| r.replicas_max.map(|n| (r.start, f64::from(n))))
             .collect(),
+        demand: rollups
+            .iter()
+            .filter_map(|r| r.replicas_max.map(|n| (r.start, r.cpu_mean * f64::from(n))))
+            .collect(),
         band,
         forecast,
         decisions: inside,
@@ -594,17 +602,6 @@ fn window_section(
         to: now,
         series: vec![
             Series::new(
-                "forecast interval",
-                colour::SKY_BLUE,
-                Data::Band(history.band.clone()),
-            ),
-            Series::new(
-                "forecast",
-                colour::BLUE,
-                Data::Line(history.forecast.clone()),
-            )
-            .dashed("2 3"),
-            Series::new(
                 "raw, 5-min peak",
                 colour::ORANGE,
                 Data::Line(history.raw_max.clone()),
@@ -625,6 +622,34 @@ fn window_section(
         from_zero: true,
     };
     out.push_str(&cpu.render());
+    // The forecasts are made in demand (utilization times pods), not utilization: they get their own chart, with
+    // the measured demand they are judged against.
+    let demand = TimeChart {
+        title: format!("{key}: CPU demand and forecast, {label}"),
+        y_label: "% of one pod's request".into(),
+        from,
+        to: now,
+        series: vec![
+            Series::new(
+                "forecast interval (ensemble members)",
+                colour::SKY_BLUE,
+                Data::Band(history.band.clone()),
+            ),
+            Series::new(
+                "forecast (largest over the lead time)",
+                colour::BLUE,
+                Data::Line(history.forecast.clone()),
+            )
+            .dashed("2 3"),
+            Series::new(
+                "measured (5-min mean x replicas)",
+                colour::BLACK,
+                Data::Line(history.demand.clone()),
+            ),
+        ],
+        from_zero: true,
+    };
+    out.push_str(&demand.render());
     let replicas = TimeChart {
         title: format!("{key}: replicas, {label}"),
         y_label: "replicas".into(),
@@ -1074,6 +1099,7 @@ mod tests {
             raw: Vec::new(),
             raw_max: Vec::new(),
             replicas: Vec::new(),
+            demand: Vec::new(),
             band: Vec::new(),
             forecast: Vec::new(),
             decisions: Vec::new(),
@@ -1093,7 +1119,7 @@ mod tests {
             ..empty()
         };
         let html = window_section(&key, None, "last 24 hours", 0, DAY, &one);
-        assert_eq!(html.matches("<svg").count(), 2);
+        assert_eq!(html.matches("<svg").count(), 3);
         assert!(html.contains("did not change in this window"));
     }
 
