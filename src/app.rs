@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::certs::{self, CertBundle};
 use crate::clock::{Clock, ScaledClock, SystemClock};
-use crate::config::{CertsArgs, CommandSettings, DemoSettings, ServeSettings};
+use crate::config::{CertsArgs, CommandSettings, DemoSettings, ServeSettings, StartAt};
 use crate::demo::{DemoCluster, DemoSource};
 use crate::engine::Engine;
 use crate::http::{self, AppState, Limits, ServerSettings};
@@ -322,23 +322,36 @@ pub fn demo_kubeconfig(server_url: &str, ca_file: &Path) -> String {
     )
 }
 
+/// The demo's first line: which clock the API reports and when the workloads' events come on it.
+fn demo_clock_line(args: &DemoSettings, cluster: &DemoCluster, now: i64) -> String {
+    let clock = if args.speed == 1.0 {
+        "times are the wall clock (UTC)".to_string()
+    } else {
+        format!(
+            "simulated clock at {}x speed (times run ahead of the wall clock)",
+            args.speed
+        )
+    };
+    let hhmm = |t: i64| crate::clock::rfc3339(t)[11..16].to_string();
+    format!(
+        "simulated cluster, {clock}; api-service's daily spike at {} and batch-processor's next window at {}",
+        hhmm(cluster.next_workload_time_of_day(now, 9 * 60)),
+        hhmm(cluster.next_batch_window(now)),
+    )
+}
+
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
 }
 
 /// Runs `demo`.
 pub async fn run_demo(args: DemoSettings) -> Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(match args.start_at {
-        // Today (UTC) at that time of day, whether it is past or still to come.
-        Some(minutes) => {
-            let now = SystemClock.now_millis();
-            ScaledClock::starting_at(
-                now - now.rem_euclid(86_400_000) + i64::from(minutes) * 60_000,
-                args.speed,
-            )
-        }
-        None => ScaledClock::starting_now(args.speed),
-    });
+    // The API reports this clock's time: the wall clock at --speed 1. --start-at shifts only the workload.
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::starting_now(args.speed));
+    let workload_day_at = match args.start_at {
+        StartAt::Now => None,
+        StartAt::TimeOfDay(minutes) => Some(minutes),
+    };
     let data_dir = absolute(&args.data_dir)?;
     let cert_dir = data_dir.join("certs");
     std::fs::create_dir_all(&cert_dir)
@@ -379,9 +392,10 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     .await?
     .with_clock(clock.clone());
     store.register_metrics(&telemetry);
-    let cluster = DemoCluster::new(args.seed, clock.now_millis());
+    let started = clock.now_millis();
+    let cluster = DemoCluster::with_workload_day_at(args.seed, started, workload_day_at);
     let mut seeded = 0;
-    for (key, points) in cluster.history(clock.now_millis(), args.history_days) {
+    for (key, points) in cluster.history(started, args.history_days) {
         seeded += store.import_history_with_pods(&key, &points).await?;
     }
     tracing::info!(
@@ -389,6 +403,13 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         points = seeded,
         "demo: simulated history written to the store"
     );
+    if args.speed != 1.0 {
+        tracing::warn!(
+            speed = args.speed,
+            "demo: --speed is not 1, so every time the API reports is simulated time, running ahead of the wall clock"
+        );
+    }
+    let cluster_view = cluster.clone();
     let anomalies = AnomalyHistory::in_memory();
     let (mut engine, snapshots) = Engine::new(
         DemoSource::new(cluster).with_store(store.clone()),
@@ -429,8 +450,8 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
 
     let k = format!("kubectl --kubeconfig {}", kubeconfig.display());
     println!(
-        "smart-autoscaler demo: simulated cluster at {}x speed",
-        args.speed
+        "smart-autoscaler demo: {}",
+        demo_clock_line(&args, &cluster_view, started)
     );
     println!(
         "listening secure=127.0.0.1:{secure_port} metrics=127.0.0.1:{metrics_port} kubeconfig={}",
