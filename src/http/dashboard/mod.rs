@@ -69,6 +69,7 @@ main{padding:8px 16px;max-width:1200px}table{border-collapse:collapse;margin:8px
 th,td{border:1px solid #cccccc;padding:3px 8px;text-align:left;font-size:14px}\
 td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f0f0f0}\
 .muted{color:#555555}.warn{color:#8a3b00}svg.chart{max-width:100%;height:auto;display:block;margin:8px 0}\
+.decisions td:first-child,#stamps td:first-child{white-space:nowrap}\
 footer{padding:8px 16px;font-size:12px;color:#555555}";
 
 /// Wraps a page body in the shared shell: navigation, styles, no script.
