@@ -166,6 +166,7 @@ async fn serve_both(
     tls: Arc<certs::TlsReloader>,
     state: AppState,
     anomalies: AnomalyHistory,
+    store: crate::store::Store,
     cancel: CancellationToken,
 ) -> Result<()> {
     let limits = state.limits.clone();
@@ -178,7 +179,8 @@ async fn serve_both(
     );
     let metrics = http::server::serve_plain(
         listeners.metrics,
-        http::metrics_router_with_anomalies(state, anomalies),
+        // The dashboard's per-deployment pages read their history from the store.
+        http::metrics_router_with_anomalies(state, anomalies).layer(axum::Extension(store)),
         limits,
         cancel.clone().cancelled_owned(),
     );
@@ -307,7 +309,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    let served = serve_both(listeners, tls, state, anomalies, cancel).await;
+    let served = serve_both(listeners, tls, state, anomalies, store, cancel).await;
     // Hand the lease over at once rather than at its expiry (the task releases it, bounded to 3 s).
     if let Some(task) = leader_task {
         let _ = task.await;
@@ -526,5 +528,5 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/anomalies");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, anomalies, cancel).await
+    serve_both(listeners, tls, state, anomalies, store, cancel).await
 }

@@ -546,8 +546,9 @@ impl DemoCluster {
     }
 }
 
-/// [`DemoCluster`] as an engine source: it records each observation in the store when it has one (as `serve`'s
-/// source does, so the forecasts learn from the demo's ticks) and logs effective-target changes.
+/// [`DemoCluster`] as an engine source: it records each observation, and each change of effective target as a
+/// decision, in the store when it has one (as `serve`'s source does, so the forecasts learn from the demo's ticks
+/// and the dashboard charts the decisions) and logs effective-target changes.
 pub struct DemoSource {
     /// The simulated cluster.
     pub cluster: DemoCluster,
@@ -585,9 +586,17 @@ impl Source for DemoSource {
     }
 
     fn served(&mut self, snapshot: &Snapshot) {
+        let mut changed = Vec::new();
         for (key, served) in &snapshot.deployments {
             let target = served.explanation.effective_target_percent;
             let before = self.targets.insert(key.clone(), target);
+            // As serve's source does: a decision is stored when the effective target changes (the dashboard
+            // charts them).
+            if before.is_none_or(|b| (b - target).abs() >= 1e-9)
+                && let Ok(json) = serde_json::to_vec(&served.explanation)
+            {
+                changed.push((key.clone(), json));
+            }
             if before.is_some_and(|b| (b - target).abs() >= 0.05) {
                 tracing::info!(
                     deployment = %key.name,
@@ -597,6 +606,18 @@ impl Source for DemoSource {
                     "demo effective target changed"
                 );
             }
+        }
+        if let Some(store) = self.store.clone()
+            && !changed.is_empty()
+        {
+            let at = snapshot.collected_at;
+            tokio::spawn(async move {
+                for (key, json) in changed {
+                    if let Err(e) = store.put_decision(&key, at, &json).await {
+                        tracing::warn!(error = %e, deployment = %key, "demo: recording a decision failed");
+                    }
+                }
+            });
         }
         self.cluster.apply_hpa(snapshot);
     }

@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/forecasts", get(list_forecasts))
         .route("/api/v1/forecasts/{namespace}/{name}", get(get_forecast))
         .route(ANOMALIES_PATH, get(list_anomalies))
+        .merge(super::dashboard::routes())
 }
 
 fn board(state: &AppState) -> Result<Arc<Board>, ApiError> {
