@@ -241,6 +241,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         None => (crate::k8s::leader::always(), None),
     };
     export_leadership(&telemetry, &leadership, &cancel);
+    let events_client = client.clone();
     let cluster = crate::k8s::ClusterWatch::start_at(
         client,
         server,
@@ -288,6 +289,17 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         tokio::spawn(task.run(cancel.clone()));
     }
     start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
+    crate::k8s::events::spawn(
+        events_client,
+        args.leader
+            .as_ref()
+            .map_or_else(|| "smart-autoscaler".to_string(), |l| l.identity.clone()),
+        snapshots.clone(),
+        leadership.clone(),
+        &telemetry,
+        crate::k8s::events::EventLimits::default(),
+        cancel.clone(),
+    );
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
     state.forecasts = forecasts;
     tokio::spawn(http::extender::forget_expired(

@@ -63,6 +63,60 @@ pub struct FakeApi {
     pub seen: Mutex<Vec<Seen>>,
     /// Leases (coordination.k8s.io/v1) by path, with the field manager that owns `spec.holderIdentity`.
     pub leases: Mutex<BTreeMap<String, StoredLease>>,
+    /// Events (events.k8s.io/v1) as created or patched, in order: (method, namespace path, body).
+    pub events: Mutex<Vec<(String, String, Value)>>,
+}
+
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/";
+
+/// Records an Event create or patch and answers with the object, as the apiserver does.
+fn event(api: &FakeApi, method: &Method, uri: &Uri, body: &[u8]) -> Response {
+    let object: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+    };
+    api.events
+        .lock()
+        .unwrap()
+        .push((method.to_string(), uri.path().to_string(), object.clone()));
+    let code = if *method == Method::POST {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        object.to_string(),
+    )
+        .into_response()
+}
+
+/// GET of one namespaced object of a served collection (e.g. `/apis/apps/v1/namespaces/shop/deployments/api`),
+/// found in the collection's recorded list.
+fn one_object(api: &FakeApi, path: &str) -> Option<Response> {
+    let rest = path.strip_prefix("/apis/apps/v1/namespaces/")?;
+    let mut parts = rest.split('/');
+    let (ns, resource, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let c = api
+        .collections
+        .iter()
+        .find(|c| c.path == format!("/apis/apps/v1/{resource}"))?;
+    let list: Value = serde_json::from_str(&c.list).ok()?;
+    let item = list["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["metadata"]["namespace"] == ns && i["metadata"]["name"] == name)?;
+    let mut item = item.clone();
+    item["apiVersion"] = Value::String("apps/v1".into());
+    item["kind"] = Value::String("Deployment".into());
+    Some(
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            item.to_string(),
+        )
+            .into_response(),
+    )
 }
 
 /// A Lease as the fake apiserver stores it.
@@ -295,6 +349,14 @@ pub async fn handle(
     if uri.path().starts_with(LEASES) && uri.path().contains("/leases") {
         return lease(&api, &method, &uri, &headers, &body);
     }
+    if uri.path().starts_with(EVENTS) && uri.path().contains("/events") {
+        return event(&api, &method, &uri, &body);
+    }
+    if method == Method::GET
+        && let Some(found) = one_object(&api, uri.path())
+    {
+        return found;
+    }
     let query: BTreeMap<String, String> =
         serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
     let seen = Seen {
@@ -391,6 +453,7 @@ pub async fn start(forbidden: Vec<&'static str>) -> Harness {
         forbidden,
         seen: Mutex::new(Vec::new()),
         leases: Mutex::new(BTreeMap::new()),
+        events: Mutex::new(Vec::new()),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

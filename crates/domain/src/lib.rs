@@ -9,6 +9,7 @@ pub mod connections;
 pub mod contract;
 pub mod cost;
 pub mod decision;
+pub mod events;
 pub mod extender;
 pub mod forecast;
 pub mod hpa;
