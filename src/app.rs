@@ -212,7 +212,8 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let telemetry = Arc::new(Telemetry::new());
+    let telemetry =
+        Arc::new(Telemetry::new().with_max_deployments(args.server.metrics_max_deployments));
     let health = Arc::new(crate::health::Health::new(&telemetry));
     let store = crate::store::Store::open(args.data_dir.join("store"), args.store)
         .await?
@@ -361,7 +362,8 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     )
     .with_context(|| format!("writing kubeconfig {}", kubeconfig.display()))?;
 
-    let telemetry = Arc::new(Telemetry::new());
+    let telemetry =
+        Arc::new(Telemetry::new().with_max_deployments(args.server.metrics_max_deployments));
     let health = Arc::new(crate::health::Health::new(&telemetry));
     health.ok(
         "simulation",
