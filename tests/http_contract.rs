@@ -736,6 +736,8 @@ async fn unknown_paths_and_methods_are_status_errors_on_both_ports() {
     for (router, path) in [
         (&rig.secure, "/nope"),
         (&rig.secure, "/api/v1/deployments"),
+        // The extender's node view is under /scheduler/: the core API's path is not shadowed.
+        (&rig.secure, "/api/v1/nodes"),
         (&rig.metrics, "/nope"),
         (&rig.metrics, GV),
     ] {
