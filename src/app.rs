@@ -166,6 +166,7 @@ async fn serve_both(
     tls: Arc<certs::TlsReloader>,
     state: AppState,
     anomalies: AnomalyHistory,
+    store: crate::store::Store,
     cancel: CancellationToken,
 ) -> Result<()> {
     let limits = state.limits.clone();
@@ -178,7 +179,7 @@ async fn serve_both(
     );
     let metrics = http::server::serve_plain(
         listeners.metrics,
-        http::metrics_router_with_anomalies(state, anomalies),
+        http::history::with_history(http::metrics_router_with_anomalies(state, anomalies), store),
         limits,
         cancel.clone().cancelled_owned(),
     );
@@ -291,7 +292,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, anomalies, cancel).await
+    serve_both(listeners, tls, state, anomalies, store, cancel).await
 }
 
 /// Loads the demo certificates from `dir`, generating them on first start.
@@ -450,8 +451,11 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         );
     }
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/deployments/demo/api-service");
+    println!(
+        "  curl -s 'http://127.0.0.1:{metrics_port}/api/v1/deployments/demo/api-service/history?since=6h&step=15m'"
+    );
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/anomalies");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, anomalies, cancel).await
+    serve_both(listeners, tls, state, anomalies, store, cancel).await
 }

@@ -4,6 +4,7 @@
 
 pub mod extender;
 pub mod external;
+pub mod history;
 pub mod ops;
 pub mod response_cache;
 pub mod server;

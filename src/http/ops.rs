@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/forecasts", get(list_forecasts))
         .route("/api/v1/forecasts/{namespace}/{name}", get(get_forecast))
         .route(ANOMALIES_PATH, get(list_anomalies))
+        .merge(super::history::routes())
 }
 
 fn board(state: &AppState) -> Result<Arc<Board>, ApiError> {
@@ -320,7 +321,7 @@ fn anomaly_json(a: &Anomaly, active: bool) -> Value {
 }
 
 /// Reads `since`: unix milliseconds (digits only), an RFC 3339 time, or a duration back from `now` (`1h`, `30m`).
-fn parse_since(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
+pub(super) fn parse_since(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
     let bad = || {
         format!(
             "invalid since {text:?}: use an RFC 3339 time (2026-11-23T08:00:00Z), unix milliseconds or a duration \
