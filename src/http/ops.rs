@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/forecasts/{namespace}/{name}", get(get_forecast))
         .route(ANOMALIES_PATH, get(list_anomalies))
         .merge(super::history::routes())
+        .merge(super::explain::routes())
 }
 
 fn board(state: &AppState) -> Result<Arc<Board>, ApiError> {
