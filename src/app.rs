@@ -179,8 +179,12 @@ async fn serve_both(
     );
     let metrics = http::server::serve_plain(
         listeners.metrics,
-        // The dashboard's per-deployment pages read their history from the store.
-        http::metrics_router_with_anomalies(state, anomalies).layer(axum::Extension(store)),
+        // The dashboard's per-deployment pages and the history API read the store.
+        http::history::with_history(
+            http::metrics_router_with_anomalies(state, anomalies),
+            store.clone(),
+        )
+        .layer(axum::Extension(store)),
         limits,
         cancel.clone().cancelled_owned(),
     );
@@ -221,7 +225,8 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let telemetry = Arc::new(Telemetry::new());
+    let telemetry =
+        Arc::new(Telemetry::new().with_max_deployments(args.server.metrics_max_deployments));
     let health = Arc::new(crate::health::Health::new(&telemetry));
     let store = crate::store::Store::open(args.data_dir.join("store"), args.store)
         .await?
@@ -440,7 +445,8 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     )
     .with_context(|| format!("writing kubeconfig {}", kubeconfig.display()))?;
 
-    let telemetry = Arc::new(Telemetry::new());
+    let telemetry =
+        Arc::new(Telemetry::new().with_max_deployments(args.server.metrics_max_deployments));
     let health = Arc::new(crate::health::Health::new(&telemetry));
     health.ok(
         "simulation",
@@ -537,6 +543,9 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         );
     }
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/deployments/demo/api-service");
+    println!(
+        "  curl -s 'http://127.0.0.1:{metrics_port}/api/v1/deployments/demo/api-service/history?since=6h&step=15m'"
+    );
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/anomalies");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);

@@ -1,5 +1,7 @@
 //! The server's own Prometheus metrics (prometheus-client, OpenMetrics exposition): request counts and latency
-//! per route, snapshot age, engine tick outcomes.
+//! per route, snapshot age, engine tick outcomes, and the per-deployment gauges of the served snapshot (served
+//! value, raw, targets, pressure, confidence, forecast), rebuilt from the snapshot at each scrape and capped in
+//! number (docs/metrics.md lists every metric).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -54,6 +56,8 @@ pub struct Telemetry {
     pub ticks: Family<OutcomeLabels, Counter>,
     /// jemalloc's statistics, refreshed at each scrape: bytes allocated and live, and bytes resident.
     allocator: Family<AllocatorLabels, Gauge>,
+    /// The per-deployment gauges, rebuilt from the snapshot at each scrape.
+    per_deployment: DeploymentGauges,
 }
 
 /// Labels of the allocator gauges.
@@ -90,38 +94,40 @@ impl Telemetry {
         registry.register(
             "http_requests",
             "HTTP requests handled, by route and status code",
-            requests.clone(),
+            Listed(requests.clone()),
         );
         registry.register_with_unit(
             "http_request_duration",
             "HTTP request latency, by route",
             prometheus_client::registry::Unit::Seconds,
-            latency.clone(),
+            Listed(latency.clone()),
         );
         registry.register_with_unit(
             "snapshot_age",
             "Age of the served metric snapshot",
             prometheus_client::registry::Unit::Seconds,
-            snapshot_age_seconds.clone(),
+            Listed(snapshot_age_seconds.clone()),
         );
         registry.register(
             "managed_deployments",
             "Deployments in the served snapshot",
-            deployments.clone(),
+            Listed(deployments.clone()),
         );
         registry.register(
             "engine_ticks",
             "Collection ticks, by outcome",
-            ticks.clone(),
+            Listed(ticks.clone()),
         );
         let allocator = Family::<AllocatorLabels, Gauge>::default();
         registry.register_with_unit(
             "allocator",
             "Heap statistics of jemalloc, the binary's allocator (zero where it is not the allocator, as in tests)",
             prometheus_client::registry::Unit::Bytes,
-            allocator.clone(),
+            Listed(allocator.clone()),
         );
+        let per_deployment = DeploymentGauges::new(&mut registry, DEFAULT_MAX_DEPLOYMENTS);
         Telemetry {
+            per_deployment,
             allocator,
             registry: std::sync::Mutex::new(registry),
             requests,
@@ -132,15 +138,30 @@ impl Telemetry {
         }
     }
 
+    /// Caps the deployments the per-deployment gauges are exported for (`--metrics-max-deployments`); 0 exports
+    /// none.
+    pub fn with_max_deployments(mut self, max: usize) -> Self {
+        self.per_deployment.max = max;
+        self
+    }
+
     /// Renders the OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        self.encode_with(None)
+    }
+
+    /// Renders the OpenMetrics text exposition with the per-deployment gauges rebuilt from `snapshot` (none
+    /// without one). The registry's lock is held from the rebuild to the end of the encoding, so two scrapes at
+    /// once never see each other's half-built series.
+    pub fn encode_with(&self, snapshot: Option<&crate::domain::model::Snapshot>) -> String {
         self.refresh_allocator();
         let mut out = String::new();
-        // Writing to a String cannot fail.
         let registry = self
             .registry
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.per_deployment.refresh(snapshot);
+        // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
@@ -183,7 +204,155 @@ impl Telemetry {
             .registry
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        registry.register(name, help, metric);
+        registry.register(name, help, Listed(metric));
+    }
+}
+
+/// A registered family that is listed in the exposition (HELP and TYPE) even before it has a series:
+/// prometheus-client leaves empty families out, which hid every metric of a surface not used yet, made the
+/// exposition's list of families depend on traffic, and so could not be checked against docs/metrics.md.
+#[derive(Debug)]
+struct Listed<M>(M);
+
+impl<M: prometheus_client::encoding::EncodeMetric> prometheus_client::encoding::EncodeMetric
+    for Listed<M>
+{
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        self.0.metric_type()
+    }
+}
+
+// --- Per-deployment gauges -------------------------------------------------------------------------------------
+
+/// How many deployments the per-deployment gauges are exported for by default (`--metrics-max-deployments`).
+pub const DEFAULT_MAX_DEPLOYMENTS: usize = 500;
+
+/// Labels of the per-deployment gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeploymentLabels {
+    /// The Deployment's namespace.
+    pub namespace: String,
+    /// The Deployment's name.
+    pub deployment: String,
+}
+
+type F64Gauge = Gauge<f64, AtomicU64>;
+type PerDeployment = Family<DeploymentLabels, F64Gauge>;
+/// Reads one quantity of a served deployment; `None` when it has none.
+type Reader = fn(&crate::domain::model::ServedDeployment) -> Option<f64>;
+
+/// One family per quantity of a [`ServedDeployment`](crate::domain::model::ServedDeployment), labelled by
+/// namespace and deployment. Rebuilt from scratch at each scrape, so a deployment that left the snapshot leaves
+/// the exposition with it. At most `max` deployments are exported (the first in namespace, name order, so the
+/// same ones scrape after scrape); how many were left out is `deployment_metrics_dropped`.
+struct DeploymentGauges {
+    max: usize,
+    /// (family, getter) pairs: each getter reads one quantity, `None` when the deployment has none.
+    families: Vec<(PerDeployment, Reader)>,
+    dropped: Gauge,
+}
+
+/// The per-deployment gauges: name (after the `smart_autoscaler_` prefix), help, and what each reads.
+const DEPLOYMENT_GAUGES: [(&str, &str, Reader); 9] = [
+    (
+        "deployment_served_percent",
+        "Value served to the HPA as smart_cpu_utilization, percent",
+        |d| Some(d.smart_percent),
+    ),
+    (
+        "deployment_raw_percent",
+        "Measured CPU utilization (smart_cpu_utilization_raw), percent of requests",
+        |d| Some(d.raw_percent),
+    ),
+    (
+        "deployment_base_target_percent",
+        "The HPA's target for the metric, percent",
+        |d| Some(d.inputs.base_target_percent),
+    ),
+    (
+        "deployment_effective_target_percent",
+        "Target in force after policy, pressure and the safety rules, percent",
+        |d| Some(d.explanation.effective_target_percent),
+    ),
+    (
+        "deployment_pressure_level",
+        "Pressure of the deployment's node pool, 0 (idle) to 1 (full)",
+        |d| Some(d.explanation.pressure.level),
+    ),
+    (
+        "deployment_pressure_factor",
+        "Multiplier the pool pressure applies to the policy target",
+        |d| Some(d.explanation.pressure.factor),
+    ),
+    (
+        "deployment_confidence",
+        "Confidence in the tick's inputs, 0 to 1",
+        |d| Some(d.explanation.confidence),
+    ),
+    (
+        "deployment_forecast_percent",
+        "Forecast utilization the decision considered, percent (absent without a usable, fresh forecast; the \
+         forecast's confidence and trust are smart_autoscaler_forecast_confidence and _trusted)",
+        |d| d.explanation.forecast_percent,
+    ),
+    (
+        "deployment_replicas",
+        "Replicas of the Deployment (spec) seen on the tick",
+        |d| Some(f64::from(d.inputs.replicas)),
+    ),
+];
+
+impl DeploymentGauges {
+    fn new(registry: &mut Registry, max: usize) -> Self {
+        let families = DEPLOYMENT_GAUGES
+            .iter()
+            .map(|(name, help, read)| {
+                let family = PerDeployment::default();
+                registry.register(*name, *help, Listed(family.clone()));
+                (family, *read)
+            })
+            .collect();
+        let dropped = Gauge::default();
+        registry.register(
+            "deployment_metrics_dropped",
+            "Managed deployments left out of the per-deployment metrics by --metrics-max-deployments",
+            Listed(dropped.clone()),
+        );
+        DeploymentGauges {
+            max,
+            families,
+            dropped,
+        }
+    }
+
+    fn refresh(&self, snapshot: Option<&crate::domain::model::Snapshot>) {
+        for (family, _) in &self.families {
+            family.clear();
+        }
+        let Some(snapshot) = snapshot else {
+            self.dropped.set(0);
+            return;
+        };
+        for served in snapshot.deployments.values().take(self.max) {
+            let labels = DeploymentLabels {
+                namespace: served.inputs.key.namespace.clone(),
+                deployment: served.inputs.key.name.clone(),
+            };
+            for (family, read) in &self.families {
+                if let Some(value) = read(served).filter(|v| v.is_finite()) {
+                    family.get_or_create(&labels).set(value);
+                }
+            }
+        }
+        let dropped = snapshot.deployments.len().saturating_sub(self.max);
+        self.dropped.set(i64::try_from(dropped).unwrap_or(i64::MAX));
     }
 }
 

@@ -499,7 +499,7 @@ async fn metrics_count_each_anomaly_once_and_show_every_kind_and_severity() {
         }
     }
     assert!(
-        text.contains("# TYPE smart_autoscaler_anomalies counter"),
+        text.contains("# TYPE smart_autoscaler_anomalies_total counter"),
         "{text}"
     );
     assert!(

@@ -1,9 +1,9 @@
 //! The scheduler extender of the real binary (`demo` mode) over TLS, driven with the requests kube-scheduler sends
 //! in both node-cache modes (fixtures in `tests/fixtures/extender/`), and checked against the extender's own node
-//! view (`GET /api/v1/nodes`) and its metrics.
+//! view (`GET /scheduler/nodes`) and its metrics.
 //!
 //! Every server here runs with `--interval 1h --speed 1`: the first snapshot is taken at start and then stays put
-//! for the whole test, so what `/api/v1/nodes` reports is what the verbs decide on.
+//! for the whole test, so what `/scheduler/nodes` reports is what the verbs decide on.
 
 mod common;
 
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 const FILTER: &str = "/scheduler/filter";
 const PRIORITIZE: &str = "/scheduler/prioritize";
-const NODES: &str = "/api/v1/nodes";
+const NODES: &str = "/scheduler/nodes";
 const DEMO_NODES: [&str; 5] = [
     "general-0",
     "general-1",
@@ -197,6 +197,14 @@ fn expected_score(node: &Value) -> i64 {
 #[tokio::test]
 async fn node_names_mode_follows_the_node_view() {
     let server = start(&[]);
+    assert_eq!(NODES, smart_autoscaler::http::extender::NODES_PATH);
+    // The core API's path is not shadowed: kubectl against the server gets a 404 Status there, not the view.
+    let (ok, stdout, stderr) = server.kubectl(&["get", "--raw", "/api/v1/nodes"]);
+    assert!(!ok, "kubectl get --raw /api/v1/nodes answered: {stdout}");
+    assert!(
+        stderr.contains("NotFound") || stderr.contains("could not find the requested resource"),
+        "{stderr}"
+    );
     let view = node_view(&server).await;
     assert_eq!(view["config"]["max_cpu_percent"], 90.0);
     let items = view_items(&view);

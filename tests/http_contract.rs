@@ -682,7 +682,15 @@ async fn metrics_exposition_negotiates_its_format_and_counts_requests_by_route()
         .code,
         200
     );
-    let answer = get(&rig.metrics, "/metrics").await;
+    // OpenMetrics for a client that prefers it, as Prometheus does.
+    let request = Request::get("/metrics")
+        .header(
+            header::ACCEPT,
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let answer = send(&rig.metrics, request).await;
     assert_eq!(answer.code, 200);
     assert_eq!(
         answer.content_type(),
@@ -705,17 +713,21 @@ async fn metrics_exposition_negotiates_its_format_and_counts_requests_by_route()
         "{text}"
     );
 
-    // Prometheus' text format for a client that asks for text/plain only.
+    // Prometheus' text format for a client that asks for text/plain, and by default (curl, promtool).
     let request = Request::get("/metrics")
         .header(header::ACCEPT, "text/plain;version=0.0.4;q=0.9")
         .body(Body::empty())
         .unwrap();
-    let answer = send(&rig.metrics, request).await;
-    assert_eq!(
-        answer.content_type(),
-        "text/plain; version=0.0.4; charset=utf-8"
-    );
-    assert!(!answer.text().contains("# EOF"));
+    for answer in [
+        send(&rig.metrics, request).await,
+        get(&rig.metrics, "/metrics").await,
+    ] {
+        assert_eq!(
+            answer.content_type(),
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        assert!(!answer.text().contains("# EOF"));
+    }
 }
 
 #[tokio::test]
@@ -724,6 +736,8 @@ async fn unknown_paths_and_methods_are_status_errors_on_both_ports() {
     for (router, path) in [
         (&rig.secure, "/nope"),
         (&rig.secure, "/api/v1/deployments"),
+        // The extender's node view is under /scheduler/: the core API's path is not shadowed.
+        (&rig.secure, "/api/v1/nodes"),
         (&rig.metrics, "/nope"),
         (&rig.metrics, GV),
     ] {

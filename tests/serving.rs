@@ -220,6 +220,7 @@ async fn metrics_port_serves_probes_allocator_figures_and_explanations() {
         .unwrap();
     let resp = client
         .get(server.metrics_url("/metrics"))
+        .header("Accept", "application/openmetrics-text;version=1.0.0")
         .send()
         .await
         .unwrap();

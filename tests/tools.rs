@@ -42,11 +42,112 @@ fn promtool_check(exposition: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// The label names of a sample line `name{a="x",b="y"} 1` (quoted values may hold `,`, `=`, `{`, `}` and escapes).
+fn label_names(line: &str) -> Vec<String> {
+    let Some(open) = line.find('{') else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    let mut chars = line[open + 1..].chars();
+    loop {
+        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if name.is_empty() || name.starts_with('}') {
+            break;
+        }
+        names.push(name.trim_start_matches(',').to_string());
+        assert_eq!(chars.next(), Some('"'), "{line}");
+        let mut escaped = false;
+        for c in chars.by_ref() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => break,
+                _ => {}
+            }
+        }
+        match chars.next() {
+            Some(',') => continue,
+            _ => break,
+        }
+    }
+    names
+}
+
+/// Families of a text-format exposition: name -> (type, label names of its samples, `le` aside; empty when it
+/// has no sample).
+fn families(text: &str) -> std::collections::BTreeMap<String, (String, Vec<String>)> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            out.insert(name.to_string(), (kind.to_string(), Vec::new()));
+        }
+    }
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let series = line.split(['{', ' ']).next().unwrap();
+        let family = [
+            series,
+            series.trim_end_matches("_bucket"),
+            series.trim_end_matches("_sum"),
+            series.trim_end_matches("_count"),
+        ]
+        .into_iter()
+        .find(|n| out.contains_key(*n))
+        .unwrap_or_else(|| panic!("sample of no family: {line}"));
+        let mut labels = label_names(line);
+        labels.retain(|l| l != "le");
+        let entry = &mut out.get_mut(family).unwrap().1;
+        if entry.is_empty() {
+            *entry = labels;
+        } else {
+            assert_eq!(*entry, labels, "{family}: samples with different labels");
+        }
+    }
+    out
+}
+
+/// The reference table of docs/metrics.md: name -> (type, labels).
+fn documented() -> std::collections::BTreeMap<String, (String, Vec<String>)> {
+    let page = std::fs::read_to_string(Path::new(ROOT).join("docs/metrics.md")).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for row in page
+        .lines()
+        .filter(|l| l.starts_with("| `smart_autoscaler_"))
+    {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let name = cells[1].trim_matches('`').to_string();
+        let labels: Vec<String> = cells[3]
+            .split(',')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        assert!(
+            out.insert(name.clone(), (cells[2].to_string(), labels))
+                .is_none(),
+            "{name} is documented twice"
+        );
+    }
+    out
+}
+
 #[tokio::test]
-async fn promtool_accepts_the_exposition() {
-    let server = DemoServer::start(&[]);
+async fn promtool_accepts_the_exposition_and_docs_list_every_metric() {
+    // An alerting receiver (on a closed loopback port) so the alerting families are registered as in a server
+    // that delivers alerts.
+    let config = tempfile::tempdir().unwrap();
+    let alerting = config.path().join("alerting.toml");
+    std::fs::write(
+        &alerting,
+        "[[receiver]]\nname = \"local\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/alerts\"\n",
+    )
+    .unwrap();
+    let server = DemoServer::start(&["--alerting-config", alerting.to_str().unwrap()]);
     let tls = server.client();
-    // Generate traffic on several routes and codes so every family has samples.
+    // Generate traffic on several routes and codes so the request families have samples.
     for path in [
         "/apis/external.metrics.k8s.io/v1beta1",
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/demo/smart_cpu_utilization?labelSelector=deployment%3Dapi-service",
@@ -56,41 +157,90 @@ async fn promtool_accepts_the_exposition() {
         tls.get(server.secure_url(path)).send().await.unwrap();
     }
     let client = reqwest::Client::new();
-    let openmetrics = client
-        .get(server.metrics_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = |accept: Option<&'static str>| {
+        let mut request = client.get(server.metrics_url("/metrics"));
+        if let Some(a) = accept {
+            request = request.header("Accept", a);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let content_type = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            (content_type, response.text().await.unwrap())
+        }
+    };
+    let (content_type, openmetrics) =
+        scrape(Some("application/openmetrics-text;version=1.0.0")).await;
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
     assert!(
         openmetrics.contains("smart_autoscaler_http_requests_total{"),
         "{openmetrics}"
     );
     assert!(openmetrics.trim_end().ends_with("# EOF"));
 
-    let text = client
-        .get(server.metrics_url("/metrics"))
-        .header("Accept", "text/plain;version=0.0.4")
-        .send()
-        .await
-        .unwrap();
-    let content_type = text.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
-        "{content_type}"
-    );
-    let text = text.text().await.unwrap();
-    let (ok, report) = promtool_check(&text);
-    assert!(
-        ok,
-        "promtool check metrics failed:\n{report}\n--- exposition ---\n{text}"
-    );
-
+    // The default (reqwest sends `Accept: */*`, as curl does) and text/plain are both the text format, and pass.
+    let mut text = String::new();
+    for accept in [None, Some("text/plain;version=0.0.4")] {
+        let (content_type, body) = scrape(accept).await;
+        assert!(
+            content_type.starts_with("text/plain; version=0.0.4"),
+            "{accept:?}: {content_type}"
+        );
+        let (ok, report) = promtool_check(&body);
+        assert!(
+            ok,
+            "{accept:?}: promtool check metrics failed:\n{report}\n--- exposition ---\n{body}"
+        );
+        text = body;
+    }
     // promtool really checks: a malformed exposition is rejected.
     let (ok, _) = promtool_check("# TYPE broken counter\nbroken_total{le=\"x\" 1\n");
     assert!(!ok, "promtool accepted a malformed exposition");
+
+    // docs/metrics.md lists exactly the families the server exports, with their types and labels.
+    let exported = families(&text);
+    let documented = documented();
+    assert!(exported.len() >= 50, "{exported:#?}");
+    let names = |m: &std::collections::BTreeMap<String, _>| m.keys().cloned().collect::<Vec<_>>();
+    let undocumented: Vec<_> = names(&exported)
+        .into_iter()
+        .filter(|n| !documented.contains_key(n))
+        .collect();
+    // Families of `serve`'s own adapters (Kubernetes, Prometheus) are documented as "`serve` only": the demo has
+    // no such adapter to register them.
+    let page = std::fs::read_to_string(Path::new(ROOT).join("docs/metrics.md")).unwrap();
+    let serve_only = |n: &String| {
+        page.lines()
+            .any(|l| l.starts_with(&format!("| `{n}` |")) && l.contains("`serve` only"))
+    };
+    let not_exported: Vec<_> = names(&documented)
+        .into_iter()
+        .filter(|n| !exported.contains_key(n) && !serve_only(n))
+        .collect();
+    assert!(
+        undocumented.is_empty() && not_exported.is_empty(),
+        "docs/metrics.md is out of date: exported but not documented {undocumented:?}; documented but not \
+         exported {not_exported:?}"
+    );
+    let mut checked_labels = 0;
+    for (name, (kind, labels)) in &exported {
+        let (doc_kind, doc_labels) = &documented[name];
+        assert_eq!(kind, doc_kind, "docs/metrics.md: type of {name}");
+        // Families with samples: their label names are the documented ones.
+        if !labels.is_empty() || text.lines().any(|l| l.starts_with(&format!("{name} "))) {
+            assert_eq!(labels, doc_labels, "docs/metrics.md: labels of {name}");
+            checked_labels += 1;
+        }
+    }
+    assert!(
+        checked_labels >= 30,
+        "only {checked_labels} families had samples"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 //! The kube-scheduler HTTP extender on the secure port: `POST /scheduler/filter` and `POST /scheduler/prioritize`
-//! (configure `urlPrefix: https://<service>/scheduler`), plus `GET /api/v1/nodes`, which shows the extender's view
-//! of every node so its decisions can be checked.
+//! (configure `urlPrefix: https://<service>/scheduler`), plus `GET /scheduler/nodes`, which shows the extender's
+//! view of every node so its decisions can be checked. The view lives under the extender's own prefix, not under
+//! `/api/v1/`: on the secure port that path belongs to the Kubernetes core API, and `kubectl get --raw
+//! /api/v1/nodes` against the server must not answer with something else.
 //!
 //! Both node-cache modes are served: `NodeNames` in gives `NodeNames` out; a `Nodes` NodeList in gives the
 //! passing Node objects out, unchanged. The rules themselves live in [`crate::domain::extender`].
@@ -58,8 +60,8 @@ use crate::telemetry::Telemetry;
 pub const FILTER_PATH: &str = "/scheduler/filter";
 /// Path of the prioritize verb (`prioritizeVerb: prioritize`).
 pub const PRIORITIZE_PATH: &str = "/scheduler/prioritize";
-/// Path of the extender's node view.
-pub const NODES_PATH: &str = "/api/v1/nodes";
+/// Path of the extender's node view, under the extender's prefix (never `/api/v1/nodes`, the core API's path).
+pub const NODES_PATH: &str = "/scheduler/nodes";
 
 /// Repeated warnings (stale snapshot, unknown nodes, all-fail fallback) are logged at most this often, in clock
 /// time; in between they go to debug, and the metrics count every occurrence.

@@ -3,8 +3,10 @@
 //! listeners. Handlers parse, call the core, encode; they never wait on Kubernetes or Prometheus.
 
 pub mod dashboard;
+pub mod explain;
 pub mod extender;
 pub mod external;
+pub mod history;
 pub mod ops;
 pub mod response_cache;
 pub mod server;
@@ -112,6 +114,12 @@ pub struct ServerArgs {
     #[arg(long, env = "SMART_AUTOSCALER_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
 
+    /// Most managed deployments the per-deployment series of /metrics are exported for (the first in namespace,
+    /// name order); the others are counted in `smart_autoscaler_deployment_metrics_dropped`. Each deployment adds
+    /// up to 9 series. 0 exports none.
+    #[arg(long, env = "SMART_AUTOSCALER_METRICS_MAX_DEPLOYMENTS", default_value_t = crate::telemetry::DEFAULT_MAX_DEPLOYMENTS)]
+    pub metrics_max_deployments: usize,
+
     /// PEM CA that signs the aggregator's front-proxy client certificate (the `requestheader-client-ca-file`).
     /// When set, client certificates are requested (not required) and verified against it.
     #[arg(long, env = "SMART_AUTOSCALER_REQUESTHEADER_CLIENT_CA_FILE")]
@@ -150,6 +158,8 @@ pub struct ServerSettings {
     pub idle_timeout: Duration,
     /// Open connections per listener, at least 1.
     pub max_connections: usize,
+    /// Deployments exported in the per-deployment series of /metrics.
+    pub metrics_max_deployments: usize,
     /// The front-proxy client CA file, which existed at start.
     pub requestheader_client_ca_file: Option<PathBuf>,
     /// How often the TLS files are re-read, 100 ms to 1 h.
@@ -287,6 +297,7 @@ impl TryFrom<&ServerArgs> for ServerSettings {
             request_timeout: args.request_timeout,
             idle_timeout: args.idle_timeout,
             max_connections: args.max_connections,
+            metrics_max_deployments: args.metrics_max_deployments,
             requestheader_client_ca_file: args.requestheader_client_ca_file.clone(),
             tls_reload_interval: args.tls_reload_interval,
             webhook,

@@ -36,6 +36,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/forecasts/{namespace}/{name}", get(get_forecast))
         .route(ANOMALIES_PATH, get(list_anomalies))
         .merge(super::dashboard::routes())
+        .merge(super::history::routes())
+        .merge(super::explain::routes())
 }
 
 fn board(state: &AppState) -> Result<Arc<Board>, ApiError> {
@@ -83,10 +85,13 @@ async fn get_forecast(
     Ok(Json(value))
 }
 
-/// Serves OpenMetrics, or Prometheus text format 0.0.4 to clients that ask for `text/plain` and not OpenMetrics.
+/// Serves the Prometheus text format 0.0.4 by default (what `curl` and `promtool check metrics` read), and
+/// OpenMetrics to clients that prefer it in `Accept` (Prometheus itself asks for it first). The per-deployment
+/// gauges are rebuilt from the current snapshot for each scrape.
 async fn metrics(State(state): State<AppState>, headers: header::HeaderMap) -> Response {
     let now = state.clock.now_millis();
-    match state.snapshot() {
+    let snapshot = state.snapshot();
+    match &snapshot {
         Some(s) => {
             state
                 .telemetry
@@ -102,12 +107,36 @@ async fn metrics(State(state): State<AppState>, headers: header::HeaderMap) -> R
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let exposition = state.telemetry.encode();
-    if accept.contains("text/plain") && !accept.contains("application/openmetrics-text") {
-        let text = crate::telemetry::openmetrics_to_text(&exposition);
-        return ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response();
+    let exposition = state.telemetry.encode_with(snapshot.as_deref());
+    if prefers_openmetrics(accept) {
+        return ([(header::CONTENT_TYPE, OPENMETRICS)], exposition).into_response();
     }
-    ([(header::CONTENT_TYPE, OPENMETRICS)], exposition).into_response()
+    let text = crate::telemetry::openmetrics_to_text(&exposition);
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response()
+}
+
+/// Whether an `Accept` header asks for OpenMetrics at least as much as for the text format: the highest `q` of
+/// an `application/openmetrics-text` range is above zero and not below that of `text/plain` (or, without it, of
+/// `text/*` or `*/*`). No header, `*/*` alone or `text/plain` get the text format.
+pub fn prefers_openmetrics(accept: &str) -> bool {
+    let (mut openmetrics, mut text, mut wildcard) = (0.0_f64, None::<f64>, 0.0_f64);
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+            .filter(|q| (0.0..=1.0).contains(q))
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+            "text/plain" => text = Some(text.unwrap_or(0.0).max(q)),
+            "text/*" | "*/*" => wildcard = wildcard.max(q),
+            _ => {}
+        }
+    }
+    openmetrics > 0.0 && openmetrics >= text.unwrap_or(wildcard)
 }
 
 /// Liveness: the process is serving requests.
@@ -294,7 +323,7 @@ fn anomaly_json(a: &Anomaly, active: bool) -> Value {
 }
 
 /// Reads `since`: unix milliseconds (digits only), an RFC 3339 time, or a duration back from `now` (`1h`, `30m`).
-fn parse_since(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
+pub(super) fn parse_since(text: &str, now: UnixMillis) -> Result<UnixMillis, String> {
     let bad = || {
         format!(
             "invalid since {text:?}: use an RFC 3339 time (2026-11-23T08:00:00Z), unix milliseconds or a duration \
