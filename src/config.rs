@@ -542,6 +542,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub alerting: crate::alerting::AlertingArgs,
+
+    #[command(flatten)]
+    pub cost: crate::cost::CostArgs,
 }
 
 /// Settings for `demo`.
@@ -596,6 +599,9 @@ pub struct DemoArgs {
 
     #[command(flatten)]
     pub alerting: crate::alerting::AlertingArgs,
+
+    #[command(flatten)]
+    pub cost: crate::cost::CostArgs,
 }
 
 /// Parses `HH:MM` into minutes after midnight.
@@ -771,6 +777,8 @@ pub struct ServeSettings {
     pub store: StoreConfig,
     /// The alert receivers.
     pub alerting: AlertingSettings,
+    /// Node prices for the cost model.
+    pub prices: crate::domain::cost::Prices,
 }
 
 impl TryFrom<&ServeArgs> for ServeSettings {
@@ -803,6 +811,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
                 prom: prom?,
                 store: store?,
                 alerting: alerting?,
+                prices: args.cost.prices(),
             })
         })();
         errors.finish(settings)
@@ -873,6 +882,8 @@ pub struct DemoSettings {
     pub forecast: Option<ForecasterConfig>,
     /// The alert receivers.
     pub alerting: AlertingSettings,
+    /// Node prices for the cost model.
+    pub prices: crate::domain::cost::Prices,
 }
 
 impl TryFrom<&DemoArgs> for DemoSettings {
@@ -910,6 +921,7 @@ impl TryFrom<&DemoArgs> for DemoSettings {
                 history_days: args.history_days,
                 forecast: (!args.no_forecast).then_some(forecast?),
                 alerting: alerting?,
+                prices: args.cost.prices(),
             })
         })();
         errors.finish(settings)

@@ -27,6 +27,7 @@
 
 pub mod anomalies;
 pub mod codec;
+pub mod cost;
 mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -256,15 +257,17 @@ enum Kind {
     Predictions,
     Decisions,
     Anomalies,
+    Cost,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 6] = [
         Kind::Samples,
         Kind::Rollups,
         Kind::Predictions,
         Kind::Decisions,
         Kind::Anomalies,
+        Kind::Cost,
     ];
     fn name(self) -> &'static str {
         match self {
@@ -273,6 +276,7 @@ impl Kind {
             Kind::Predictions => "predictions",
             Kind::Decisions => "decisions",
             Kind::Anomalies => "anomalies",
+            Kind::Cost => "cost",
         }
     }
 }
@@ -1624,7 +1628,7 @@ impl Inner {
                 id,
                 rollup_cutoff.saturating_sub(HOUR_MILLIS).saturating_add(1),
             )?;
-            for kind in [Kind::Predictions, Kind::Decisions] {
+            for kind in [Kind::Predictions, Kind::Decisions, Kind::Cost] {
                 report.expired += self.remove_range(kind, id, rollup_cutoff)?;
             }
         }

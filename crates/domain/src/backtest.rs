@@ -355,6 +355,8 @@ fn observe(
         cpu_utilization_percent: utilization_percent,
         memory_utilization_percent: None,
         pod_cpu_request_milli: config.pod_request_milli,
+        pod_memory_request_bytes: 0,
+        ready_pods_by_node: BTreeMap::new(),
         replicas,
         ready_pods: ready,
         starting_pods: ages.iter().filter(|a| **a < filter_ms).count() as u32,
