@@ -664,3 +664,56 @@ fn recommend(key: &DeploymentKey, s: &Sizing) -> Recommendation {
         assumptions,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_come_from_the_flags_with_opencost_for_what_is_missing() {
+        assert_eq!(
+            CostArgs::default().prices().default_price().1,
+            cost::PriceSource::OpencostDefault
+        );
+        let args = CostArgs {
+            cpu_price: Some(0.05),
+            memory_price: None,
+            node_pool_price: vec![
+                parse_pool_price("cloud.google.com/gke-nodepool=spot:0.01:0.001").unwrap(),
+            ],
+        };
+        let prices = args.prices();
+        let (default, source) = prices.default_price();
+        assert_eq!(source, cost::PriceSource::ConfiguredDefault);
+        assert_eq!(default.cpu_per_core_hour, 0.05);
+        assert_eq!(
+            default.memory_per_gib_hour,
+            cost::OPENCOST_MEMORY_PER_GIB_HOUR
+        );
+        assert_eq!(prices.pools[0].label_key, "cloud.google.com/gke-nodepool");
+        assert_eq!(prices.pools[0].label_value, "spot");
+        assert_eq!(prices.pools[0].price.memory_per_gib_hour, 0.001);
+        assert!(prices.problems().is_empty());
+    }
+
+    #[test]
+    fn bad_prices_are_refused_with_the_reason() {
+        for bad in ["-1", "NaN", "inf", "cheap", ""] {
+            assert!(parse_price(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_price(" 0 "), Ok(0.0));
+        for (bad, why) in [
+            ("pool=spot", "no prices"),
+            ("spot:0.01:0.001", "no LABEL=VALUE"),
+            ("pool=spot:0.01", "no memory price"),
+            ("=spot:0.01:0.001", "empty label key"),
+            ("pool=spot:0.01:-3", "not a finite"),
+            ("pool=spot:x:0.001", "not a number"),
+        ] {
+            let e = parse_pool_price(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        // A node label without a value is a pool too.
+        assert_eq!(parse_pool_price("spot=:0:0").unwrap().label_value, "");
+    }
+}

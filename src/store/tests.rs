@@ -1103,3 +1103,128 @@ async fn store_figures_reach_the_exposition() {
         assert!(text.contains(family), "{family} missing:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn hourly_costs_round_trip_replace_their_hour_and_expire_with_the_rollups() {
+    use crate::domain::cost::{CostInput, Prices, deployment_cost};
+    let dir = tempfile::tempdir().unwrap();
+    let retention = Retention {
+        rollups: Duration::from_secs(24 * 3600),
+        ..Retention::default()
+    };
+    let store = Store::open(dir.path().join("store"), retention)
+        .await
+        .unwrap();
+    let cost = |pods: u32| {
+        deployment_cost(
+            &CostInput {
+                key: api(),
+                window_millis: HOUR,
+                pods,
+                pod_cpu_request_milli: 1000,
+                pod_memory_request_bytes: 0,
+                cpu_usage_cores: None,
+                memory_usage_bytes: None,
+                pods_by_node: BTreeMap::new(),
+            },
+            &[],
+            &Prices::default(),
+        )
+    };
+    store.put_cost_hour(T0, &cost(1)).await.unwrap();
+    store.put_cost_hour(T0 + HOUR, &cost(2)).await.unwrap();
+    // The open hour written again: it replaces the record of its hour.
+    store.put_cost_hour(T0 + HOUR, &cost(3)).await.unwrap();
+    let hours = store.cost_hours(&api(), T0, T0 + 2 * HOUR).await.unwrap();
+    assert_eq!(hours.len(), 2);
+    assert_eq!(hours[0], (T0, cost(1)));
+    assert_eq!(hours[1].0, T0 + HOUR);
+    assert!((hours[1].1.total_usd - 3.0 * 0.031611).abs() < 1e-12);
+    assert!(
+        store
+            .cost_hours(&web(), T0, T0 + 2 * HOUR)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Past the rollup retention (a day), the first hour goes; the second stays until it is a day old too.
+    store
+        .enforce_retention(T0 + HOUR + 24 * HOUR)
+        .await
+        .unwrap();
+    let hours = store.cost_hours(&api(), T0, T0 + 2 * HOUR).await.unwrap();
+    assert_eq!(
+        hours.iter().map(|h| h.0).collect::<Vec<_>>(),
+        vec![T0 + HOUR]
+    );
+}
+
+#[tokio::test]
+async fn the_cost_book_writes_each_hour_when_it_turns() {
+    use crate::domain::model::ServedDeployment;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), Retention::default())
+        .await
+        .unwrap();
+    let book = Arc::new(
+        crate::cost::CostBook::new(crate::domain::cost::Prices::default())
+            .with_store(store.clone()),
+    );
+    // Ticks of a minute from T0 to T0 + 1h (inclusive): the first hour's 60 ticks, then the next hour opens.
+    for i in 0..=60 {
+        let at = T0 + i * MINUTE;
+        let mut inputs = inputs(&api(), 50.0, None, 2);
+        inputs.ready_pods = 2;
+        inputs.pod_cpu_request_milli = 1000;
+        inputs.observed_at = at;
+        let explanation = crate::domain::decision::decide(
+            &inputs,
+            &Default::default(),
+            None,
+            Default::default(),
+            at,
+        )
+        .0;
+        let snapshot = crate::domain::model::Snapshot {
+            collected_at: at,
+            measured_at: at,
+            interval_millis: MINUTE,
+            deployments: [(
+                api(),
+                ServedDeployment {
+                    inputs,
+                    raw_percent: 50.0,
+                    smart_percent: 50.0,
+                    explanation,
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        book.observe(&snapshot);
+    }
+    // The writes are queued to a task: wait for the turned hour to land.
+    let mut hours = Vec::new();
+    for _ in 0..200 {
+        hours = store.cost_hours(&api(), T0, T0 + 2 * HOUR).await.unwrap();
+        if hours
+            .iter()
+            .any(|(h, c)| *h == T0 && c.window_millis == HOUR)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = hours
+        .iter()
+        .find(|(h, _)| *h == T0)
+        .expect("hour T0 written");
+    // 60 ticks of a minute, 2 pods of 1 core: 2 core-hours at OpenCost's price.
+    assert_eq!(first.1.window_millis, HOUR);
+    assert!(
+        (first.1.total_usd - 2.0 * 0.031611).abs() < 1e-9,
+        "{:?}",
+        first.1
+    );
+    assert!((first.1.pod_hours - 2.0).abs() < 1e-9);
+}
