@@ -122,6 +122,12 @@ pub struct SimulateArgs {
     #[command(flatten)]
     pub decision: DecisionArgs,
 
+    /// Add a right-sizing replay: the request and target recommended from the smart run's usage (VPA-style
+    /// histogram, HPA-aware plan) replayed through the smart run again, with its saturation and pod-hours (a
+    /// `rightsizing` object in the JSON). Needs a day of trace or more; shorter is "not enough data".
+    #[arg(long)]
+    pub rightsize: bool,
+
     /// Add a fourth run, `predictive`: smart-autoscaler with forecasts learned online as the trace replays (no
     /// peeking ahead), and a `forecast` object with the forecasts' accuracy in the JSON.
     #[arg(long)]

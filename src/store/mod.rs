@@ -6,6 +6,7 @@
 //! are rolled up once all of their samples are past the sample retention, so samples live up to one hour longer
 //! than configured. Predictions and decisions are kept as long as rollups. Anomalies (one record per
 //! deployment, kind and start, see [`anomalies`]) are kept `Retention::anomalies` after they last held (30 days).
+//! Hourly cost rollups (one record per deployment-hour, see [`cost`]) are kept as long as rollups.
 //!
 //! sled pays a large per-entry overhead (well over 100 bytes on disk for a 23-byte entry written tick by tick),
 //! so records are big: samples are stored as one block per deployment-hour, rollups as one record of twelve

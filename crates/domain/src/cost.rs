@@ -1,7 +1,8 @@
 //! The cost model: what a deployment's pods cost over an interval, what of it is wasted, and the totals per
 //! namespace and for the cluster. Pure arithmetic over a small [`CostInput`] the tick can fill from what it
 //! already knows ([`DeploymentInputs`], the nodes of the [`Observation`](crate::model::Observation)); the store's
-//! rollups, `/metrics` and `GET /api/v1/cost` are its readers (not wired yet, see `docs/cost.md`).
+//! rollups, `/metrics` and `GET /api/v1/cost` are its readers, through [`snapshot_report`], which the engine calls
+//! on every published snapshot (`docs/cost.md`).
 //!
 //! The rules, once:
 //!
