@@ -479,6 +479,8 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     }
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/deployments/demo/api-service");
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/anomalies");
+    println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/cost");
+    println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/recommendations");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
     serve_both(listeners, tls, state, anomalies, cost, cancel).await

@@ -329,8 +329,29 @@ impl CostBook {
         let (tx, mut rx) = mpsc::channel::<Vec<(UnixMillis, DeploymentCost)>>(WRITE_QUEUE);
         let writer = store.clone();
         tokio::spawn(async move {
+            // The first hour this process writes for a deployment may already hold the ticks of a process
+            // before a restart: that record is read once and kept as the base the new ticks are added to.
+            let mut bases: HashMap<DeploymentKey, (UnixMillis, Option<DeploymentCost>)> =
+                HashMap::new();
             while let Some(batch) = rx.recv().await {
                 for (hour, cost) in batch {
+                    if !bases.contains_key(&cost.key) {
+                        let stored = writer
+                            .cost_hours(&cost.key, hour, hour + 1)
+                            .await
+                            .ok()
+                            .and_then(|mut v| v.pop())
+                            .map(|(_, c)| c);
+                        bases.insert(cost.key.clone(), (hour, stored));
+                    }
+                    let cost = match bases.get(&cost.key) {
+                        Some((h, Some(base))) if *h == hour => {
+                            let mut merged = base.clone();
+                            merged.merge_later(&cost);
+                            merged
+                        }
+                        _ => cost,
+                    };
                     if let Err(e) = writer.put_cost_hour(hour, &cost).await {
                         tracing::warn!(error = %e, deployment = %cost.key, "store: writing the hourly cost failed");
                     }

@@ -1159,19 +1159,10 @@ async fn hourly_costs_round_trip_replace_their_hour_and_expire_with_the_rollups(
     );
 }
 
-#[tokio::test]
-async fn the_cost_book_writes_each_hour_when_it_turns() {
+/// Feeds `book` one-minute ticks of shop/api (2 pods of 1 core at 50%) for minutes `from..=to` after T0.
+fn observe_minutes(book: &Arc<crate::cost::CostBook>, from: i64, to: i64) {
     use crate::domain::model::ServedDeployment;
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("store"), Retention::default())
-        .await
-        .unwrap();
-    let book = Arc::new(
-        crate::cost::CostBook::new(crate::domain::cost::Prices::default())
-            .with_store(store.clone()),
-    );
-    // Ticks of a minute from T0 to T0 + 1h (inclusive): the first hour's 60 ticks, then the next hour opens.
-    for i in 0..=60 {
+    for i in from..=to {
         let at = T0 + i * MINUTE;
         let mut inputs = inputs(&api(), 50.0, None, 2);
         inputs.ready_pods = 2;
@@ -1185,7 +1176,7 @@ async fn the_cost_book_writes_each_hour_when_it_turns() {
             at,
         )
         .0;
-        let snapshot = crate::domain::model::Snapshot {
+        book.observe(&crate::domain::model::Snapshot {
             collected_at: at,
             measured_at: at,
             interval_millis: MINUTE,
@@ -1200,31 +1191,48 @@ async fn the_cost_book_writes_each_hour_when_it_turns() {
             )]
             .into(),
             ..Default::default()
-        };
-        book.observe(&snapshot);
+        });
     }
-    // The writes are queued to a task: wait for the turned hour to land.
-    let mut hours = Vec::new();
-    for _ in 0..200 {
-        hours = store.cost_hours(&api(), T0, T0 + 2 * HOUR).await.unwrap();
-        if hours
-            .iter()
-            .any(|(h, c)| *h == T0 && c.window_millis == HOUR)
+}
+
+/// Polls the store until the record of hour T0 covers `window` (the writes are queued to a task).
+async fn cost_hour_with_window(store: &Store, window: i64) -> crate::domain::cost::DeploymentCost {
+    for _ in 0..300 {
+        let hours = store.cost_hours(&api(), T0, T0 + HOUR).await.unwrap();
+        if let Some((_, c)) = hours
+            .into_iter()
+            .find(|(h, c)| *h == T0 && c.window_millis == window)
         {
-            break;
+            return c;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let first = hours
-        .iter()
-        .find(|(h, _)| *h == T0)
-        .expect("hour T0 written");
-    // 60 ticks of a minute, 2 pods of 1 core: 2 core-hours at OpenCost's price.
-    assert_eq!(first.1.window_millis, HOUR);
-    assert!(
-        (first.1.total_usd - 2.0 * 0.031611).abs() < 1e-9,
-        "{:?}",
-        first.1
+    panic!(
+        "no record of hour T0 over {window} ms: {:?}",
+        store.cost_hours(&api(), T0, T0 + HOUR).await.unwrap()
     );
-    assert!((first.1.pod_hours - 2.0).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn the_cost_book_writes_each_hour_and_a_restart_adds_to_the_stored_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), Retention::default())
+        .await
+        .unwrap();
+    let book = |store: &Store| {
+        Arc::new(
+            crate::cost::CostBook::new(crate::domain::cost::Prices::default())
+                .with_store(store.clone()),
+        )
+    };
+    // A first process: ticks of minutes 0 to 25; its last write (every 5 minutes) holds all 26.
+    observe_minutes(&book(&store), 0, 25);
+    let before = cost_hour_with_window(&store, 26 * MINUTE).await;
+    assert!((before.pod_hours - 2.0 * 26.0 / 60.0).abs() < 1e-9);
+    // A restart: the next process ticks on from minute 26, past the hour (T0 + 1h opens the next one).
+    observe_minutes(&book(&store), 26, 60);
+    let hour = cost_hour_with_window(&store, HOUR).await;
+    // 60 ticks of a minute, 2 pods of 1 core: 2 core-hours at OpenCost's price.
+    assert!((hour.total_usd - 2.0 * 0.031611).abs() < 1e-9, "{hour:?}");
+    assert!((hour.pod_hours - 2.0).abs() < 1e-9);
 }
