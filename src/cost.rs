@@ -377,6 +377,51 @@ impl CostBook {
         self.lock().latest.clone()
     }
 
+    /// The costs of the last `hours` clock hours (the current one included, so far) of the deployments of the
+    /// latest tick (of `namespace`, when given): the store's hourly records before the current hour, and the
+    /// current hour as this process has rolled it so far, merged per deployment, with the totals. `None`: no
+    /// store, or no tick yet.
+    pub async fn history(
+        &self,
+        hours: i64,
+        namespace: Option<&str>,
+    ) -> Result<Option<CostReport>, crate::store::StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let (latest, open) = {
+            let state = self.lock();
+            let Some(latest) = state.latest.clone() else {
+                return Ok(None);
+            };
+            let open: HashMap<DeploymentKey, (UnixMillis, DeploymentCost)> = state.hours.clone();
+            (latest, open)
+        };
+        let now = latest.collected_at_ms;
+        let current = now - now.rem_euclid(HOUR_MILLIS);
+        let from = current - (hours - 1).max(0) * HOUR_MILLIS;
+        let mut costs = Vec::new();
+        for d in &latest.report.deployments {
+            if namespace.is_some_and(|n| n != d.key.namespace) {
+                continue;
+            }
+            let mut merged: Option<DeploymentCost> = None;
+            let stored = store.cost_hours(&d.key, from, current).await?;
+            let live = open
+                .get(&d.key)
+                .filter(|(h, _)| *h >= from)
+                .map(|(_, c)| c.clone());
+            for c in stored.into_iter().map(|(_, c)| c).chain(live) {
+                match &mut merged {
+                    Some(m) => m.merge_later(&c),
+                    None => merged = Some(c),
+                }
+            }
+            costs.extend(merged);
+        }
+        Ok(Some(cost::report(costs)))
+    }
+
     /// After each publish: prices the tick, updates the gauges, rolls the hour, feeds the histograms. No IO
     /// here: writes are queued, history rebuilds spawned.
     pub fn observe(self: &Arc<Self>, snapshot: &Snapshot) {

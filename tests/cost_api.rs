@@ -421,3 +421,67 @@ async fn an_hour_of_history_is_not_enough_data_and_two_days_give_a_recommendatio
     let other = json(&router, "/api/v1/recommendations?namespace=other").await;
     assert_eq!(other["items"].as_array().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn hours_sums_the_stored_hourly_rollups_with_the_open_hour() {
+    use smart_autoscaler::store::{Retention, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), Retention::default())
+        .await
+        .unwrap();
+    let telemetry = Arc::new(Telemetry::new());
+    let book = Arc::new(CostBook::new(Prices::default()).with_store(store));
+    let router = router(Some(book.clone()), telemetry.clone());
+    // Minutes 0 to 150 from an hour boundary: hours 0 and 1 complete (written when they turned), 31 minutes of
+    // hour 2 open in memory.
+    feed_minutes(&book, NOW, 151);
+    let per_hour = 2.0 * 0.031611 + 4.0 * 0.004237;
+    let mut body = Value::Null;
+    for _ in 0..300 {
+        body = json(&router, "/api/v1/cost?hours=2").await;
+        if body["history"]["items"][0]["window_millis"] == 91 * MINUTE {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let web = &body["history"]["items"][0];
+    assert_eq!(web["window_millis"], 91 * MINUTE, "{body}");
+    assert!(
+        close(web["total_usd"].as_f64().unwrap(), per_hour * 91.0 / 60.0),
+        "{web}"
+    );
+    assert!(close(web["hourly_usd"].as_f64().unwrap(), per_hour));
+    assert_eq!(body["query"]["hours"], 2);
+    let three = json(&router, "/api/v1/cost?hours=3&namespace=shop").await;
+    assert!(close(
+        three["history"]["cluster"]["total_usd"].as_f64().unwrap(),
+        per_hour * 151.0 / 60.0
+    ));
+    assert_eq!(
+        json(&router, "/api/v1/cost?namespace=other&hours=3").await["history"]["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    for bad in ["0", "721", "1.5", "day"] {
+        status(
+            &router,
+            &format!("/api/v1/cost?hours={bad}"),
+            StatusCode::BAD_REQUEST,
+            "invalid hours",
+        )
+        .await;
+    }
+    // Without a store there is no history to sum: said so, not a made-up zero.
+    let memory_only = Arc::new(CostBook::new(Prices::default()));
+    feed_minutes(&memory_only, NOW, 2);
+    let router = crate::router(Some(memory_only), telemetry);
+    status(
+        &router,
+        "/api/v1/cost?hours=1",
+        StatusCode::BAD_REQUEST,
+        "keeps no cost history",
+    )
+    .await;
+}

@@ -17,17 +17,42 @@ pub const COST_PATH: &str = "/api/v1/cost";
 /// Where the right-sizing recommendations are served.
 pub const RECOMMENDATIONS_PATH: &str = "/api/v1/recommendations";
 
+/// Most hours `GET /api/v1/cost?hours=` sums (30 days, the default rollup retention).
+pub const MAX_HOURS: i64 = 720;
+
 /// Reads `?namespace=` (empty: absent); any other parameter, or a namespace that cannot exist, is a 400.
 pub fn namespace_query(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    Ok(cost_query(query, false)?.0)
+}
+
+/// Reads `namespace` and, when `hours_allowed`, `hours` (1 to [`MAX_HOURS`]); empty values are absent.
+fn cost_query(
+    query: Option<&str>,
+    hours_allowed: bool,
+) -> Result<(Option<String>, Option<i64>), ApiError> {
     let pairs: Vec<(String, String)> = match query {
         Some(q) => serde_urlencoded::from_str(q)
             .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))?,
         None => Vec::new(),
     };
     let mut namespace = None;
+    let mut hours = None;
     for (name, value) in pairs {
         match name.as_str() {
-            "namespace" if value.is_empty() => {}
+            "namespace" | "hours" if value.is_empty() => {}
+            "hours" if hours_allowed => {
+                hours = Some(
+                    value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|h| (1..=MAX_HOURS).contains(h))
+                        .ok_or_else(|| {
+                            ApiError::bad_request(format!(
+                                "invalid hours {value:?}: a whole number from 1 to {MAX_HOURS}"
+                            ))
+                        })?,
+                );
+            }
             "namespace" => {
                 let b = value.as_bytes();
                 let valid = b.len() <= 63
@@ -44,12 +69,13 @@ pub fn namespace_query(query: Option<&str>) -> Result<Option<String>, ApiError> 
             }
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown query parameter {other:?}: use namespace"
+                    "unknown query parameter {other:?}: use namespace{}",
+                    if hours_allowed { " or hours" } else { "" }
                 )));
             }
         }
     }
-    Ok(namespace)
+    Ok((namespace, hours))
 }
 
 fn book(book: Option<Extension<Arc<CostBook>>>) -> Result<Arc<CostBook>, ApiError> {
@@ -62,7 +88,7 @@ pub async fn get_cost(
     cost: Option<Extension<Arc<CostBook>>>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let namespace = namespace_query(query.as_deref())?;
+    let (namespace, hours) = cost_query(query.as_deref(), true)?;
     let cost = book(cost)?;
     let view = cost
         .latest()
@@ -83,10 +109,31 @@ pub async fn get_cost(
         .filter(|(ns, _)| wanted(ns))
         .map(|(ns, t)| (ns.clone(), json!(t)))
         .collect();
+    let history = match hours {
+        None => Value::Null,
+        Some(h) => match cost
+            .history(h, namespace.as_deref())
+            .await
+            .map_err(|e| ApiError::unavailable(format!("cost history unreadable: {e}")))?
+        {
+            Some(r) => json!({
+                "hours": h,
+                "cluster": r.cluster,
+                "namespaces": r.namespaces,
+                "items": r.deployments,
+            }),
+            None => {
+                return Err(ApiError::bad_request(
+                    "hours: this server keeps no cost history (no store)",
+                ));
+            }
+        },
+    };
     Ok(Json(json!({
+        "history": history,
         "collected_at_ms": view.collected_at_ms,
         "window_ms": view.interval_ms,
-        "query": { "namespace": namespace },
+        "query": { "namespace": namespace, "hours": hours },
         "prices": {
             "default": default_price,
             "default_source": default_source,
