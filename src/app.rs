@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::certs::{self, CertBundle};
 use crate::clock::{Clock, ScaledClock, SystemClock};
-use crate::config::{CertsArgs, CommandSettings, DemoSettings, ServeSettings};
+use crate::config::{CertsArgs, CommandSettings, DemoSettings, ServeSettings, StartAt};
 use crate::demo::{DemoCluster, DemoSource};
 use crate::engine::Engine;
 use crate::http::{self, AppState, Limits, ServerSettings};
@@ -166,6 +166,7 @@ async fn serve_both(
     tls: Arc<certs::TlsReloader>,
     state: AppState,
     anomalies: AnomalyHistory,
+    store: crate::store::Store,
     cost: Arc<crate::cost::CostBook>,
     cancel: CancellationToken,
 ) -> Result<()> {
@@ -179,7 +180,11 @@ async fn serve_both(
     );
     let metrics = http::server::serve_plain(
         listeners.metrics,
-        http::metrics_router_with_anomalies(state, anomalies).layer(axum::Extension(cost)),
+        // The dashboard's per-deployment pages read their history from the store; the cost endpoints read the
+        // cost book.
+        http::metrics_router_with_anomalies(state, anomalies)
+            .layer(axum::Extension(store))
+            .layer(axum::Extension(cost)),
         limits,
         cancel.clone().cancelled_owned(),
     );
@@ -218,12 +223,19 @@ fn cost_book(
 fn start_alerting(
     settings: &crate::alerting::AlertingSettings,
     snapshots: &watch::Receiver<Option<Arc<crate::domain::model::Snapshot>>>,
+    leadership: &crate::k8s::leader::Leadership,
     telemetry: &Telemetry,
     cancel: &CancellationToken,
 ) -> Result<()> {
     if let Some(config) = &settings.config {
-        crate::alerting::spawn(config, snapshots.clone(), telemetry, cancel.clone())
-            .context("starting alert delivery")?;
+        crate::alerting::spawn(
+            config,
+            snapshots.clone(),
+            leadership.clone(),
+            telemetry,
+            cancel.clone(),
+        )
+        .context("starting alert delivery")?;
     }
     Ok(())
 }
@@ -248,6 +260,16 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     let short_window_seconds = prom.templates().pod_cpu_short_window_seconds;
     let (client, server) = args.k8s.connect().await?;
     let cancel = CancellationToken::new();
+    // Both replicas serve reads from their own state; only the lease holder performs side effects.
+    let (leadership, leader_task) = match &args.leader {
+        Some(leader) => {
+            let (rx, task) =
+                crate::k8s::leader::spawn(client.clone(), leader.clone(), cancel.clone());
+            (rx, Some(task))
+        }
+        None => (crate::k8s::leader::always(), None),
+    };
+    export_leadership(&telemetry, &leadership, &cancel);
     let cluster = crate::k8s::ClusterWatch::start_at(
         client,
         server,
@@ -296,7 +318,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         forecasts = Some(board);
         tokio::spawn(task.run(cancel.clone()));
     }
-    start_alerting(&args.alerting, &snapshots, &telemetry, &cancel)?;
+    start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
     state.forecasts = forecasts;
     tokio::spawn(http::extender::forget_expired(
@@ -318,7 +340,42 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, anomalies, cost, cancel).await
+    let served = serve_both(listeners, tls, state, anomalies, store, cost, cancel).await;
+    // Hand the lease over at once rather than at its expiry (the task releases it, bounded to 3 s).
+    if let Some(task) = leader_task {
+        let _ = task.await;
+    }
+    served
+}
+
+/// `smart_autoscaler_leader`: 1 while this replica holds the lease and performs side effects.
+fn export_leadership(
+    telemetry: &Telemetry,
+    leadership: &crate::k8s::leader::Leadership,
+    cancel: &CancellationToken,
+) {
+    let gauge: prometheus_client::metrics::gauge::Gauge = Default::default();
+    telemetry.register(
+        "leader",
+        "1 while this replica holds the leader lease and performs side effects (alerts), 0 while it only serves reads",
+        gauge.clone(),
+    );
+    let mut leadership = leadership.clone();
+    let cancel = cancel.clone();
+    tokio::spawn(async move {
+        loop {
+            gauge.set(i64::from(*leadership.borrow_and_update()));
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                changed = leadership.changed() => if changed.is_err() {
+                    // The sender is gone (`always`): the value stays.
+                    gauge.set(i64::from(*leadership.borrow()));
+                    cancel.cancelled().await;
+                    return;
+                },
+            }
+        }
+    });
 }
 
 /// Loads the demo certificates from `dir`, generating them on first start.
@@ -348,23 +405,36 @@ pub fn demo_kubeconfig(server_url: &str, ca_file: &Path) -> String {
     )
 }
 
+/// The demo's first line: which clock the API reports and when the workloads' events come on it.
+fn demo_clock_line(args: &DemoSettings, cluster: &DemoCluster, now: i64) -> String {
+    let clock = if args.speed == 1.0 {
+        "times are the wall clock (UTC)".to_string()
+    } else {
+        format!(
+            "simulated clock at {}x speed (times run ahead of the wall clock)",
+            args.speed
+        )
+    };
+    let hhmm = |t: i64| crate::clock::rfc3339(t)[11..16].to_string();
+    format!(
+        "simulated cluster, {clock}; api-service's daily spike at {} and batch-processor's next window at {}",
+        hhmm(cluster.next_workload_time_of_day(now, 9 * 60)),
+        hhmm(cluster.next_batch_window(now)),
+    )
+}
+
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
 }
 
 /// Runs `demo`.
 pub async fn run_demo(args: DemoSettings) -> Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(match args.start_at {
-        // Today (UTC) at that time of day, whether it is past or still to come.
-        Some(minutes) => {
-            let now = SystemClock.now_millis();
-            ScaledClock::starting_at(
-                now - now.rem_euclid(86_400_000) + i64::from(minutes) * 60_000,
-                args.speed,
-            )
-        }
-        None => ScaledClock::starting_now(args.speed),
-    });
+    // The API reports this clock's time: the wall clock at --speed 1. --start-at shifts only the workload.
+    let clock: Arc<dyn Clock> = Arc::new(ScaledClock::starting_now(args.speed));
+    let workload_day_at = match args.start_at {
+        StartAt::Now => None,
+        StartAt::TimeOfDay(minutes) => Some(minutes),
+    };
     let data_dir = absolute(&args.data_dir)?;
     let cert_dir = data_dir.join("certs");
     std::fs::create_dir_all(&cert_dir)
@@ -405,9 +475,10 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     .await?
     .with_clock(clock.clone());
     store.register_metrics(&telemetry);
-    let cluster = DemoCluster::new(args.seed, clock.now_millis());
+    let started = clock.now_millis();
+    let cluster = DemoCluster::with_workload_day_at(args.seed, started, workload_day_at);
     let mut seeded = 0;
-    for (key, points) in cluster.history(clock.now_millis(), args.history_days) {
+    for (key, points) in cluster.history(started, args.history_days) {
         seeded += store.import_history_with_pods(&key, &points).await?;
     }
     tracing::info!(
@@ -415,6 +486,13 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         points = seeded,
         "demo: simulated history written to the store"
     );
+    if args.speed != 1.0 {
+        tracing::warn!(
+            speed = args.speed,
+            "demo: --speed is not 1, so every time the API reports is simulated time, running ahead of the wall clock"
+        );
+    }
+    let cluster_view = cluster.clone();
     let anomalies = AnomalyHistory::in_memory();
     let (mut engine, snapshots) = Engine::new(
         DemoSource::new(cluster).with_store(store.clone()),
@@ -445,7 +523,9 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         forecasts = Some(board);
         tokio::spawn(task.run(cancel.clone()));
     }
-    start_alerting(&args.alerting, &snapshots, &telemetry, &cancel)?;
+    let leadership = crate::k8s::leader::always();
+    export_leadership(&telemetry, &leadership, &cancel);
+    start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
     state.forecasts = forecasts;
     shutdown_on_signal(cancel.clone());
@@ -457,8 +537,8 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
 
     let k = format!("kubectl --kubeconfig {}", kubeconfig.display());
     println!(
-        "smart-autoscaler demo: simulated cluster at {}x speed",
-        args.speed
+        "smart-autoscaler demo: {}",
+        demo_clock_line(&args, &cluster_view, started)
     );
     println!(
         "listening secure=127.0.0.1:{secure_port} metrics=127.0.0.1:{metrics_port} kubeconfig={}",
@@ -483,5 +563,5 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/recommendations");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, anomalies, cost, cancel).await
+    serve_both(listeners, tls, state, anomalies, store, cost, cancel).await
 }

@@ -111,7 +111,8 @@ pub struct SimulateArgs {
     /// Print JSON with objects `plain`, `smart` and `oracle`.
     #[arg(long)]
     pub json: bool,
-    /// Write replicas and utilization over time for the three runs to this SVG file.
+    /// Write replicas (with demand) and utilization over time for every run to this SVG file (`.svg`; other
+    /// formats are refused, convert the SVG with e.g. `rsvg-convert`).
     #[arg(long, env = "SMART_AUTOSCALER_PLOT")]
     pub plot: Option<PathBuf>,
     /// Write every 15-second step of every run (time, replicas, ready pods, demand, true utilization, the metric
@@ -176,6 +177,19 @@ impl SimulateArgs {
                     return Err(bad(flag, "only applies to --trace, not to --scenario"));
                 }
             }
+        }
+        if let Some(plot) = &self.plot
+            && !plot
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+        {
+            return Err(bad(
+                "plot",
+                format!(
+                    "writes SVG only, so the file must end in .svg, not {} (rsvg-convert makes a PNG of it)",
+                    plot.display()
+                ),
+            ));
         }
         let range = crate::domain::cluster::SHORT_WINDOW_SECONDS;
         if !u32::try_from(self.short_window.as_secs()).is_ok_and(|s| range.contains(&s)) {
@@ -541,6 +555,9 @@ pub struct ServeArgs {
     pub k8s: crate::k8s::K8sArgs,
 
     #[command(flatten)]
+    pub leader: crate::k8s::leader::LeaderArgs,
+
+    #[command(flatten)]
     pub prom: crate::prom::PromArgs,
 
     #[command(flatten)]
@@ -566,8 +583,10 @@ pub struct DemoArgs {
     #[arg(long, env = "SMART_AUTOSCALER_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub interval: Duration,
 
-    /// Simulated time runs this many times faster than real time.
-    #[arg(long, env = "SMART_AUTOSCALER_SPEED", default_value_t = 10.0)]
+    /// Fast-forward: the whole simulated cluster, its HPAs and the pipeline run this many times faster than real
+    /// time. At 1 (the default) every time the API reports is the wall clock; above 1 the API reports the
+    /// simulated clock, which runs ahead of it.
+    #[arg(long, env = "SMART_AUTOSCALER_SPEED", default_value_t = 1.0)]
     pub speed: f64,
 
     /// Directory for the generated CA, serving certificate, kubeconfig and state.
@@ -586,10 +605,12 @@ pub struct DemoArgs {
     #[arg(long, env = "SMART_AUTOSCALER_SEED", default_value_t = 42)]
     pub seed: u64,
 
-    /// Start the simulated clock at this time of day (UTC, `HH:MM`) today, e.g. `08:40` to see the 09:00 spike
-    /// of api-service within minutes; default the current time.
-    #[arg(long, env = "SMART_AUTOSCALER_START_AT", value_parser = parse_time_of_day)]
-    pub start_at: Option<u32>,
+    /// The simulated workload's time of day when the demo starts (`HH:MM`, or `now` for the wall clock's time of
+    /// day). The default `08:45` puts api-service's daily 09:00 spike 15 minutes after the start and a
+    /// batch-processor window 30 minutes after it. Only the workload's daily rhythm is shifted (and the history
+    /// seeded with it); the clock the API reports stays the wall clock.
+    #[arg(long, env = "SMART_AUTOSCALER_START_AT", default_value = "08:45", value_parser = parse_start_at)]
+    pub start_at: StartAt,
 
     /// Days of simulated history written into the demo's store before it starts (0-30), so forecasts are fitted
     /// and their trust judged at once instead of after days.
@@ -611,6 +632,24 @@ pub struct DemoArgs {
 }
 
 /// Parses `HH:MM` into minutes after midnight.
+/// Where the demo's simulated workload starts in its day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// At the wall clock's time of day: the workload's rhythm is not shifted.
+    Now,
+    /// At this many minutes after midnight of the workload's day.
+    TimeOfDay(u32),
+}
+
+fn parse_start_at(text: &str) -> Result<StartAt, String> {
+    if text.trim().eq_ignore_ascii_case("now") {
+        return Ok(StartAt::Now);
+    }
+    parse_time_of_day(text)
+        .map(StartAt::TimeOfDay)
+        .map_err(|e| format!("{e}; or `now`"))
+}
+
 fn parse_time_of_day(text: &str) -> Result<u32, String> {
     let (h, m) = text
         .trim()
@@ -691,6 +730,9 @@ pub enum ConfigError {
     /// A Kubernetes connection flag.
     #[error(transparent)]
     K8s(#[from] K8sSettingsError),
+    /// A leader election flag.
+    #[error(transparent)]
+    Leader(#[from] crate::k8s::leader::LeaderSettingsError),
     /// A Prometheus flag.
     #[error(transparent)]
     Prom(#[from] PromSettingsError),
@@ -777,6 +819,8 @@ pub struct ServeSettings {
     pub forecast_cpu_budget: f64,
     /// The Kubernetes connection.
     pub k8s: K8sSettings,
+    /// Leader election; `None` with `--no-leader-election` (this replica then leads alone).
+    pub leader: Option<crate::k8s::leader::LeaderSettings>,
     /// The Prometheus client.
     pub prom: PromSettings,
     /// The store.
@@ -796,6 +840,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
         let decision = errors.take(args.decision.validate().map(|()| args.decision.to_config()));
         let forecast = errors.take(args.forecast.validate().map(|()| args.forecast.to_config()));
         let k8s = errors.take(K8sSettings::try_from(&args.k8s));
+        let leader = errors.take(args.leader.settings());
         let prom = errors.take(PromSettings::try_from(&args.prom));
         let store = errors.take(StoreConfig::try_from(&args.store));
         let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
@@ -814,6 +859,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
                 forecast_refit_interval: args.forecast_refit_interval,
                 forecast_cpu_budget: args.forecast_cpu_budget,
                 k8s: k8s?,
+                leader: leader?,
                 prom: prom?,
                 store: store?,
                 alerting: alerting?,
@@ -872,7 +918,7 @@ pub struct DemoSettings {
     pub decision: DecisionConfig,
     /// Tick interval in simulated time, 1 s to 1 h.
     pub interval: Duration,
-    /// Simulated seconds per real second, 0.1 to 10000.
+    /// Simulated seconds per real second, 0.1 to 10000; at 1 the pipeline runs on the wall clock.
     pub speed: f64,
     /// Directory for the generated files and state.
     pub data_dir: PathBuf,
@@ -880,8 +926,8 @@ pub struct DemoSettings {
     pub kubeconfig_out: Option<PathBuf>,
     /// Seed of the simulated cluster.
     pub seed: u64,
-    /// Minutes after midnight UTC to start the simulated clock at, today; `None` for now.
-    pub start_at: Option<u32>,
+    /// The workload's time of day at start.
+    pub start_at: StartAt,
     /// Days of simulated history seeded into the store, 0-30.
     pub history_days: u32,
     /// Forecasting, unless `--no-forecast`.
@@ -1137,6 +1183,29 @@ mod tests {
         assert_eq!(
             one.to_string(),
             "invalid --speed: must be between 0.1 and 10000"
+        );
+    }
+
+    #[test]
+    fn demo_defaults_to_the_wall_clock_and_a_workload_day_at_08_45() {
+        let demo = |args: &[&str]| match settings(&[&["demo"], args].concat()) {
+            Ok(CommandSettings::Demo(d)) => *d,
+            other => panic!("{other:?}"),
+        };
+        let d = demo(&[]);
+        assert_eq!(d.speed, 1.0);
+        assert_eq!(d.start_at, StartAt::TimeOfDay(8 * 60 + 45));
+        assert_eq!(demo(&["--start-at", "now"]).start_at, StartAt::Now);
+        assert_eq!(
+            demo(&["--start-at", "23:59"]).start_at,
+            StartAt::TimeOfDay(23 * 60 + 59)
+        );
+        let err = Cli::try_parse_from(["x", "demo", "--start-at", "25:00"])
+            .expect_err("25:00 is refused")
+            .to_string();
+        assert!(
+            err.contains("not a time of day") && err.contains("`now`"),
+            "{err}"
         );
     }
 

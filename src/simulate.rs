@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::config::SimulateArgs;
 use crate::domain::backtest::{self, Run, Series, SimConfig};
+use crate::domain::model::UnixMillis;
 use crate::domain::scenarios;
 
 /// Runs `work` with a progress bar on stderr that appears only when stderr is a terminal and the work has taken
@@ -158,7 +159,10 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         .flatten()
         .map(|smart| backtest::rightsizing_replay(&series, &config, smart, backtest::Mode::Smart));
     if let Some(plot) = &args.plot {
-        plot_svg(plot, &name, &runs, config.target_percent)?;
+        let title = Path::new(&name)
+            .file_name()
+            .map_or_else(|| name.clone(), |f| f.to_string_lossy().into_owned());
+        plot_svg(plot, &title, start, &runs, config.target_percent)?;
     }
     if let Some(path) = &args.timeline {
         write_timeline(path, &runs)?;
@@ -359,76 +363,178 @@ fn write_timeline(path: &Path, runs: &[Run]) -> Result<()> {
     std::fs::write(path, out).with_context(|| format!("write {}", path.display()))
 }
 
-fn plot_svg(path: &Path, title: &str, runs: &[Run], target: f64) -> Result<()> {
+/// Columns a plotted series is reduced to: about one per horizontal pixel of the chart.
+const PLOT_COLUMNS: usize = 600;
+/// Okabe-Ito colours (safe for the common colour-vision deficiencies), one per run; demand is drawn in black.
+const PLOT_COLOURS: [RGBColor; 4] = [
+    RGBColor(0xE6, 0x9F, 0x00),
+    RGBColor(0x00, 0x72, 0xB2),
+    RGBColor(0x00, 0x9E, 0x73),
+    RGBColor(0xCC, 0x79, 0xA7),
+];
+
+/// A named, coloured line of (hours, value) points.
+type PlotLine = (String, RGBColor, Vec<(f64, f64)>);
+
+/// Reduces `points` (time in hours, value) to at most four per column of `columns` equal spans of `[0, end]`:
+/// each column's first, lowest, highest and last point, in time order (M4 aggregation). A line through them
+/// draws the same pixels as a line through every point, so a month of 15-second steps plots as a few thousand.
+fn m4(points: impl Iterator<Item = (f64, f64)>, end: f64, columns: usize) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    let mut column: Option<(usize, [(f64, f64); 4])> = None;
+    let flush = |out: &mut Vec<(f64, f64)>, c: [(f64, f64); 4]| {
+        let [first, low, high, last] = c;
+        let mut four = [first, low, high, last];
+        four.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for p in four {
+            if out.last() != Some(&p) {
+                out.push(p);
+            }
+        }
+    };
+    for (x, y) in points {
+        let n = ((x / end * columns as f64) as usize).min(columns - 1);
+        match &mut column {
+            Some((c, four)) if *c == n => {
+                if y < four[1].1 {
+                    four[1] = (x, y);
+                }
+                if y > four[2].1 {
+                    four[2] = (x, y);
+                }
+                four[3] = (x, y);
+            }
+            _ => {
+                if let Some((_, four)) = column.take() {
+                    flush(&mut out, four);
+                }
+                column = Some((n, [(x, y); 4]));
+            }
+        }
+    }
+    if let Some((_, four)) = column {
+        flush(&mut out, four);
+    }
+    out
+}
+
+/// Writes the runs' replicas (with demand) and utilization over time as an SVG: series reduced to the chart's
+/// resolution ([`m4`]), axes scaled to the data, dates on the time axis.
+fn plot_svg(path: &Path, title: &str, start: UnixMillis, runs: &[Run], target: f64) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plot {}: {e}", path.display());
     let root = SVGBackend::new(path, (1200, 800)).into_drawing_area();
-    root.fill(&WHITE)
-        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    root.fill(&WHITE).map_err(|e| err(&e))?;
     let (top, bottom) = root.split_vertically(400);
-    let hours = |t: i64| t as f64 / 3_600_000.0;
-    let end = runs[0]
-        .timeline
-        .last()
-        .map(|p| hours(p.t))
-        .unwrap_or(1.0)
-        .max(0.01);
-    let max_pods = runs
+    let hours = |t: UnixMillis| t as f64 / 3_600_000.0;
+    let end = runs
         .iter()
-        .flat_map(|r| r.timeline.iter().map(|p| p.replicas))
-        .max()
-        .unwrap_or(1) as f64
-        * 1.1;
-    let colors = [RED, BLUE, GREEN, MAGENTA];
+        .filter_map(|r| r.timeline.last())
+        .map(|p| hours(p.t))
+        .fold(0.0, f64::max)
+        .max(0.01);
+    let series = |value: &dyn Fn(&backtest::Point) -> f64| -> Vec<Vec<(f64, f64)>> {
+        runs.iter()
+            .map(|r| {
+                m4(
+                    r.timeline.iter().map(|p| (hours(p.t), value(p))),
+                    end,
+                    PLOT_COLUMNS,
+                )
+            })
+            .collect()
+    };
+    let label = |run: &Run| {
+        serde_json::to_value(run.mode)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    // Hours since the start, written as the trace's dates: `MM-DD HH:MM` (UTC).
+    let date = move |h: &f64| {
+        let stamp = crate::clock::rfc3339(start + (h * 3_600_000.0) as i64);
+        format!("{} {}", &stamp[5..10], &stamp[11..16])
+    };
     let draw = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
                 caption: &str,
-                y_max: f64,
-                value: &dyn Fn(&backtest::Point) -> f64|
+                y_desc: &str,
+                lines: Vec<PlotLine>|
      -> Result<()> {
+        let top = lines
+            .iter()
+            .flat_map(|(_, _, l)| l.iter().map(|p| p.1))
+            .filter(|v| v.is_finite())
+            .fold(0.0, f64::max);
+        // Headroom above the data for the legend (about 8% of the height per entry), so it covers no line.
+        let y_max = if top > 0.0 {
+            top * (1.1 + 0.08 * lines.len() as f64)
+        } else {
+            1.0
+        };
         let mut chart = ChartBuilder::on(area)
             .caption(caption, ("sans-serif", 20))
             .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(50)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
             .build_cartesian_2d(0.0..end, 0.0..y_max)
-            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+            .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
-            .x_desc("hours")
+            .x_desc("time (UTC)")
+            .y_desc(y_desc)
+            .x_labels(8)
+            .x_label_formatter(&date)
             .draw()
-            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
-        for (run, color) in runs.iter().zip(colors) {
-            let label = serde_json::to_value(run.mode)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
+            .map_err(|e| err(&e))?;
+        for (name, colour, line) in lines {
             chart
-                .draw_series(LineSeries::new(
-                    run.timeline
-                        .iter()
-                        .map(|p| (hours(p.t), value(p).min(y_max))),
-                    color,
-                ))
-                .map_err(|e| anyhow::anyhow!("plot: {e}"))?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+                .draw_series(LineSeries::new(line, colour))
+                .map_err(|e| err(&e))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
-            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+            .map_err(|e| err(&e))?;
         Ok(())
     };
-    draw(&top, &format!("{title}: replicas"), max_pods, &|p| {
-        p.replicas as f64
-    })?;
+    let mut replicas: Vec<_> = runs
+        .iter()
+        .zip(PLOT_COLOURS)
+        .zip(series(&|p| f64::from(p.replicas)))
+        .map(|((run, colour), line)| (label(run), colour, line))
+        .collect();
+    if let Some(first) = runs.first() {
+        replicas.push((
+            format!("demand: pods needed at the {target}% target"),
+            BLACK,
+            m4(
+                first
+                    .timeline
+                    .iter()
+                    .map(|p| (hours(p.t), p.demand_pods * 100.0 / target)),
+                end,
+                PLOT_COLUMNS,
+            ),
+        ));
+    }
+    draw(&top, &format!("{title}: replicas"), "pods", replicas)?;
+    let utilization = runs
+        .iter()
+        .zip(PLOT_COLOURS)
+        .zip(series(&|p| p.utilization))
+        .map(|((run, colour), line)| (label(run), colour, line))
+        .collect();
     draw(
         &bottom,
-        &format!("utilization of ready pods, % (target {target}%)"),
-        200.0,
-        &|p| p.utilization,
+        &format!("utilization of ready pods (target {target}%)"),
+        "percent of request",
+        utilization,
     )?;
-    root.present()
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 
@@ -447,6 +553,74 @@ mod tests {
         Simulate::try_parse_from([&["simulate"], line].concat())
             .unwrap()
             .args
+    }
+
+    #[test]
+    fn m4_keeps_each_columns_first_lowest_highest_and_last() {
+        let points = [
+            (0.0, 5.0),
+            (0.1, 9.0),
+            (0.2, 1.0),
+            (0.3, 4.0),
+            (0.6, 7.0),
+            (0.9, 2.0),
+        ];
+        // Two columns over [0, 1]: [0, 0.5) and [0.5, 1].
+        let out = m4(points.into_iter(), 1.0, 2);
+        assert_eq!(
+            out,
+            [
+                (0.0, 5.0),
+                (0.1, 9.0),
+                (0.2, 1.0),
+                (0.3, 4.0),
+                (0.6, 7.0),
+                (0.9, 2.0)
+            ]
+        );
+        let many: Vec<_> = (0..100_000)
+            .map(|i| (i as f64 / 1000.0, (i % 7) as f64))
+            .collect();
+        let out = m4(many.into_iter(), 100.0, 50);
+        assert!(out.len() <= 200, "{}", out.len());
+        assert_eq!(out.first(), Some(&(0.0, 0.0)));
+        assert!(out.iter().any(|p| p.1 == 6.0) && out.iter().any(|p| p.1 == 0.0));
+    }
+
+    /// A month of a real trace (Azure 2019, 5-minute rows, ../shared) plots as a small SVG that a real renderer
+    /// (rsvg-convert, installed by hack/install-tools.sh) accepts, titled by the file's name with dates on the axis.
+    #[test]
+    fn a_month_of_trace_plots_as_a_small_valid_svg() {
+        let trace = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/traces/datacenter/azure_v2/vm_cpu_readings_month_aggregated_cpu_mem.csv"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let svg = dir.path().join("month.svg");
+        run(&args(&["--trace", trace, "--plot", svg.to_str().unwrap()])).unwrap();
+        let bytes = std::fs::metadata(&svg).unwrap().len();
+        assert!(bytes < 1_000_000, "{bytes} bytes");
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.contains("vm_cpu_readings_month_aggregated_cpu_mem.csv: replicas"));
+        assert!(
+            !text.contains("/shared/traces"),
+            "the title is the file name, not its path"
+        );
+        assert!(text.contains("demand: pods needed"));
+        assert!(text.contains("time (UTC)"));
+        let png = dir.path().join("month.png");
+        let out = std::process::Command::new("rsvg-convert")
+            .arg(&svg)
+            .arg("-o")
+            .arg(&png)
+            .output()
+            .expect("rsvg-convert (package librsvg2-bin) is installed by hack/install-tools.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
     }
 
     #[test]

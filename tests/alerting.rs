@@ -194,8 +194,67 @@ fn start(
     let (tx, rx) = watch::channel(None);
     let telemetry = Arc::new(Telemetry::new());
     let cancel = CancellationToken::new();
-    alerting::spawn(&config, rx, &telemetry, cancel.clone()).unwrap();
+    let (leads, leadership) = watch::channel(true);
+    // This replica leads for good.
+    std::mem::forget(leads);
+    alerting::spawn(&config, rx, leadership, &telemetry, cancel.clone()).unwrap();
     (tx, telemetry, cancel)
+}
+
+/// Of two replicas only the lease holder delivers. One that does not lead keeps the same alert state, so when it
+/// takes over it neither repeats what was already firing nor misses its resolve.
+#[tokio::test]
+async fn only_the_leader_delivers_and_a_new_leader_repeats_nothing() {
+    let (sink, addr) = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerting.toml");
+    std::fs::write(
+        &path,
+        receiver("hook", "webhook", &format!("http://{addr}/hook"), ""),
+    )
+    .unwrap();
+    let config = config::load(&path).unwrap();
+    let (tx, rx) = watch::channel(None);
+    let (leads, leadership) = watch::channel(false);
+    let telemetry = Arc::new(Telemetry::new());
+    let cancel = CancellationToken::new();
+    alerting::spawn(&config, rx, leadership, &telemetry, cancel.clone()).unwrap();
+
+    let spike = anomaly("api", AnomalyKind::CpuSpike, Severity::Warning, "spike");
+    tx.send(snapshot(vec![spike.clone()])).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        sink.at("/hook").is_empty(),
+        "a follower sent {:?}",
+        sink.at("/hook")
+    );
+
+    leads.send(true).unwrap();
+    let thrash = anomaly(
+        "web",
+        AnomalyKind::ScalingThrash,
+        Severity::Warning,
+        "thrash",
+    );
+    tx.send(snapshot(vec![spike.clone(), thrash])).unwrap();
+    let got = sink.wait_for("/hook", 1, Duration::from_secs(10)).await;
+    let first = got[0].json();
+    assert_eq!(first["alert"]["deployment"], "web", "{first}");
+    let mut ended = spike.clone();
+    ended.ended_at = Some(now_millis());
+    tx.send(snapshot(vec![ended])).unwrap();
+    let got = sink.wait_for("/hook", 2, Duration::from_secs(10)).await;
+    let resolve = got[1].json();
+    assert_eq!(resolve["status"], "resolved", "{resolve}");
+    assert_eq!(resolve["alert"]["deployment"], "api", "{resolve}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let firing_api = sink
+        .at("/hook")
+        .iter()
+        .filter(|r| r.json()["alert"]["deployment"] == "api" && r.json()["status"] == "firing")
+        .count();
+    assert_eq!(firing_api, 0, "the new leader repeated a firing alert");
+    cancel.cancel();
 }
 
 fn receiver(name: &str, kind: &str, url: &str, extra: &str) -> String {

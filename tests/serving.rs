@@ -264,3 +264,33 @@ async fn metrics_port_serves_probes_allocator_figures_and_explanations() {
         .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
 }
+
+/// With its defaults the demo reports the wall clock: the workload's day is shifted by `--start-at` (08:45), not
+/// the time the API stamps its values with.
+#[test]
+fn the_demo_reports_the_wall_clock() {
+    // A tick a second for 7 s: a clock running faster than the wall clock (as `--speed 10` does) would be a
+    // minute ahead by now.
+    let server = DemoServer::start(&["--interval", "1s"]);
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    let (ok, out, err) = server.kubectl(&[
+        "get",
+        "--raw",
+        &metric_path("smart_cpu_utilization", Some("deployment=api-service")),
+    ]);
+    assert!(ok, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let stamped: jiff::Timestamp = list["items"][0]["timestamp"]
+        .as_str()
+        .expect("a timestamp")
+        .parse()
+        .expect("RFC 3339");
+    let skew = (jiff::Timestamp::now() - stamped)
+        .total(jiff::Unit::Second)
+        .unwrap()
+        .abs();
+    assert!(
+        skew < 60.0,
+        "value stamped {stamped}, {skew} s from the wall clock"
+    );
+}

@@ -652,8 +652,8 @@ fn kustomize_renders_the_base_for_a_plain_cluster() {
             "Deployment",
             "MutatingWebhookConfiguration",
             "Namespace",
-            "PersistentVolumeClaim",
             "PodDisruptionBudget",
+            "Role",
             "RoleBinding",
             "Service",
             "ServiceAccount",
@@ -668,6 +668,7 @@ fn kustomize_renders_the_base_for_a_plain_cluster() {
         "\"runAsNonRoot\":true",
         "\"v1beta1.external.metrics.k8s.io\"",
         "\"tokenreviews\"",
+        "\"leases\"",
     ] {
         assert!(yaml.contains(needle), "base lacks {needle}");
     }
@@ -679,9 +680,48 @@ fn kustomize_renders_the_base_for_a_plain_cluster() {
     // The Prometheus URL comes from config.env, through the generated ConfigMap.
     let deploy = find(&objects, "Deployment", "smart-autoscaler").unwrap();
     let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    // Only the downward API's pod name and namespace (leader election identity and Lease namespace) are set
+    // here; settings belong in config.env.
+    let env_names: Vec<&str> = container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(env_names, ["POD_NAME", "POD_NAMESPACE"], "{container}");
     assert!(
-        container.get("env").is_none(),
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["valueFrom"]["fieldRef"].is_object()),
         "settings belong in config.env: {container}"
+    );
+    // Two replicas, each with its own state (no shared RWO volume), rolled one at a time with no gap, a PDB
+    // that lets a drain take one, spread over nodes.
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    assert_eq!(
+        deploy["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    let pdb = find(&objects, "PodDisruptionBudget", "smart-autoscaler").unwrap();
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v.get("persistentVolumeClaim").is_none()),
+        "{pod}"
+    );
+    assert!(
+        pod["topologySpreadConstraints"]
+            .as_array()
+            .is_some_and(|c| c
+                .iter()
+                .any(|c| c["topologyKey"] == "kubernetes.io/hostname")),
+        "{pod}"
     );
     let cm_name = container["envFrom"][0]["configMapRef"]["name"]
         .as_str()

@@ -79,6 +79,7 @@ pub fn http_client() -> reqwest::Result<reqwest::Client> {
 pub fn spawn(
     config: &AlertingConfig,
     snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    leadership: watch::Receiver<bool>,
     telemetry: &Telemetry,
     cancel: CancellationToken,
 ) -> reqwest::Result<Alerting> {
@@ -94,7 +95,13 @@ pub fn spawn(
         queues.push((receiver.name.clone(), queue.clone()));
         routes.push((receiver.clone(), queue));
     }
-    tokio::spawn(route(snapshots, routes, metrics.clone(), cancel));
+    tokio::spawn(route(
+        snapshots,
+        leadership,
+        routes,
+        metrics.clone(),
+        cancel,
+    ));
     tracing::info!(
         file = %config.path.display(),
         receivers = ?config.receivers.iter().map(|r| format!("{}:{}", r.name, r.kind.as_str())).collect::<Vec<_>>(),
@@ -104,8 +111,12 @@ pub fn spawn(
 }
 
 /// Follows the snapshots and hands every event to the queues of the receivers that want it. Pushing never waits.
+/// A replica that does not lead follows the same snapshots and keeps the same alert state but delivers nothing,
+/// so after a failover the new leader neither repeats the firing alerts the old one sent nor misses their
+/// resolves.
 async fn route(
     mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    leadership: watch::Receiver<bool>,
     receivers: Vec<(ReceiverConfig, Arc<delivery::Queue>)>,
     metrics: AlertingMetrics,
     cancel: CancellationToken,
@@ -114,7 +125,11 @@ async fn route(
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         if let Some(snapshot) = snapshot {
+            let leads = *leadership.borrow();
             for event in router.observe(&snapshot) {
+                if !leads {
+                    continue;
+                }
                 let alert = &event.alert;
                 metrics
                     .events

@@ -8,8 +8,11 @@
 //! serve for that cluster. Each deployment is scaled by the native HPA model of [`crate::domain::hpa`] (External
 //! `Value` target, default behavior) fed the served value; new pods become Ready after 30 s.
 //!
-//! Simulated time comes from the injected clock (`--speed` makes it run faster, `--start-at` picks the time of day
-//! it starts at); noise comes from a seeded RNG. [`DemoCluster::history`] gives the days before the start as the
+//! Time comes from the injected clock: the wall clock at `--speed 1` (the default), a faster simulated clock
+//! above. The workload's daily rhythm is read at the clock's time plus a fixed offset (`--start-at` picks the
+//! workload's time of day at start), so the demo reaches its interesting hours within minutes while every time the
+//! API reports stays the clock's: the offset shifts what the simulated cluster does, never what "now" is. Noise
+//! comes from a seeded RNG. [`DemoCluster::history`] gives the days before the start as the
 //! store would have recorded them, so the demo's forecasts are fitted and judged from the first minute, and
 //! [`DemoSource`] records every observation in the store as `serve` does. Each HPA scale and each change of a
 //! deployment's effective target is logged.
@@ -42,15 +45,23 @@ const HISTORY_MS: i64 = 10 * 60 * 1000;
 /// Memory request of every demo pod, bytes.
 const MEMORY_REQUEST_BYTES: i64 = 512 << 20;
 
+/// Start of the first batch window of the day, minutes after midnight.
+const BATCH_FIRST_WINDOW_MIN: u32 = 75;
+/// Minutes between batch windows.
+const BATCH_EVERY_MIN: u32 = 240;
+/// Milliseconds in a day: the period of every demo workload.
+const DAY_MS: i64 = 86_400_000;
+
 /// One point of seeded history: (time, CPU utilization percent of ready pods, pods), as the store imports it.
 pub type HistoryPoint = (UnixMillis, f64, Option<u32>);
 
 /// The shape of a deployment's CPU demand over a simulated day, in cores.
 #[derive(Debug, Clone, Copy)]
 enum Workload {
-    /// Daily cycle with a sharp morning spike around 09:00 UTC.
+    /// Daily cycle with a sharp morning spike around 09:00 of the workload's day.
     MorningSpike,
-    /// Batch windows: heavy for the first 40 minutes of every 4th hour.
+    /// Batch windows: heavy for 40 minutes every 4 hours, from 01:15 (so 09:15 is one, half an hour after the
+    /// demo's default start).
     Batch,
     /// Small, noisy front-end load.
     Frontend,
@@ -136,10 +147,12 @@ pub struct DemoCluster {
     nodes: Vec<SimNode>,
     rng: StdRng,
     join: JoinConfig,
+    /// Added to the clock's time to read the workloads' daily rhythm (0..1 day).
+    workload_offset: i64,
 }
 
 fn hour_of_day(now: UnixMillis) -> f64 {
-    (now.rem_euclid(86_400_000)) as f64 / 3_600_000.0
+    (now.rem_euclid(DAY_MS)) as f64 / 3_600_000.0
 }
 
 impl Workload {
@@ -152,7 +165,9 @@ impl Workload {
                 2.0 + 1.2 * daily + 5.0 * spike
             }
             Workload::Batch => {
-                let in_window = (h % 4.0) < (40.0 / 60.0);
+                let in_window = (h - f64::from(BATCH_FIRST_WINDOW_MIN) / 60.0)
+                    .rem_euclid(f64::from(BATCH_EVERY_MIN) / 60.0)
+                    < (40.0 / 60.0);
                 if in_window { 9.0 } else { 1.5 }
             }
             Workload::Frontend => 0.12 + 0.06 * daily,
@@ -247,8 +262,19 @@ const TEMPLATES: [Template; 4] = [
 
 impl DemoCluster {
     /// Builds the demo cluster with every deployment at the size its load needs at `now` (at least its
-    /// minimum), pods started well before `now`, each HPA settled on that size.
+    /// minimum), pods started well before `now`, each HPA settled on that size. The workloads follow the clock's
+    /// time of day.
     pub fn new(seed: u64, now: UnixMillis) -> Self {
+        Self::with_workload_day_at(seed, now, None)
+    }
+
+    /// As [`DemoCluster::new`], with the workloads' daily rhythm shifted so that at `now` their time of day is
+    /// `minutes` after midnight (`None`: the clock's own time of day). Everything the cluster reports is still
+    /// stamped with the clock's time.
+    pub fn with_workload_day_at(seed: u64, now: UnixMillis, minutes: Option<u32>) -> Self {
+        let workload_offset = minutes.map_or(0, |m| {
+            (i64::from(m) * 60_000 - now.rem_euclid(DAY_MS)).rem_euclid(DAY_MS)
+        });
         let mut nodes = Vec::new();
         for (pool, count, cpu, instance) in [
             ("general", 3, 8000, "m5.2xlarge"),
@@ -271,7 +297,7 @@ impl DemoCluster {
         let deployments = TEMPLATES
             .iter()
             .map(|t| {
-                let steady = t.workload.demand_cores(now) * 1000.0
+                let steady = t.workload.demand_cores(now + workload_offset) * 1000.0
                     / (t.request_milli as f64 * t.hpa_target / 100.0);
                 let replicas = (steady.ceil() as u32).clamp(t.min_replicas, t.max_replicas);
                 let mut d = SimDeployment {
@@ -308,7 +334,28 @@ impl DemoCluster {
             nodes,
             rng: StdRng::seed_from_u64(seed),
             join: JoinConfig::default(),
+            workload_offset,
         }
+    }
+
+    /// The first clock time at or after `now` when the workloads' time of day is `minutes` after midnight.
+    pub fn next_workload_time_of_day(&self, now: UnixMillis, minutes: u32) -> UnixMillis {
+        let into_day = self.workload_time(now).rem_euclid(DAY_MS);
+        now + (i64::from(minutes) * 60_000 - into_day).rem_euclid(DAY_MS)
+    }
+
+    /// The clock time batch-processor's next window starts at (at or after `now`).
+    pub fn next_batch_window(&self, now: UnixMillis) -> UnixMillis {
+        (BATCH_FIRST_WINDOW_MIN..24 * 60)
+            .step_by(BATCH_EVERY_MIN as usize)
+            .map(|m| self.next_workload_time_of_day(now, m))
+            .min()
+            .unwrap_or(now)
+    }
+
+    /// The workloads' time (for their daily rhythm) at the clock's `now`.
+    pub fn workload_time(&self, now: UnixMillis) -> UnixMillis {
+        now + self.workload_offset
     }
 
     /// Advances the simulated world to `now` and returns what serve's adapters would read from it: the
@@ -319,9 +366,10 @@ impl DemoCluster {
         let mut usage = Usage::default();
         let mut node_usage_milli: HashMap<String, f64> = HashMap::new();
         let short_ms = i64::from(self.join.short_window_seconds) * 1000;
+        let workload_now = self.workload_time(now);
         for d in &mut self.deployments {
             let noise = 1.0 + (self.rng.random::<f64>() - 0.5) * 0.1;
-            let demand = d.workload.demand_cores(now) * noise;
+            let demand = d.workload.demand_cores(workload_now) * noise;
             let ready_count = d.pods.iter().filter(|p| p.ready(now)).count().max(1) as f64;
             let request = d.request_milli as f64 / 1000.0;
             for p in &mut d.pods {
@@ -382,7 +430,7 @@ impl DemoCluster {
             });
         }
 
-        let h = hour_of_day(now);
+        let h = hour_of_day(workload_now);
         for n in &self.nodes {
             // Other tenants' load on the node, with its own daily rhythm, and their pods' requests: light enough
             // that the pools' pressure moves through the day with the demo's own load (idle at night, high
@@ -396,7 +444,7 @@ impl DemoCluster {
                 node: Some(n.name.clone()),
                 phase: "Running".to_string(),
                 ready: true,
-                started_at: Some(now - 86_400_000),
+                started_at: Some(now - DAY_MS),
                 cpu_request_milli: (background * 1.1) as i64,
                 memory_request_bytes: 0,
                 terminating: false,
@@ -423,7 +471,7 @@ impl DemoCluster {
     /// count its HPA settles on for that load (no noise, no warm-up). Seeded into the demo's store at start.
     pub fn history(&self, now: UnixMillis, days: u32) -> Vec<(DeploymentKey, Vec<HistoryPoint>)> {
         const STEP: i64 = 5 * 60 * 1000;
-        let from = now - i64::from(days) * 86_400_000;
+        let from = now - i64::from(days) * DAY_MS;
         self.deployments
             .iter()
             .map(|d| {
@@ -431,7 +479,8 @@ impl DemoCluster {
                     .map(|i| from - from.rem_euclid(STEP) + i * STEP)
                     .take_while(|t| *t < now)
                     .map(|t| {
-                        let demand_milli = d.workload.demand_cores(t) * 1000.0;
+                        let demand_milli =
+                            d.workload.demand_cores(t + self.workload_offset) * 1000.0;
                         let request = d.request_milli as f64;
                         let pods = ((demand_milli / (request * d.hpa_target / 100.0)).ceil()
                             as u32)
@@ -497,8 +546,9 @@ impl DemoCluster {
     }
 }
 
-/// [`DemoCluster`] as an engine source: it records each observation in the store when it has one (as `serve`'s
-/// source does, so the forecasts learn from the demo's ticks) and logs effective-target changes.
+/// [`DemoCluster`] as an engine source: it records each observation, and each change of effective target as a
+/// decision, in the store when it has one (as `serve`'s source does, so the forecasts learn from the demo's ticks
+/// and the dashboard charts the decisions) and logs effective-target changes.
 pub struct DemoSource {
     /// The simulated cluster.
     pub cluster: DemoCluster,
@@ -536,9 +586,17 @@ impl Source for DemoSource {
     }
 
     fn served(&mut self, snapshot: &Snapshot) {
+        let mut changed = Vec::new();
         for (key, served) in &snapshot.deployments {
             let target = served.explanation.effective_target_percent;
             let before = self.targets.insert(key.clone(), target);
+            // As serve's source does: a decision is stored when the effective target changes (the dashboard
+            // charts them).
+            if before.is_none_or(|b| (b - target).abs() >= 1e-9)
+                && let Ok(json) = serde_json::to_vec(&served.explanation)
+            {
+                changed.push((key.clone(), json));
+            }
             if before.is_some_and(|b| (b - target).abs() >= 0.05) {
                 tracing::info!(
                     deployment = %key.name,
@@ -548,6 +606,18 @@ impl Source for DemoSource {
                     "demo effective target changed"
                 );
             }
+        }
+        if let Some(store) = self.store.clone()
+            && !changed.is_empty()
+        {
+            let at = snapshot.collected_at;
+            tokio::spawn(async move {
+                for (key, json) in changed {
+                    if let Err(e) = store.put_decision(&key, at, &json).await {
+                        tracing::warn!(error = %e, deployment = %key, "demo: recording a decision failed");
+                    }
+                }
+            });
         }
         self.cluster.apply_hpa(snapshot);
     }
@@ -782,15 +852,18 @@ mod tests {
     #[test]
     fn a_batch_window_shows_a_spike_and_persistent_high_cpu() {
         use crate::domain::anomaly::AnomalyKind;
-        let start = 20 * 24 * HOUR - 30 * 60_000;
-        let mut c = DemoCluster::new(11, start);
+        // The demo's default start: the workload's day at 08:45 whatever the clock says, so the 09:15 batch
+        // window opens 30 minutes in.
+        let start = 20 * 24 * HOUR + 13 * HOUR + 7 * 60_000;
+        let mut c = DemoCluster::with_workload_day_at(11, start, Some(8 * 60 + 45));
+        assert_eq!(c.next_batch_window(start), start + 30 * 60_000);
         let config = DecisionConfig::default();
         let mut states = TickStates::default();
         let mut last = Snapshot::default();
         let batch = DeploymentKey::new(NAMESPACE, "batch-processor");
         let mut seen = std::collections::BTreeMap::new();
         let mut ended = std::collections::BTreeSet::new();
-        for i in 0..(90 * 4) {
+        for i in 0..(120 * 4) {
             let obs = c.observe_at(start + i * 15_000);
             last = tick::step(
                 obs,
@@ -817,14 +890,49 @@ mod tests {
             AnomalyKind::PersistentHighCpu,
         )];
         assert!(high.summary.contains("maxReplicas"), "{high:?}");
-        // The window opened at midnight: the high-CPU anomaly opened at least 15 minutes into it.
-        assert!(high.started_at >= 20 * 24 * HOUR + 15 * 60_000, "{high:?}");
+        // The window opened 30 minutes in: the high-CPU anomaly opened at least 15 minutes into it, and the
+        // anomaly is stamped with the clock's time, not the workload's.
+        assert!(high.started_at >= start + 45 * 60_000, "{high:?}");
+        assert!(high.started_at < start + 70 * 60_000, "{high:?}");
         assert!(
             ended.contains(&(
                 "batch-processor".to_string(),
                 AnomalyKind::PersistentHighCpu
             )),
             "{ended:?}"
+        );
+    }
+
+    /// `--start-at` shifts the workloads' day, not the clock: observations are stamped with the clock's time,
+    /// api-service's spike comes 15 minutes after a start at 08:45, and the seeded history has its spikes at the
+    /// same clock times of day as the live cluster.
+    #[test]
+    fn the_workload_day_is_shifted_and_the_clock_is_not() {
+        let start = 20 * 24 * HOUR + 13 * HOUR + 7 * 60_000;
+        let mut c = DemoCluster::with_workload_day_at(5, start, Some(8 * 60 + 45));
+        assert_eq!(c.observe_at(start).at, start);
+        let spike = c.next_workload_time_of_day(start, 9 * 60);
+        assert_eq!(spike, start + 15 * 60_000);
+        let history = c.history(start, 2);
+        let (_, api) = history
+            .iter()
+            .find(|(k, _)| k.name == "api-service")
+            .expect("api-service history");
+        let busiest = api
+            .iter()
+            .max_by(|a, b| a.2.cmp(&b.2).then(b.0.cmp(&a.0)))
+            .expect("points");
+        // The history's peak is at the spike's clock time of day (a day or two before), within one 5-minute step.
+        let off = (busiest.0 - spike).rem_euclid(DAY_MS);
+        assert!(
+            off <= 10 * 60_000 || off >= DAY_MS - 10 * 60_000,
+            "{busiest:?} vs {spike}"
+        );
+        // Unshifted, the same clock time shows the workload at 13:07, long after its spike.
+        let plain = DemoCluster::new(5, start);
+        assert_eq!(
+            plain.next_workload_time_of_day(start, 9 * 60),
+            start + 19 * HOUR + 53 * 60_000
         );
     }
 

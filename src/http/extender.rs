@@ -378,6 +378,14 @@ impl ExtenderState {
         Known { freshness, nodes }
     }
 
+    /// Recent placements remembered for `node` at `now`, which the prioritize penalty is taken from (for the
+    /// dashboard's nodes page).
+    pub fn recent_load(&self, node: &str, now: UnixMillis) -> f64 {
+        self.memory()
+            .recent
+            .load(node, now, self.config.recent_window_millis)
+    }
+
     fn memory(&self) -> std::sync::MutexGuard<'_, PlacementMemory> {
         // The memory is only ever a hint; a panic elsewhere must not take the extender down with it.
         self.memory.lock().unwrap_or_else(PoisonError::into_inner)

@@ -3,6 +3,7 @@
 //! listeners. Handlers parse, call the core, encode; they never wait on Kubernetes or Prometheus.
 
 pub mod cost;
+pub mod dashboard;
 pub mod extender;
 pub mod external;
 pub mod ops;

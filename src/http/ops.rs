@@ -40,6 +40,7 @@ pub fn routes() -> Router<AppState> {
             super::cost::RECOMMENDATIONS_PATH,
             get(super::cost::get_recommendations),
         )
+        .merge(super::dashboard::routes())
 }
 
 fn board(state: &AppState) -> Result<Arc<Board>, ApiError> {

@@ -118,6 +118,56 @@ pub struct WebhookState {
     pub reviews: Family<ReviewLabels, Counter>,
     /// Annotations set or changed by patches of non-dry-run requests, by key.
     pub stamped: Family<AnnotationLabels, Counter>,
+    /// The last [`RECENT_STAMPS`] patches, for the dashboard's `/webhook` page.
+    pub recent: RecentStamps,
+}
+
+/// How many patches [`RecentStamps`] keeps.
+pub const RECENT_STAMPS: usize = 100;
+
+/// One patch the webhook answered a (non-dry-run) review with, as the dashboard lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamp {
+    /// When it was answered (the server's clock).
+    pub at: crate::domain::model::UnixMillis,
+    /// The Deployment's namespace.
+    pub namespace: String,
+    /// The Deployment's name (empty on a create that uses `generateName`).
+    pub name: String,
+    /// `CREATE` or `UPDATE`.
+    pub operation: &'static str,
+    /// The webhook-owned annotations in force once the patch is applied.
+    pub stamped: std::collections::BTreeMap<String, String>,
+    /// Warnings returned with the answer.
+    pub warnings: Vec<String>,
+}
+
+/// A bounded in-memory log of the last [`RECENT_STAMPS`] patches, newest last. Nothing else records them; the
+/// counters in `/metrics` only count. The lock is held for a push or a copy, never across an `.await`.
+#[derive(Debug, Default)]
+pub struct RecentStamps(std::sync::Mutex<std::collections::VecDeque<Stamp>>);
+
+impl RecentStamps {
+    /// Adds a stamp, dropping the oldest past [`RECENT_STAMPS`].
+    pub fn push(&self, stamp: Stamp) {
+        let mut log = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if log.len() == RECENT_STAMPS {
+            log.pop_front();
+        }
+        log.push_back(stamp);
+    }
+
+    /// The stamps, newest first.
+    pub fn newest_first(&self) -> Vec<Stamp> {
+        let log = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        log.iter().rev().cloned().collect()
+    }
 }
 
 impl WebhookState {
@@ -185,6 +235,19 @@ async fn mutate_deployments(
     match review(&body, &webhook.config) {
         Ok(reviewed) => {
             webhook.record(&reviewed);
+            if reviewed.outcome == Outcome::Patched
+                && !reviewed.dry_run
+                && let Some((namespace, name, operation)) = &reviewed.target
+            {
+                webhook.recent.push(Stamp {
+                    at: state.clock.now_millis(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    operation,
+                    stamped: reviewed.decision.stamped.clone(),
+                    warnings: reviewed.decision.warnings.clone(),
+                });
+            }
             tracing::debug!(
                 uid = %reviewed.response.uid,
                 outcome = reviewed.outcome.as_str(),
@@ -325,6 +388,8 @@ pub struct Reviewed {
     pub dry_run: bool,
     /// The policy decision (empty for skipped and unhandled reviews).
     pub decision: Decision,
+    /// The Deployment's namespace, name and operation, once the review was read as one.
+    pub target: Option<(String, String, &'static str)>,
 }
 
 impl Reviewed {
@@ -370,6 +435,7 @@ fn allow(
         outcome,
         dry_run,
         decision: Decision::default(),
+        target: None,
     }
 }
 
@@ -481,6 +547,14 @@ fn answer(request: AdmissionRequest<AdmittedObject>, config: &AdmissionConfig) -
         }
     }
     reviewed.decision = decision;
+    reviewed.target = Some((
+        namespace.to_string(),
+        request.name.clone(),
+        match operation {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+        },
+    ));
     reviewed
 }
 
@@ -711,6 +785,25 @@ mod tests {
         assert_eq!(out["response"]["allowed"], true);
         let warning = out["response"]["warnings"][0].as_str().unwrap();
         assert!(warning.contains("PATCH"), "{warning}");
+    }
+
+    #[test]
+    fn recent_stamps_keep_the_newest_hundred() {
+        let log = RecentStamps::default();
+        for i in 0..(RECENT_STAMPS as i64 + 5) {
+            log.push(Stamp {
+                at: i,
+                namespace: "shop".into(),
+                name: format!("d{i}"),
+                operation: "CREATE",
+                stamped: Default::default(),
+                warnings: Vec::new(),
+            });
+        }
+        let stamps = log.newest_first();
+        assert_eq!(stamps.len(), RECENT_STAMPS);
+        assert_eq!(stamps[0].at, RECENT_STAMPS as i64 + 4);
+        assert_eq!(stamps[RECENT_STAMPS - 1].at, 5);
     }
 
     #[test]

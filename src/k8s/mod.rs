@@ -21,6 +21,7 @@
 
 pub mod cache;
 pub mod convert;
+pub mod leader;
 pub mod objects;
 pub mod rate;
 

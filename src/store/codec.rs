@@ -534,7 +534,8 @@ impl Record for RollupHour {
 pub struct Prediction {
     /// How far ahead of its timestamp the forecast looks, seconds.
     pub horizon_seconds: u32,
-    /// Forecast CPU utilization, percent.
+    /// Forecast CPU demand: utilization times ready pods, percent of one pod's request (what `src/refit.rs` stores:
+    /// the largest demand forecast over the lead time).
     pub value: f64,
     /// Lower bound of the interval.
     pub lower: f64,

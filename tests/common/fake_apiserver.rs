@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::extract::State;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use hyper::body::Frame;
@@ -61,6 +61,152 @@ pub struct FakeApi {
     /// Paths answered with 403 Forbidden.
     pub forbidden: Vec<&'static str>,
     pub seen: Mutex<Vec<Seen>>,
+    /// Leases (coordination.k8s.io/v1) by path, with the field manager that owns `spec.holderIdentity`.
+    pub leases: Mutex<BTreeMap<String, StoredLease>>,
+}
+
+/// A Lease as the fake apiserver stores it.
+#[derive(Debug, Clone)]
+pub struct StoredLease {
+    pub object: Value,
+    /// The field manager owning `spec.holderIdentity` (server-side apply's conflict rule).
+    pub holder_owner: Option<String>,
+}
+
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/";
+
+/// The Lease subset of the API that `kube-lease-manager` uses: get, create, strategic-merge patch and
+/// server-side apply, with apply's conflict on `spec.holderIdentity` when another field manager owns a different
+/// value (the rule that keeps two candidates from both taking a free lease).
+fn lease(api: &FakeApi, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+    let path = uri.path().to_string();
+    let query: BTreeMap<String, String> =
+        serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
+    let manager = query.get("fieldManager").cloned().unwrap_or_default();
+    let force = query.get("force").is_some_and(|f| f == "true");
+    let json =
+        |v: &Value| ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response();
+    let mut leases = api.leases.lock().unwrap();
+    let next_rv = leases.len() as u64 * 1000 + 500_000 + rand_rv();
+    match *method {
+        Method::GET => match leases.get(&path) {
+            Some(l) => json(&l.object),
+            None => status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "leases.coordination.k8s.io not found",
+            ),
+        },
+        Method::POST => {
+            let mut object: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+            };
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let key = format!("{path}/{name}");
+            if leases.contains_key(&key) {
+                return status(
+                    StatusCode::CONFLICT,
+                    "AlreadyExists",
+                    "leases.coordination.k8s.io already exists",
+                );
+            }
+            object["metadata"]["resourceVersion"] = Value::String(next_rv.to_string());
+            let holder_owner = object["spec"]["holderIdentity"]
+                .as_str()
+                .map(|_| manager.clone());
+            leases.insert(
+                key,
+                StoredLease {
+                    object: object.clone(),
+                    holder_owner,
+                },
+            );
+            (StatusCode::CREATED, json(&object)).into_response()
+        }
+        Method::PATCH => {
+            let patch: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e.to_string()),
+            };
+            let apply = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("application/apply-patch"));
+            let name = path.rsplit('/').next().unwrap_or_default().to_string();
+            let stored = match leases.get(&path) {
+                Some(l) => l.clone(),
+                None if apply => StoredLease {
+                    object: serde_json::json!({
+                        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                        "metadata": {"name": name}, "spec": {}
+                    }),
+                    holder_owner: None,
+                },
+                None => {
+                    return status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        "leases.coordination.k8s.io not found",
+                    );
+                }
+            };
+            let mut stored = stored;
+            let touches_holder = patch["spec"].get("holderIdentity").is_some();
+            let new_holder = patch["spec"]["holderIdentity"].as_str();
+            let current = stored.object["spec"]["holderIdentity"].as_str();
+            if apply
+                && !force
+                && touches_holder
+                && current.is_some()
+                && current != new_holder
+                && stored.holder_owner.as_deref().is_some_and(|o| o != manager)
+            {
+                return status(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    &format!(
+                        "Apply failed with 1 conflict: conflict with \"{}\": .spec.holderIdentity",
+                        stored.holder_owner.clone().unwrap_or_default()
+                    ),
+                );
+            }
+            if let Some(fields) = patch["spec"].as_object() {
+                if !stored.object["spec"].is_object() {
+                    stored.object["spec"] = serde_json::json!({});
+                }
+                let spec = stored.object["spec"].as_object_mut().expect("spec");
+                for (k, v) in fields {
+                    if v.is_null() {
+                        spec.remove(k);
+                    } else {
+                        spec.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            if touches_holder {
+                stored.holder_owner = new_holder.map(|_| manager.clone());
+            }
+            stored.object["metadata"]["resourceVersion"] = Value::String(next_rv.to_string());
+            let object = stored.object.clone();
+            leases.insert(path, stored);
+            json(&object)
+        }
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "not supported by the fake",
+        ),
+    }
+}
+
+fn rand_rv() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static RV: AtomicU64 = AtomicU64::new(1);
+    RV.fetch_add(1, Ordering::Relaxed)
 }
 
 pub fn read(name: &str) -> String {
@@ -130,7 +276,13 @@ pub fn version() -> Response {
         .into_response()
 }
 
-pub async fn handle(State(api): State<Arc<FakeApi>>, uri: Uri) -> Response {
+pub async fn handle(
+    State(api): State<Arc<FakeApi>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut paused = api.paused.clone();
     if paused.wait_for(|p| !*p).await.is_err() {
         return status(
@@ -138,6 +290,10 @@ pub async fn handle(State(api): State<Arc<FakeApi>>, uri: Uri) -> Response {
             "ServiceUnavailable",
             "stopping",
         );
+    }
+    // Leases are not counted in `seen`: the tests that count requests count the data plane's.
+    if uri.path().starts_with(LEASES) && uri.path().contains("/leases") {
+        return lease(&api, &method, &uri, &headers, &body);
     }
     let query: BTreeMap<String, String> =
         serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
@@ -234,6 +390,7 @@ pub async fn start(forbidden: Vec<&'static str>) -> Harness {
         paused,
         forbidden,
         seen: Mutex::new(Vec::new()),
+        leases: Mutex::new(BTreeMap::new()),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
