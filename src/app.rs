@@ -167,6 +167,7 @@ async fn serve_both(
     state: AppState,
     anomalies: AnomalyHistory,
     store: crate::store::Store,
+    cost: Arc<crate::cost::CostBook>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let limits = state.limits.clone();
@@ -179,12 +180,14 @@ async fn serve_both(
     );
     let metrics = http::server::serve_plain(
         listeners.metrics,
-        // The dashboard's per-deployment pages and the history API read the store.
+        // The dashboard's per-deployment pages and the history API read the store; the cost endpoints read the
+        // cost book.
         http::history::with_history(
             http::metrics_router_with_anomalies(state, anomalies),
             store.clone(),
         )
-        .layer(axum::Extension(store)),
+        .layer(axum::Extension(store))
+        .layer(axum::Extension(cost)),
         limits,
         cancel.clone().cancelled_owned(),
     );
@@ -192,6 +195,31 @@ async fn serve_both(
     a.context("secure listener")?;
     b.context("metrics listener")?;
     Ok(())
+}
+
+/// The cost book of `serve` and `demo`: the configured prices (what is ignored in them logged), the cost gauges,
+/// and the store for the hourly rollups and the usage histories.
+fn cost_book(
+    prices: &crate::domain::cost::Prices,
+    telemetry: &Telemetry,
+    store: &crate::store::Store,
+) -> Arc<crate::cost::CostBook> {
+    for problem in prices.problems() {
+        tracing::warn!(%problem, "cost: price configuration");
+    }
+    let (price, source) = prices.default_price();
+    tracing::info!(
+        cpu_per_core_hour = price.cpu_per_core_hour,
+        memory_per_gib_hour = price.memory_per_gib_hour,
+        source = ?source,
+        pools = prices.pools.len(),
+        "cost: default price"
+    );
+    Arc::new(
+        crate::cost::CostBook::new(prices.clone())
+            .with_metrics(telemetry)
+            .with_store(store.clone()),
+    )
 }
 
 /// Starts alert delivery when `--alerting-config` names receivers: it follows the snapshots on its own tasks.
@@ -276,6 +304,8 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         args.decision.clone(),
     );
     engine = engine.with_anomaly_history(anomalies.clone());
+    let cost = cost_book(&args.prices, &telemetry, &store);
+    engine = engine.with_cost(cost.clone());
     let mut forecasts = None;
     if let Some(forecaster) = args.forecast.clone() {
         let (task, board) = crate::refit::ForecastTask::new(
@@ -326,7 +356,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    let served = serve_both(listeners, tls, state, anomalies, store, cancel).await;
+    let served = serve_both(listeners, tls, state, anomalies, store, cost, cancel).await;
     // Hand the lease over at once rather than at its expiry (the task releases it, bounded to 3 s).
     if let Some(task) = leader_task {
         let _ = task.await;
@@ -489,6 +519,8 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         args.decision.clone(),
     );
     engine = engine.with_anomaly_history(anomalies.clone());
+    let cost = cost_book(&args.prices, &telemetry, &store);
+    engine = engine.with_cost(cost.clone());
     let cancel = CancellationToken::new();
     store.spawn_retention(clock.clone(), Duration::from_secs(60), cancel.clone());
     let mut forecasts = None;
@@ -547,7 +579,9 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         "  curl -s 'http://127.0.0.1:{metrics_port}/api/v1/deployments/demo/api-service/history?since=6h&step=15m'"
     );
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/anomalies");
+    println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/cost");
+    println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/recommendations");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, anomalies, store, cancel).await
+    serve_both(listeners, tls, state, anomalies, store, cost, cancel).await
 }

@@ -123,6 +123,12 @@ pub struct SimulateArgs {
     #[command(flatten)]
     pub decision: DecisionArgs,
 
+    /// Add a right-sizing replay: the request and target recommended from the smart run's usage (VPA-style
+    /// histogram, HPA-aware plan) replayed through the smart run again, with its saturation and pod-hours (a
+    /// `rightsizing` object in the JSON). Needs a day of trace or more; shorter is "not enough data".
+    #[arg(long)]
+    pub rightsize: bool,
+
     /// Add a fourth run, `predictive`: smart-autoscaler with forecasts learned online as the trace replays (no
     /// peeking ahead), and a `forecast` object with the forecasts' accuracy in the JSON.
     #[arg(long)]
@@ -559,6 +565,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub alerting: crate::alerting::AlertingArgs,
+
+    #[command(flatten)]
+    pub cost: crate::cost::CostArgs,
 }
 
 /// Settings for `demo`.
@@ -617,6 +626,9 @@ pub struct DemoArgs {
 
     #[command(flatten)]
     pub alerting: crate::alerting::AlertingArgs,
+
+    #[command(flatten)]
+    pub cost: crate::cost::CostArgs,
 }
 
 /// Parses `HH:MM` into minutes after midnight.
@@ -815,6 +827,8 @@ pub struct ServeSettings {
     pub store: StoreConfig,
     /// The alert receivers.
     pub alerting: AlertingSettings,
+    /// Node prices for the cost model.
+    pub prices: crate::domain::cost::Prices,
 }
 
 impl TryFrom<&ServeArgs> for ServeSettings {
@@ -849,6 +863,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
                 prom: prom?,
                 store: store?,
                 alerting: alerting?,
+                prices: args.cost.prices(),
             })
         })();
         errors.finish(settings)
@@ -919,6 +934,8 @@ pub struct DemoSettings {
     pub forecast: Option<ForecasterConfig>,
     /// The alert receivers.
     pub alerting: AlertingSettings,
+    /// Node prices for the cost model.
+    pub prices: crate::domain::cost::Prices,
 }
 
 impl TryFrom<&DemoArgs> for DemoSettings {
@@ -956,6 +973,7 @@ impl TryFrom<&DemoArgs> for DemoSettings {
                 history_days: args.history_days,
                 forecast: (!args.no_forecast).then_some(forecast?),
                 alerting: alerting?,
+                prices: args.cost.prices(),
             })
         })();
         errors.finish(settings)

@@ -61,6 +61,8 @@ pub struct Engine<S: Source> {
     pub anomaly_metrics: AnomalyMetrics,
     /// Where anomalies are written after each publish, when they are kept.
     pub anomaly_writer: Option<AnomalyWriter>,
+    /// Prices each published snapshot and keeps the cost and right-sizing state, when wired.
+    pub cost: Option<Arc<crate::cost::CostBook>>,
 }
 
 impl<S: Source> Engine<S> {
@@ -85,6 +87,7 @@ impl<S: Source> Engine<S> {
             forecasts: None,
             anomaly_metrics,
             anomaly_writer: None,
+            cost: None,
         };
         (engine, snapshots)
     }
@@ -152,9 +155,18 @@ impl<S: Source> Engine<S> {
         self
     }
 
-    /// After a publish: the anomaly metrics, and the anomaly history's writes (handed to a task, never awaited
+    /// Prices every published snapshot with `book` (the cost report, its rollups and the usage histograms).
+    pub fn with_cost(mut self, book: Arc<crate::cost::CostBook>) -> Self {
+        self.cost = Some(book);
+        self
+    }
+
+    /// After a publish: the cost book (pure pricing of the snapshot, then queued IO), the anomaly metrics, and the anomaly history's writes (handed to a task, never awaited
     /// here, so the tick does no IO).
     fn published(&mut self, previous: Option<&Snapshot>, snapshot: &Snapshot) {
+        if let Some(book) = &self.cost {
+            book.observe(snapshot);
+        }
         self.anomaly_metrics.observe(previous, snapshot);
         if let Some(writer) = &mut self.anomaly_writer {
             writer.observe(&snapshot.anomalies);

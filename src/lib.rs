@@ -10,6 +10,7 @@ pub mod app;
 pub mod certs;
 pub mod clock;
 pub mod config;
+pub mod cost;
 pub mod dataplane;
 pub mod demo;
 pub mod engine;

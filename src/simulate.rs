@@ -153,6 +153,11 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
     let runs = with_progress(&name, |progress| {
         backtest::compare_with_progress(&series, &config, progress)
     });
+    let rightsizing = args
+        .rightsize
+        .then(|| runs.iter().find(|r| r.mode == backtest::Mode::Smart))
+        .flatten()
+        .map(|smart| backtest::rightsizing_replay(&series, &config, smart, backtest::Mode::Smart));
     if let Some(plot) = &args.plot {
         let title = Path::new(&name)
             .file_name()
@@ -189,6 +194,9 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
             if let Some(f) = &r.forecast {
                 out.insert("forecast".into(), serde_json::to_value(f)?);
             }
+        }
+        if let Some(r) = &rightsizing {
+            out.insert("rightsizing".into(), serde_json::to_value(r)?);
         }
         return Ok(serde_json::to_string_pretty(&out)? + "\n");
     }
@@ -240,6 +248,9 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
             )?;
         }
     }
+    if let Some(r) = &rightsizing {
+        write_rightsizing(&mut out, r, &config, &runs)?;
+    }
     if let Some(f) = runs.iter().find_map(|r| r.forecast.as_ref()) {
         writeln!(
             out,
@@ -269,6 +280,59 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// The right-sizing section: the recommendation and the smart run replayed with it, next to the smart run.
+fn write_rightsizing(
+    out: &mut String,
+    r: &backtest::RightsizingReplay,
+    config: &backtest::SimConfig,
+    runs: &[Run],
+) -> Result<()> {
+    use crate::domain::rightsizing::PodPlan;
+    let (status, reason) = match &r.plan {
+        PodPlan::Change { reason, .. } => ("change", reason),
+        PodPlan::Keep { reason, .. } => ("keep", reason),
+        PodPlan::NotEnoughData { reason } => ("not enough data", reason),
+        PodPlan::Invalid { reason } => ("invalid", reason),
+    };
+    writeln!(
+        out,
+        "right-sizing: {status} (mean demand {:.3} cores): {reason}",
+        r.demand_cores
+    )?;
+    let (Some(run), Some(request), Some(target)) = (&r.run, r.request_milli, r.target_percent)
+    else {
+        return Ok(());
+    };
+    let smart = runs.iter().find(|r| r.mode == backtest::Mode::Smart);
+    writeln!(
+        out,
+        "{:<22} {:>18} {:>10} {:>20}",
+        "replay", "saturated pod-min", "pod-hours", "requested core-hours"
+    )?;
+    if let Some(smart) = smart {
+        writeln!(
+            out,
+            "{:<22} {:>18.1} {:>10.1} {:>20.1}",
+            format!(
+                "smart {}m @ {}%",
+                config.pod_request_milli, config.target_percent
+            ),
+            smart.metrics.saturated_pod_minutes,
+            smart.metrics.pod_hours,
+            r.requested_core_hours_now
+        )?;
+    }
+    writeln!(
+        out,
+        "{:<22} {:>18.1} {:>10.1} {:>20.1}",
+        format!("recommended {request}m @ {target}%"),
+        run.saturated_pod_minutes,
+        run.pod_hours,
+        r.requested_core_hours.unwrap_or(0.0)
+    )?;
+    Ok(())
 }
 
 fn percent(v: Option<f64>) -> String {

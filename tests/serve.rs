@@ -17,7 +17,11 @@ async fn serve_end_to_end_with_real_prometheus_and_recorded_api() {
     let api = fake_apiserver::start(vec![]).await;
     api.release.send(true).unwrap();
     let prom = Prometheus::start(&openmetrics(unix_now()), None, None).await;
-    let mut serve = Serve::start(&prom.url, &api.kubeconfig, &[]);
+    let mut serve = Serve::start(
+        &prom.url,
+        &api.kubeconfig,
+        &["--node-pool-price", "pool=general:0.05:0.006"],
+    );
     let metrics = serve.metrics.clone();
     serve
         .wait_readyz(Duration::from_secs(60), |body| {
@@ -105,6 +109,59 @@ async fn serve_end_to_end_with_real_prometheus_and_recorded_api() {
     assert_eq!(missing.status(), 404);
     let status: Value = missing.json().await.unwrap();
     assert_eq!(status["kind"], "Status");
+
+    // Cost (issue 17): every tick is priced. shop/api's 3 pods run on `pool=general` nodes, priced by the flag at
+    // 0.05 $/core-hour: 3 × max(350m request, 175m used) = 1.05 cores → 0.0525 $/hour of CPU. shop/web has a pod
+    // on the `pool=compute` node, which no pool price matches: a mixed price.
+    let cost: Value = http
+        .get(format!("http://{metrics}/api/v1/cost?namespace=shop"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item = |name: &str| {
+        cost["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["key"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {cost}"))
+            .clone()
+    };
+    let api_cost = item("api");
+    assert_eq!(api_cost["price_source"]["kind"], "node_pool", "{api_cost}");
+    assert_eq!(api_cost["price_source"]["label_value"], "general");
+    let hours = api_cost["window_millis"].as_f64().unwrap() / 3.6e6;
+    let cpu_rate = api_cost["cpu"]["cost_usd"].as_f64().unwrap() / hours;
+    assert!((cpu_rate - 0.0525).abs() < 1e-9, "{api_cost}");
+    // The backfilled Prometheus has no memory series: memory is charged at the request, and the answer says so.
+    assert_eq!(api_cost["memory"]["basis"], "request_only", "{api_cost}");
+    assert!(api_cost["memory"]["efficiency"].is_null());
+    assert!(
+        api_cost["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("memory usage not observed"),
+        "{api_cost}"
+    );
+    assert_eq!(item("web")["price_source"]["kind"], "mixed");
+    assert!(cost["cluster"]["projected_30d_usd"].as_f64().unwrap() > 0.0);
+    // A few hours of history are too little for a recommendation, and each deployment says so.
+    let recommendations: Value = http
+        .get(format!("http://{metrics}/api/v1/recommendations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = recommendations["items"].as_array().unwrap();
+    assert!(!items.is_empty(), "{recommendations}");
+    for r in items {
+        assert_eq!(r["status"], "not_enough_data", "{r}");
+    }
 
     // The store's figures (issue 22): the first tick's maintenance pass flushes the store and counts its records.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -957,4 +957,84 @@ mod tests {
         assert!(night > 1.05, "night factor {night}");
         assert!(peak < 0.95, "peak factor {peak}");
     }
+
+    /// Issue 17: the demo prices every tick and, from its seeded week of history (rebuilt from the store on each
+    /// deployment's first tick), recommends requests for every deployment at once, through the same engine and
+    /// cost book as `serve`.
+    #[tokio::test]
+    async fn the_demo_prices_every_tick_and_recommends_from_its_seeded_week() {
+        use crate::clock::Clock;
+        use crate::cost::CostBook;
+        use crate::domain::rightsizing::ContainerRecommendation;
+        use crate::engine::Engine;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicI64, Ordering};
+
+        struct Manual(AtomicI64);
+        impl Clock for Manual {
+            fn now_millis(&self) -> UnixMillis {
+                self.0.load(Ordering::SeqCst)
+            }
+        }
+        let start = 20 * 24 * HOUR + 8 * HOUR;
+        let clock = Arc::new(Manual(AtomicI64::new(start)));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store"), crate::store::Retention::default())
+            .await
+            .unwrap()
+            .with_clock(clock.clone());
+        let cluster = DemoCluster::new(5, start);
+        for (key, points) in cluster.history(start, 7) {
+            store.import_history_with_pods(&key, &points).await.unwrap();
+        }
+        let telemetry = Arc::new(crate::telemetry::Telemetry::new());
+        let book = Arc::new(
+            CostBook::new(crate::domain::cost::Prices::default())
+                .with_metrics(&telemetry)
+                .with_store(store.clone()),
+        );
+        let (engine, _snapshots) = Engine::new(
+            DemoSource::new(cluster).with_store(store.clone()),
+            clock.clone(),
+            Duration::from_secs(15),
+            telemetry.clone(),
+            DecisionConfig::default(),
+        );
+        let mut engine = engine.with_cost(book.clone());
+        engine.tick().await;
+        // The histories are rebuilt from the store by tasks of their own.
+        for _ in 0..500 {
+            if book
+                .recommendations(None)
+                .iter()
+                .all(|r| r.requests.is_some())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Three more minutes of ticks: the live samples (one a minute) continue the rebuilt histories.
+        for i in 1..=12 {
+            clock.0.store(start + i * 15_000, Ordering::SeqCst);
+            engine.tick().await;
+        }
+        let cost = book.latest().expect("priced");
+        assert_eq!(cost.report.deployments.len(), 4);
+        assert!(cost.report.deployments.iter().all(|d| d.hourly_usd > 0.0));
+        assert!(cost.report.cluster.projected_30d_usd > 0.0);
+        let recommendations = book.recommendations(Some(NAMESPACE));
+        assert_eq!(recommendations.len(), 4);
+        for r in &recommendations {
+            let Some(ContainerRecommendation::Ready(requests)) = &r.requests else {
+                panic!("{}: {:?}", r.name, r.requests);
+            };
+            // A week of five-minute points: min(7 days, 2016 / 1440) = 1.4 days of confidence.
+            assert!(requests.confidence_days >= 1.0, "{requests:?}");
+            assert!(matches!(r.status, "change" | "keep"), "{r:?}");
+        }
+        assert!(
+            recommendations.iter().any(|r| r.status == "change"),
+            "{recommendations:?}"
+        );
+    }
 }

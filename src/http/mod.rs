@@ -2,6 +2,7 @@
 //! metrics router (probes, /metrics, JSON API), shared middleware (limits, timeouts, telemetry), and the
 //! listeners. Handlers parse, call the core, encode; they never wait on Kubernetes or Prometheus.
 
+pub mod cost;
 pub mod dashboard;
 pub mod explain;
 pub mod extender;

@@ -35,6 +35,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/forecasts", get(list_forecasts))
         .route("/api/v1/forecasts/{namespace}/{name}", get(get_forecast))
         .route(ANOMALIES_PATH, get(list_anomalies))
+        .route(super::cost::COST_PATH, get(super::cost::get_cost))
+        .route(
+            super::cost::RECOMMENDATIONS_PATH,
+            get(super::cost::get_recommendations),
+        )
         .merge(super::dashboard::routes())
         .merge(super::history::routes())
         .merge(super::explain::routes())

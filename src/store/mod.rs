@@ -6,6 +6,7 @@
 //! are rolled up once all of their samples are past the sample retention, so samples live up to one hour longer
 //! than configured. Predictions and decisions are kept as long as rollups. Anomalies (one record per
 //! deployment, kind and start, see [`anomalies`]) are kept `Retention::anomalies` after they last held (30 days).
+//! Hourly cost rollups (one record per deployment-hour, see [`cost`]) are kept as long as rollups.
 //!
 //! sled pays a large per-entry overhead (well over 100 bytes on disk for a 23-byte entry written tick by tick),
 //! so records are big: samples are stored as one block per deployment-hour, rollups as one record of twelve
@@ -27,6 +28,7 @@
 
 pub mod anomalies;
 pub mod codec;
+pub mod cost;
 mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -256,15 +258,17 @@ enum Kind {
     Predictions,
     Decisions,
     Anomalies,
+    Cost,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 6] = [
         Kind::Samples,
         Kind::Rollups,
         Kind::Predictions,
         Kind::Decisions,
         Kind::Anomalies,
+        Kind::Cost,
     ];
     fn name(self) -> &'static str {
         match self {
@@ -273,6 +277,7 @@ impl Kind {
             Kind::Predictions => "predictions",
             Kind::Decisions => "decisions",
             Kind::Anomalies => "anomalies",
+            Kind::Cost => "cost",
         }
     }
 }
@@ -1624,7 +1629,7 @@ impl Inner {
                 id,
                 rollup_cutoff.saturating_sub(HOUR_MILLIS).saturating_add(1),
             )?;
-            for kind in [Kind::Predictions, Kind::Decisions] {
+            for kind in [Kind::Predictions, Kind::Decisions, Kind::Cost] {
                 report.expired += self.remove_range(kind, id, rollup_cutoff)?;
             }
         }

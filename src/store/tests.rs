@@ -1103,3 +1103,136 @@ async fn store_figures_reach_the_exposition() {
         assert!(text.contains(family), "{family} missing:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn hourly_costs_round_trip_replace_their_hour_and_expire_with_the_rollups() {
+    use crate::domain::cost::{CostInput, Prices, deployment_cost};
+    let dir = tempfile::tempdir().unwrap();
+    let retention = Retention {
+        rollups: Duration::from_secs(24 * 3600),
+        ..Retention::default()
+    };
+    let store = Store::open(dir.path().join("store"), retention)
+        .await
+        .unwrap();
+    let cost = |pods: u32| {
+        deployment_cost(
+            &CostInput {
+                key: api(),
+                window_millis: HOUR,
+                pods,
+                pod_cpu_request_milli: 1000,
+                pod_memory_request_bytes: 0,
+                cpu_usage_cores: None,
+                memory_usage_bytes: None,
+                pods_by_node: BTreeMap::new(),
+            },
+            &[],
+            &Prices::default(),
+        )
+    };
+    store.put_cost_hour(T0, &cost(1)).await.unwrap();
+    store.put_cost_hour(T0 + HOUR, &cost(2)).await.unwrap();
+    // The open hour written again: it replaces the record of its hour.
+    store.put_cost_hour(T0 + HOUR, &cost(3)).await.unwrap();
+    let hours = store.cost_hours(&api(), T0, T0 + 2 * HOUR).await.unwrap();
+    assert_eq!(hours.len(), 2);
+    assert_eq!(hours[0], (T0, cost(1)));
+    assert_eq!(hours[1].0, T0 + HOUR);
+    assert!((hours[1].1.total_usd - 3.0 * 0.031611).abs() < 1e-12);
+    assert!(
+        store
+            .cost_hours(&web(), T0, T0 + 2 * HOUR)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Past the rollup retention (a day), the first hour goes; the second stays until it is a day old too.
+    store
+        .enforce_retention(T0 + HOUR + 24 * HOUR)
+        .await
+        .unwrap();
+    let hours = store.cost_hours(&api(), T0, T0 + 2 * HOUR).await.unwrap();
+    assert_eq!(
+        hours.iter().map(|h| h.0).collect::<Vec<_>>(),
+        vec![T0 + HOUR]
+    );
+}
+
+/// Feeds `book` one-minute ticks of shop/api (2 pods of 1 core at 50%) for minutes `from..=to` after T0.
+fn observe_minutes(book: &Arc<crate::cost::CostBook>, from: i64, to: i64) {
+    use crate::domain::model::ServedDeployment;
+    for i in from..=to {
+        let at = T0 + i * MINUTE;
+        let mut inputs = inputs(&api(), 50.0, None, 2);
+        inputs.ready_pods = 2;
+        inputs.pod_cpu_request_milli = 1000;
+        inputs.observed_at = at;
+        let explanation = crate::domain::decision::decide(
+            &inputs,
+            &Default::default(),
+            None,
+            Default::default(),
+            at,
+        )
+        .0;
+        book.observe(&crate::domain::model::Snapshot {
+            collected_at: at,
+            measured_at: at,
+            interval_millis: MINUTE,
+            deployments: [(
+                api(),
+                ServedDeployment {
+                    inputs,
+                    raw_percent: 50.0,
+                    smart_percent: 50.0,
+                    explanation,
+                },
+            )]
+            .into(),
+            ..Default::default()
+        });
+    }
+}
+
+/// Polls the store until the record of hour T0 covers `window` (the writes are queued to a task).
+async fn cost_hour_with_window(store: &Store, window: i64) -> crate::domain::cost::DeploymentCost {
+    for _ in 0..300 {
+        let hours = store.cost_hours(&api(), T0, T0 + HOUR).await.unwrap();
+        if let Some((_, c)) = hours
+            .into_iter()
+            .find(|(h, c)| *h == T0 && c.window_millis == window)
+        {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "no record of hour T0 over {window} ms: {:?}",
+        store.cost_hours(&api(), T0, T0 + HOUR).await.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn the_cost_book_writes_each_hour_and_a_restart_adds_to_the_stored_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store"), Retention::default())
+        .await
+        .unwrap();
+    let book = |store: &Store| {
+        Arc::new(
+            crate::cost::CostBook::new(crate::domain::cost::Prices::default())
+                .with_store(store.clone()),
+        )
+    };
+    // A first process: ticks of minutes 0 to 25; its last write (every 5 minutes) holds all 26.
+    observe_minutes(&book(&store), 0, 25);
+    let before = cost_hour_with_window(&store, 26 * MINUTE).await;
+    assert!((before.pod_hours - 2.0 * 26.0 / 60.0).abs() < 1e-9);
+    // A restart: the next process ticks on from minute 26, past the hour (T0 + 1h opens the next one).
+    observe_minutes(&book(&store), 26, 60);
+    let hour = cost_hour_with_window(&store, HOUR).await;
+    // 60 ticks of a minute, 2 pods of 1 core: 2 core-hours at OpenCost's price.
+    assert!((hour.total_usd - 2.0 * 0.031611).abs() < 1e-9, "{hour:?}");
+    assert!((hour.pod_hours - 2.0).abs() < 1e-9);
+}

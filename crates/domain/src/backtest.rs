@@ -355,6 +355,8 @@ fn observe(
         cpu_utilization_percent: utilization_percent,
         memory_utilization_percent: None,
         pod_cpu_request_milli: config.pod_request_milli,
+        pod_memory_request_bytes: 0,
+        ready_pods_by_node: BTreeMap::new(),
         replicas,
         ready_pods: ready,
         starting_pods: ages.iter().filter(|a| **a < filter_ms).count() as u32,
@@ -735,6 +737,108 @@ pub fn compare_with_progress(
         .collect()
 }
 
+/// The right-sizing replay of a trace: the request recommendation learned from a run (VPA-style, one sample a
+/// minute of its ready pods' true usage, see [`rightsizing`](crate::rightsizing)), the HPA-aware plan at the
+/// run's mean demand, and the smart run replayed with the recommended request and target, so a recommendation is
+/// judged by the saturation and capacity it gives, not only by its arithmetic.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RightsizingReplay {
+    /// The pod's recommendation (or why there is none).
+    pub recommendation: crate::rightsizing::ContainerRecommendation,
+    /// The plan: request and target together.
+    pub plan: crate::rightsizing::PodPlan,
+    /// Mean demand over the replay, cores.
+    pub demand_cores: f64,
+    /// Request replayed, milli-cores (the recommended one; `None`: no plan to replay).
+    pub request_milli: Option<i64>,
+    /// Target replayed, percent.
+    pub target_percent: Option<f64>,
+    /// The run as it was: its requested core-hours (pod-hours × request).
+    pub requested_core_hours_now: f64,
+    /// The replay's metrics with the recommended request and target.
+    pub run: Option<RunMetrics>,
+    /// Its requested core-hours.
+    pub requested_core_hours: Option<f64>,
+}
+
+/// Replays `series` in `mode` with the request and target [`rightsizing::plan`](crate::rightsizing::plan)
+/// recommends from `run` (a run of the same series and config, with its timeline). The demand is the same: a pod
+/// with a smaller request reaches 100% of it at proportionally less load, so the pod capacity scales with the
+/// request. Memory is not in a trace, so only CPU is planned. Too short a trace (under a day of samples) is
+/// "not enough data", and nothing is replayed.
+pub fn rightsizing_replay(
+    series: &Series,
+    config: &SimConfig,
+    run: &Run,
+    mode: Mode,
+) -> RightsizingReplay {
+    use crate::rightsizing::{self, ContainerHistory, PlanInput, PodPlan, Scaling};
+    let request = config.pod_request_milli.max(0) as f64 / 1000.0;
+    let mut history = ContainerHistory::new("pod");
+    let (mut last, mut demand_sum, mut samples) = (None::<UnixMillis>, 0.0, 0u32);
+    for p in &run.timeline {
+        if last.is_some_and(|l| p.t - l < 60_000) || p.ready == 0 {
+            continue;
+        }
+        let usage = p.utilization / 100.0 * request;
+        if usage.is_finite() && history.add_cpu(config.start_millis + p.t, usage, request) {
+            last = Some(p.t);
+            demand_sum += p.demand_pods * request;
+            samples += 1;
+        }
+    }
+    let demand_cores = if samples > 0 {
+        demand_sum / f64::from(samples)
+    } else {
+        0.0
+    };
+    let recommendation = history.recommend(1);
+    let plan = rightsizing::plan(
+        &PlanInput {
+            cpu_request_cores: request,
+            memory_request_bytes: 0.0,
+            demand_cores,
+            scaling: Scaling::CpuHpa {
+                target: config.target_percent / 100.0,
+                min_replicas: config.min_replicas,
+                max_replicas: config.max_replicas,
+            },
+            price: crate::cost::Price::OPENCOST,
+        },
+        std::slice::from_ref(&recommendation),
+    );
+    let requested_core_hours_now = run.metrics.pod_hours * request;
+    let projection = match &plan {
+        PodPlan::Change { projection, .. } | PodPlan::Keep { projection, .. } => Some(*projection),
+        _ => None,
+    };
+    let replay = projection.filter(|p| p.cpu_request_milli > 0).map(|p| {
+        let mut c = config.clone();
+        let new_request = p.cpu_request_milli as f64 / 1000.0;
+        c.pod_capacity = config.pod_capacity * new_request / request.max(1e-9);
+        c.pod_request_milli = p.cpu_request_milli;
+        c.target_percent = p.target_percent.map_or(config.target_percent, f64::from);
+        c.forecast = config.forecast.clone();
+        let replayed = self::run(series, &c, mode);
+        (
+            p.cpu_request_milli,
+            c.target_percent,
+            replayed.metrics,
+            new_request,
+        )
+    });
+    RightsizingReplay {
+        recommendation,
+        plan,
+        demand_cores,
+        request_milli: replay.as_ref().map(|r| r.0),
+        target_percent: replay.as_ref().map(|r| r.1),
+        requested_core_hours_now,
+        requested_core_hours: replay.as_ref().map(|r| r.2.pod_hours * r.3),
+        run: replay.map(|r| r.2),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -855,5 +959,42 @@ mod tests {
         // The same runs as without a progress hook.
         let plain = compare(&series, &config);
         assert_eq!(plain[1].metrics.pod_hours, runs[1].metrics.pod_hours);
+    }
+
+    #[test]
+    fn a_rightsizing_replay_uses_the_recommended_request_and_a_short_trace_is_not_enough_data() {
+        // Two days, a step a minute, steady demand: 4 pods' worth at 100% of a 500m request = 2 cores.
+        let series = |minutes: usize| Series {
+            step_millis: 60_000,
+            values: vec![4.0; minutes],
+        };
+        let two_days = series(2 * 24 * 60);
+        let mut config = SimConfig::for_series(&two_days);
+        config.pod_capacity = 1.0;
+        config.min_replicas = 8;
+        let smart = run(&two_days, &config, Mode::Smart);
+        let r = rightsizing_replay(&two_days, &config, &smart, Mode::Smart);
+        assert!((r.demand_cores - 2.0).abs() < 1e-6, "{r:?}");
+        // minReplicas 8 holds 8 × 500m = 4 cores for 2 of demand: the plan shrinks the request.
+        let replayed = r.run.as_ref().expect("replayed");
+        let request = r.request_milli.unwrap();
+        assert!(request < 500, "{r:?}");
+        assert_eq!(
+            replayed.saturated_pod_minutes, 0.0,
+            "steady demand: the recommended request must not saturate"
+        );
+        assert!(
+            r.requested_core_hours.unwrap() < r.requested_core_hours_now,
+            "{r:?}"
+        );
+        // An hour of trace: not enough data, nothing replayed.
+        let hour = series(60);
+        let smart = run(&hour, &config, Mode::Smart);
+        let r = rightsizing_replay(&hour, &config, &smart, Mode::Smart);
+        assert!(
+            matches!(r.plan, crate::rightsizing::PodPlan::NotEnoughData { .. }),
+            "{r:?}"
+        );
+        assert!(r.run.is_none() && r.request_milli.is_none());
     }
 }

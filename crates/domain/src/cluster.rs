@@ -424,6 +424,15 @@ pub fn join(
             cpu_utilization_percent: utilization,
             memory_utilization_percent: (mem_request > 0).then(|| mem / mem_request as f64 * 100.0),
             pod_cpu_request_milli: d.pod_cpu_request_milli,
+            pod_memory_request_bytes: d.pod_memory_request_bytes,
+            ready_pods_by_node: pods
+                .iter()
+                .filter(|p| p.ready)
+                .filter_map(|p| p.node.clone())
+                .fold(BTreeMap::new(), |mut m, node| {
+                    *m.entry(node).or_insert(0) += 1;
+                    m
+                }),
             replicas: d.replicas,
             ready_pods,
             starting_pods: pods.len() as u32 - past_filter.len() as u32,
@@ -565,6 +574,12 @@ mod tests {
         assert_eq!(d.ready_pods, 3);
         assert_eq!(d.startup_filter_seconds, 120);
         assert!((d.memory_utilization_percent.unwrap() - 50.0).abs() < 1e-9);
+        // What the cost model prices by: the pod memory request and the ready pods per node.
+        assert_eq!(d.pod_memory_request_bytes, 1 << 28);
+        assert_eq!(
+            d.ready_pods_by_node,
+            BTreeMap::from([("n1".to_string(), 2), ("n2".to_string(), 1)])
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The cost model: what a deployment's pods cost over an interval, what of it is wasted, and the totals per
 //! namespace and for the cluster. Pure arithmetic over a small [`CostInput`] the tick can fill from what it
 //! already knows ([`DeploymentInputs`], the nodes of the [`Observation`](crate::model::Observation)); the store's
-//! rollups, `/metrics` and `GET /api/v1/cost` are its readers (not wired yet, see `docs/cost.md`).
+//! rollups, `/metrics` and `GET /api/v1/cost` are its readers, through [`snapshot_report`], which the engine calls
+//! on every published snapshot (`docs/cost.md`).
 //!
 //! The rules, once:
 //!
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DeploymentInputs, DeploymentKey, NodeInputs};
+use crate::model::{DeploymentInputs, DeploymentKey, NodeInputs, Snapshot};
 
 /// OpenCost's default CPU price, dollars per vCPU-hour (its `CPU` default in the custom pricing config).
 pub const OPENCOST_CPU_PER_CORE_HOUR: f64 = 0.031611;
@@ -715,6 +716,44 @@ pub fn report(mut deployments: Vec<DeploymentCost>) -> CostReport {
     }
 }
 
+/// What every deployment of a tick's [`Snapshot`] cost over that tick (`interval_millis`), with the totals per
+/// namespace and for the cluster: the engine calls it on every published snapshot, in `serve` and `demo` alike.
+///
+/// Each deployment is charged for its ready pods, priced by the labels of the nodes they run on
+/// ([`DeploymentInputs::ready_pods_by_node`]) and its pod requests. A deployment whose usage is unknown on this
+/// tick (it is in [`Snapshot::unmeasured`], served from its last good inputs) is charged at its requests with no
+/// usage, waste or efficiency, and a note says why: its last measurement is not this tick's usage. Managed
+/// deployments never measured at all have no inputs to charge and are left out.
+pub fn snapshot_report(snapshot: &Snapshot, prices: &Prices) -> CostReport {
+    let costs = snapshot
+        .deployments
+        .values()
+        .map(|served| {
+            let inputs = &served.inputs;
+            let mut input = CostInput::from_deployment(
+                inputs,
+                inputs.pod_memory_request_bytes,
+                snapshot.interval_millis,
+            );
+            input.pods_by_node = inputs.ready_pods_by_node.clone();
+            let unknown = snapshot.unmeasured.contains_key(&inputs.key);
+            if unknown {
+                input.cpu_usage_cores = None;
+                input.memory_usage_bytes = None;
+            }
+            let mut cost = deployment_cost(&input, &snapshot.nodes, prices);
+            if unknown {
+                cost.notes.insert(
+                    0,
+                    "usage unknown on this tick: charged at the last known requests".to_string(),
+                );
+            }
+            cost
+        })
+        .collect();
+    report(costs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1059,5 +1098,82 @@ mod tests {
         assert_eq!(p.pools[0].price.cpu_per_core_hour, 0.01);
         let empty: Prices = serde_json::from_str("{}").unwrap();
         assert_eq!(empty.default_price().1, PriceSource::OpencostDefault);
+    }
+
+    #[test]
+    fn a_snapshot_is_priced_per_deployment_by_its_nodes_and_unknown_usage_is_charged_at_the_request()
+     {
+        use crate::model::{ServedDeployment, UnknownCause, UsageUnknown};
+        let served = |name: &str, nodes: &[(&str, u32)]| {
+            let inputs = DeploymentInputs {
+                key: DeploymentKey::new("shop", name),
+                ready_pods: 2,
+                pod_cpu_request_milli: 1000,
+                pod_memory_request_bytes: GIB as i64,
+                memory_utilization_percent: Some(50.0),
+                ready_pods_by_node: nodes.iter().map(|(n, c)| (n.to_string(), *c)).collect(),
+                ..crate::decision::tests::inputs(50.0, 50.0, 50.0)
+            };
+            ServedDeployment {
+                raw_percent: 50.0,
+                smart_percent: 50.0,
+                explanation: crate::decision::decide(
+                    &inputs,
+                    &Default::default(),
+                    None,
+                    Default::default(),
+                    0,
+                )
+                .0,
+                inputs,
+            }
+        };
+        let mut snapshot = Snapshot {
+            interval_millis: HOUR,
+            nodes: vec![node("n-spot", "spot"), node("n-std", "standard")],
+            ..Default::default()
+        };
+        for d in [
+            served("web", &[("n-spot", 2)]),
+            served("api", &[("n-std", 1)]),
+        ] {
+            snapshot.deployments.insert(d.inputs.key.clone(), d);
+        }
+        snapshot.unmeasured.insert(
+            DeploymentKey::new("shop", "api"),
+            UsageUnknown {
+                cause: UnknownCause::NoSamples,
+                reason: "no sample".into(),
+                since: 0,
+                last_good_at: None,
+            },
+        );
+        let prices = Prices {
+            default: None,
+            pools: vec![PoolPrice {
+                label_key: "pool".into(),
+                label_value: "spot".into(),
+                price: Price {
+                    cpu_per_core_hour: 0.01,
+                    memory_per_gib_hour: 0.001,
+                },
+            }],
+        };
+        let r = snapshot_report(&snapshot, &prices);
+        let web = r.deployments.iter().find(|d| d.key.name == "web").unwrap();
+        // 2 pods on spot for an hour: per pod max(1, 0.5) core × 0.01 + max(1, 0.5) GiB × 0.001.
+        assert!(close(web.total_usd, 2.0 * (0.01 + 0.001)), "{web:?}");
+        assert!(close(web.cpu.efficiency.unwrap(), 0.5));
+        assert!(close(web.waste_cores, 1.0));
+        // api: usage unknown this tick, charged at its requests at OpenCost's prices (one pod on an unpooled
+        // node, the other with no known node), no waste stated.
+        let api = r.deployments.iter().find(|d| d.key.name == "api").unwrap();
+        assert_eq!(api.cpu.basis, Basis::RequestOnly);
+        assert_eq!(api.cpu.efficiency, None);
+        assert!(close(api.total_usd, 2.0 * (0.031611 + 0.004237)), "{api:?}");
+        assert!(api.notes[0].contains("usage unknown"), "{:?}", api.notes);
+        assert_eq!(api.price_source, PriceSource::OpencostDefault);
+        assert!(close(r.cluster.total_usd, web.total_usd + api.total_usd));
+        assert_eq!(r.namespaces["shop"].deployments, 2);
     }
 }

@@ -61,6 +61,12 @@ pub struct DeploymentInputs {
     pub memory_utilization_percent: Option<f64>,
     /// Total CPU request of one pod in milli-cores (all containers, including restartable init containers).
     pub pod_cpu_request_milli: i64,
+    /// Total memory request of one pod in bytes, the same way; 0: none (the cost model charges memory by it).
+    #[serde(default)]
+    pub pod_memory_request_bytes: i64,
+    /// Ready pods per node name, where the node is known (the cost model prices each pod by its node's labels).
+    #[serde(default)]
+    pub ready_pods_by_node: BTreeMap<String, u32>,
     /// Current replica count (spec).
     pub replicas: u32,
     /// Ready pods.

@@ -24,6 +24,8 @@ pub fn inputs() -> InputsBuilder {
         cpu_utilization_percent: 50.0,
         memory_utilization_percent: None,
         pod_cpu_request_milli: 500,
+        pod_memory_request_bytes: 0,
+        ready_pods_by_node: Default::default(),
         replicas: 4,
         ready_pods: 4,
         starting_pods: 0,
