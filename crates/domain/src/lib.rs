@@ -10,6 +10,7 @@ pub mod contract;
 pub mod cost;
 pub mod decision;
 pub mod extender;
+pub mod external_rules;
 pub mod forecast;
 pub mod hpa;
 pub mod model;
