@@ -166,13 +166,18 @@ async fn serve_both(
     tls: Arc<certs::TlsReloader>,
     state: AppState,
     anomalies: AnomalyHistory,
+    rules: Option<http::external::RuleMetrics>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let limits = state.limits.clone();
+    let mut secure_router = http::secure_router(state.clone());
+    if let Some(rules) = rules {
+        secure_router = secure_router.layer(axum::Extension(rules));
+    }
     let secure = http::server::serve_tls(
         listeners.secure,
         tls,
-        http::secure_router(state.clone()),
+        secure_router,
         limits.clone(),
         cancel.clone().cancelled_owned(),
     );
@@ -202,6 +207,45 @@ fn start_alerting(
     Ok(())
 }
 
+/// Checks the `--external-rules` queries against Prometheus (a query it rejects as bad data stops the start with
+/// the rule's name; Prometheus unreachable is only logged) and builds their evaluator.
+async fn start_external_rules(
+    args: &ServeSettings,
+    prom: &Arc<crate::prom::PromClient>,
+    clock: &Arc<dyn Clock>,
+    health: &Arc<crate::health::Health>,
+) -> Result<
+    Option<(
+        crate::prom::rules::RuleEvaluator,
+        watch::Receiver<Arc<crate::domain::external_rules::ExternalTable>>,
+    )>,
+> {
+    use crate::prom::rules::{DryRun, RuleEvaluator, dry_run};
+    if args.external_rules.is_empty() {
+        return Ok(None);
+    }
+    match dry_run(prom, &args.external_rules, clock.now_millis()).await {
+        DryRun::Ok => tracing::info!(
+            rules = args.external_rules.len(),
+            "external rules: every query accepted by Prometheus"
+        ),
+        DryRun::Unchecked(error) => tracing::warn!(
+            %error,
+            "external rules: could not check the queries against Prometheus; starting anyway"
+        ),
+        DryRun::Invalid(problems) => {
+            anyhow::bail!("invalid --external-rules: {}", problems.join("; "))
+        }
+    }
+    let failsafe = args.decision.failsafe(args.interval.as_millis() as i64);
+    Ok(Some(RuleEvaluator::new(
+        prom.clone(),
+        args.external_rules.clone(),
+        failsafe,
+        health.clone(),
+    )))
+}
+
 /// Runs `serve`: Kubernetes watches and Prometheus feed the engine; the store keeps history.
 pub async fn run_serve(args: ServeSettings) -> Result<()> {
     let tls = Arc::new(certs::TlsReloader::load(certs::TlsFiles {
@@ -229,6 +273,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         args.k8s.probe_interval(),
     );
     let listeners = bind(&args.server).await?;
+    let rules = start_external_rules(&args, &prom, &clock, &health).await?;
     let source = crate::dataplane::DataPlaneSource::new(
         cluster,
         prom,
@@ -242,6 +287,13 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         args.store.retention.rollups,
         args.k8s.max_staleness,
     );
+    let (source, rule_metrics) = match rules {
+        Some((evaluator, table)) => (
+            source.with_external_rules(evaluator),
+            Some(http::external::RuleMetrics(table)),
+        ),
+        None => (source, None),
+    };
     let anomalies = AnomalyHistory::Stored(store.clone());
     let (mut engine, snapshots) = Engine::new(
         source,
@@ -290,7 +342,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, anomalies, cancel).await
+    serve_both(listeners, tls, state, anomalies, rule_metrics, cancel).await
 }
 
 /// Loads the demo certificates from `dir`, generating them on first start.
@@ -451,5 +503,5 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/anomalies");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, anomalies, cancel).await
+    serve_both(listeners, tls, state, anomalies, None, cancel).await
 }

@@ -538,6 +538,9 @@ pub struct ServeArgs {
     pub prom: crate::prom::PromArgs,
 
     #[command(flatten)]
+    pub external_rules: crate::prom::rules::ExternalRulesArgs,
+
+    #[command(flatten)]
     pub store: crate::store::StoreArgs,
 
     #[command(flatten)]
@@ -688,6 +691,9 @@ pub enum ConfigError {
     /// The alerting config file.
     #[error(transparent)]
     Alerting(#[from] crate::alerting::ConfigFileError),
+    /// The `--external-rules` file.
+    #[error(transparent)]
+    ExternalRules(#[from] crate::prom::rules::RulesFileError),
 }
 
 /// Every setting of a command that cannot work, found in one pass, so one failed start names them all.
@@ -767,6 +773,8 @@ pub struct ServeSettings {
     pub k8s: K8sSettings,
     /// The Prometheus client.
     pub prom: PromSettings,
+    /// The PromQL-backed external metrics of `--external-rules` (empty without the flag).
+    pub external_rules: Vec<crate::domain::external_rules::Rule>,
     /// The store.
     pub store: StoreConfig,
     /// The alert receivers.
@@ -783,6 +791,10 @@ impl TryFrom<&ServeArgs> for ServeSettings {
         let forecast = errors.take(args.forecast.validate().map(|()| args.forecast.to_config()));
         let k8s = errors.take(K8sSettings::try_from(&args.k8s));
         let prom = errors.take(PromSettings::try_from(&args.prom));
+        let external_rules = errors.take(match &args.external_rules.external_rules {
+            Some(path) => crate::prom::rules::load(path),
+            None => Ok(Vec::new()),
+        });
         let store = errors.take(StoreConfig::try_from(&args.store));
         let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
         errors.check(args.check_own());
@@ -801,6 +813,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
                 forecast_cpu_budget: args.forecast_cpu_budget,
                 k8s: k8s?,
                 prom: prom?,
+                external_rules: external_rules?,
                 store: store?,
                 alerting: alerting?,
             })
