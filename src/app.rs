@@ -167,12 +167,16 @@ async fn serve_both(
     state: AppState,
     anomalies: AnomalyHistory,
     rules: Option<http::external::RuleMetrics>,
+    delegate: Option<Arc<http::delegate::Delegate>>,
     cancel: CancellationToken,
 ) -> Result<()> {
     let limits = state.limits.clone();
     let mut secure_router = http::secure_router(state.clone());
     if let Some(rules) = rules {
         secure_router = secure_router.layer(axum::Extension(rules));
+    }
+    if let Some(delegate) = delegate {
+        secure_router = secure_router.layer(axum::Extension(delegate));
     }
     let secure = http::server::serve_tls(
         listeners.secure,
@@ -342,7 +346,23 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, anomalies, rule_metrics, cancel).await
+    if let Some(delegate) = &args.delegate {
+        tracing::info!(
+            delegate = delegate.url(),
+            "forwarding external metrics we do not own"
+        );
+    }
+    let delegate = args.delegate.clone();
+    serve_both(
+        listeners,
+        tls,
+        state,
+        anomalies,
+        rule_metrics,
+        delegate,
+        cancel,
+    )
+    .await
 }
 
 /// Loads the demo certificates from `dir`, generating them on first start.
@@ -503,5 +523,5 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/anomalies");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, anomalies, None, cancel).await
+    serve_both(listeners, tls, state, anomalies, None, None, cancel).await
 }

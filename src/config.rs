@@ -541,6 +541,9 @@ pub struct ServeArgs {
     pub external_rules: crate::prom::rules::ExternalRulesArgs,
 
     #[command(flatten)]
+    pub delegate: crate::http::delegate::DelegateArgs,
+
+    #[command(flatten)]
     pub store: crate::store::StoreArgs,
 
     #[command(flatten)]
@@ -694,6 +697,9 @@ pub enum ConfigError {
     /// The `--external-rules` file.
     #[error(transparent)]
     ExternalRules(#[from] crate::prom::rules::RulesFileError),
+    /// A `--delegate-*` flag.
+    #[error(transparent)]
+    Delegate(#[from] crate::http::delegate::DelegateSettingsError),
 }
 
 /// Every setting of a command that cannot work, found in one pass, so one failed start names them all.
@@ -775,6 +781,8 @@ pub struct ServeSettings {
     pub prom: PromSettings,
     /// The PromQL-backed external metrics of `--external-rules` (empty without the flag).
     pub external_rules: Vec<crate::domain::external_rules::Rule>,
+    /// The external-metrics server metrics we do not own are forwarded to (`--delegate-external-metrics-url`).
+    pub delegate: Option<std::sync::Arc<crate::http::delegate::Delegate>>,
     /// The store.
     pub store: StoreConfig,
     /// The alert receivers.
@@ -795,6 +803,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
             Some(path) => crate::prom::rules::load(path),
             None => Ok(Vec::new()),
         });
+        let delegate = errors.take(crate::http::delegate::Delegate::from_args(&args.delegate));
         let store = errors.take(StoreConfig::try_from(&args.store));
         let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
         errors.check(args.check_own());
@@ -814,6 +823,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
                 k8s: k8s?,
                 prom: prom?,
                 external_rules: external_rules?,
+                delegate: delegate?.map(std::sync::Arc::new),
                 store: store?,
                 alerting: alerting?,
             })

@@ -16,12 +16,13 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::header;
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::delegate::Delegate;
 use super::{ApiError, ApiPath, AppState};
 use crate::clock::rfc3339;
 use crate::domain::contract::{DEPLOYMENT_LABEL, METRICS, SMART_METRIC};
@@ -83,7 +84,11 @@ impl RuleMetrics {
     }
 }
 
-async fn api_resource_list(rules: Option<Extension<RuleMetrics>>) -> Json<Value> {
+async fn api_resource_list(
+    rules: Option<Extension<RuleMetrics>>,
+    delegate: Option<Extension<Arc<Delegate>>>,
+    headers: HeaderMap,
+) -> Json<Value> {
     let table = rules.map(|Extension(r)| r.table());
     let names: Vec<&str> = METRICS
         .iter()
@@ -94,6 +99,14 @@ async fn api_resource_list(rules: Option<Extension<RuleMetrics>>) -> Json<Value>
                 .flat_map(|t| t.metrics.keys().map(String::as_str)),
         )
         .collect();
+    // The delegate's metrics after ours; when it does not answer, ours alone (discovery is our availability).
+    let theirs = match delegate {
+        Some(Extension(d)) => d.resources(&names, &headers).await.unwrap_or_else(|e| {
+            tracing::warn!(delegate = d.url(), error = %e, "delegate discovery failed; listing our metrics only");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
     let resources: Vec<Value> = names
         .iter()
         .map(|name| {
@@ -102,6 +115,7 @@ async fn api_resource_list(rules: Option<Extension<RuleMetrics>>) -> Json<Value>
                 "kind": "ExternalMetricValueList", "verbs": ["get"]
             })
         })
+        .chain(theirs)
         .collect();
     Json(json!({
         "kind": "APIResourceList", "apiVersion": "v1",
@@ -154,7 +168,18 @@ async fn metric_values(
     ApiPath((namespace, metric)): ApiPath<(String, String)>,
     RawQuery(query): RawQuery,
     rules: Option<Extension<RuleMetrics>>,
+    delegate: Option<Extension<Arc<Delegate>>>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let ours = METRICS.contains(&metric.as_str())
+        || rules
+            .as_ref()
+            .is_some_and(|Extension(r)| r.table().metrics.contains_key(&metric));
+    if !ours && let Some(Extension(delegate)) = delegate {
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        return Ok(delegate.forward(path, &headers).await);
+    }
     if !METRICS.contains(&metric.as_str())
         && let Some(Extension(rules)) = rules
     {

@@ -2,6 +2,7 @@
 //! metrics router (probes, /metrics, JSON API), shared middleware (limits, timeouts, telemetry), and the
 //! listeners. Handlers parse, call the core, encode; they never wait on Kubernetes or Prometheus.
 
+pub mod delegate;
 pub mod extender;
 pub mod external;
 pub mod ops;
