@@ -161,20 +161,42 @@ fn watch_tls(
     tokio::spawn(tls.clone().run(server.tls_reload_interval, cancel.clone()));
 }
 
+/// What the routers need beyond [`AppState`]: the anomaly history, the store (dashboard, history API), the cost
+/// book, and on the secure port the rule-backed metrics and the delegate external-metrics server.
+struct Extras {
+    anomalies: AnomalyHistory,
+    store: crate::store::Store,
+    cost: Arc<crate::cost::CostBook>,
+    rules: Option<http::external::RuleMetrics>,
+    delegate: Option<Arc<http::delegate::Delegate>>,
+}
+
 async fn serve_both(
     listeners: Listeners,
     tls: Arc<certs::TlsReloader>,
     state: AppState,
-    anomalies: AnomalyHistory,
-    store: crate::store::Store,
-    cost: Arc<crate::cost::CostBook>,
+    extras: Extras,
     cancel: CancellationToken,
 ) -> Result<()> {
+    let Extras {
+        anomalies,
+        store,
+        cost,
+        rules,
+        delegate,
+    } = extras;
     let limits = state.limits.clone();
+    let mut secure_router = http::secure_router(state.clone());
+    if let Some(rules) = rules {
+        secure_router = secure_router.layer(axum::Extension(rules));
+    }
+    if let Some(delegate) = delegate {
+        secure_router = secure_router.layer(axum::Extension(delegate));
+    }
     let secure = http::server::serve_tls(
         listeners.secure,
         tls,
-        http::secure_router(state.clone()),
+        secure_router,
         limits.clone(),
         cancel.clone().cancelled_owned(),
     );
@@ -243,6 +265,45 @@ fn start_alerting(
     Ok(())
 }
 
+/// Checks the `--external-rules` queries against Prometheus (a query it rejects as bad data stops the start with
+/// the rule's name; Prometheus unreachable is only logged) and builds their evaluator.
+async fn start_external_rules(
+    args: &ServeSettings,
+    prom: &Arc<crate::prom::PromClient>,
+    clock: &Arc<dyn Clock>,
+    health: &Arc<crate::health::Health>,
+) -> Result<
+    Option<(
+        crate::prom::rules::RuleEvaluator,
+        watch::Receiver<Arc<crate::domain::external_rules::ExternalTable>>,
+    )>,
+> {
+    use crate::prom::rules::{DryRun, RuleEvaluator, dry_run};
+    if args.external_rules.is_empty() {
+        return Ok(None);
+    }
+    match dry_run(prom, &args.external_rules, clock.now_millis()).await {
+        DryRun::Ok => tracing::info!(
+            rules = args.external_rules.len(),
+            "external rules: every query accepted by Prometheus"
+        ),
+        DryRun::Unchecked(error) => tracing::warn!(
+            %error,
+            "external rules: could not check the queries against Prometheus; starting anyway"
+        ),
+        DryRun::Invalid(problems) => {
+            anyhow::bail!("invalid --external-rules: {}", problems.join("; "))
+        }
+    }
+    let failsafe = args.decision.failsafe(args.interval.as_millis() as i64);
+    Ok(Some(RuleEvaluator::new(
+        prom.clone(),
+        args.external_rules.clone(),
+        failsafe,
+        health.clone(),
+    )))
+}
+
 /// Runs `serve`: Kubernetes watches and Prometheus feed the engine; the store keeps history.
 pub async fn run_serve(args: ServeSettings) -> Result<()> {
     let tls = Arc::new(certs::TlsReloader::load(certs::TlsFiles {
@@ -282,6 +343,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         args.k8s.probe_interval(),
     );
     let listeners = bind(&args.server).await?;
+    let rules = start_external_rules(&args, &prom, &clock, &health).await?;
     let source = crate::dataplane::DataPlaneSource::new(
         cluster,
         prom,
@@ -295,6 +357,13 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         args.store.retention.rollups,
         args.k8s.max_staleness,
     );
+    let (source, rule_metrics) = match rules {
+        Some((evaluator, table)) => (
+            source.with_external_rules(evaluator),
+            Some(http::external::RuleMetrics(table)),
+        ),
+        None => (source, None),
+    };
     let anomalies = AnomalyHistory::Stored(store.clone());
     let (mut engine, snapshots) = Engine::new(
         source,
@@ -356,7 +425,20 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    let served = serve_both(listeners, tls, state, anomalies, store, cost, cancel).await;
+    if let Some(delegate) = &args.delegate {
+        tracing::info!(
+            delegate = delegate.url(),
+            "forwarding external metrics we do not own"
+        );
+    }
+    let extras = Extras {
+        anomalies,
+        store,
+        cost,
+        rules: rule_metrics,
+        delegate: args.delegate.clone(),
+    };
+    let served = serve_both(listeners, tls, state, extras, cancel).await;
     // Hand the lease over at once rather than at its expiry (the task releases it, bounded to 3 s).
     if let Some(task) = leader_task {
         let _ = task.await;
@@ -583,5 +665,12 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/recommendations");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
-    serve_both(listeners, tls, state, anomalies, store, cost, cancel).await
+    let extras = Extras {
+        anomalies,
+        store,
+        cost,
+        rules: None,
+        delegate: None,
+    };
+    serve_both(listeners, tls, state, extras, cancel).await
 }

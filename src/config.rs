@@ -561,6 +561,12 @@ pub struct ServeArgs {
     pub prom: crate::prom::PromArgs,
 
     #[command(flatten)]
+    pub external_rules: crate::prom::rules::ExternalRulesArgs,
+
+    #[command(flatten)]
+    pub delegate: crate::http::delegate::DelegateArgs,
+
+    #[command(flatten)]
     pub store: crate::store::StoreArgs,
 
     #[command(flatten)]
@@ -742,6 +748,12 @@ pub enum ConfigError {
     /// The alerting config file.
     #[error(transparent)]
     Alerting(#[from] crate::alerting::ConfigFileError),
+    /// The `--external-rules` file.
+    #[error(transparent)]
+    ExternalRules(#[from] crate::prom::rules::RulesFileError),
+    /// A `--delegate-*` flag.
+    #[error(transparent)]
+    Delegate(#[from] crate::http::delegate::DelegateSettingsError),
 }
 
 /// Every setting of a command that cannot work, found in one pass, so one failed start names them all.
@@ -823,6 +835,10 @@ pub struct ServeSettings {
     pub leader: Option<crate::k8s::leader::LeaderSettings>,
     /// The Prometheus client.
     pub prom: PromSettings,
+    /// The PromQL-backed external metrics of `--external-rules` (empty without the flag).
+    pub external_rules: Vec<crate::domain::external_rules::Rule>,
+    /// The external-metrics server metrics we do not own are forwarded to (`--delegate-external-metrics-url`).
+    pub delegate: Option<std::sync::Arc<crate::http::delegate::Delegate>>,
     /// The store.
     pub store: StoreConfig,
     /// The alert receivers.
@@ -842,6 +858,11 @@ impl TryFrom<&ServeArgs> for ServeSettings {
         let k8s = errors.take(K8sSettings::try_from(&args.k8s));
         let leader = errors.take(args.leader.settings());
         let prom = errors.take(PromSettings::try_from(&args.prom));
+        let external_rules = errors.take(match &args.external_rules.external_rules {
+            Some(path) => crate::prom::rules::load(path),
+            None => Ok(Vec::new()),
+        });
+        let delegate = errors.take(crate::http::delegate::Delegate::from_args(&args.delegate));
         let store = errors.take(StoreConfig::try_from(&args.store));
         let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
         errors.check(args.check_own());
@@ -861,6 +882,8 @@ impl TryFrom<&ServeArgs> for ServeSettings {
                 k8s: k8s?,
                 leader: leader?,
                 prom: prom?,
+                external_rules: external_rules?,
+                delegate: delegate?.map(std::sync::Arc::new),
                 store: store?,
                 alerting: alerting?,
                 prices: args.cost.prices(),

@@ -63,6 +63,8 @@ pub struct DataPlaneSource {
     recorded_targets: HashMap<DeploymentKey, f64>,
     /// How long the cached objects may go without contact with the API server (`--kube-max-staleness`).
     max_object_staleness: Duration,
+    /// The `--external-rules` evaluator, started on every tick.
+    rules: Option<crate::prom::rules::RuleEvaluator>,
 }
 
 impl DataPlaneSource {
@@ -91,7 +93,15 @@ impl DataPlaneSource {
             last_retention: 0,
             recorded_targets: HashMap::new(),
             max_object_staleness,
+            rules: None,
         }
+    }
+
+    /// Evaluates the PromQL-backed external metrics on every tick (in the background: a slow rule never delays
+    /// the built-in metric, nor does the Kubernetes state hold the rules back).
+    pub fn with_external_rules(mut self, rules: crate::prom::rules::RuleEvaluator) -> Self {
+        self.rules = Some(rules);
+        self
     }
 }
 
@@ -351,6 +361,9 @@ fn named(names: &[String]) -> String {
 
 impl Source for DataPlaneSource {
     async fn observe(&mut self, now: UnixMillis) -> Result<Observation, SourceError> {
+        if let Some(rules) = &mut self.rules {
+            rules.tick(now);
+        }
         let watch = self.cluster.health();
         if !watch.ready {
             let detail = format!("waiting for initial lists: {}", watch.pending.join(", "));

@@ -2,23 +2,32 @@
 //!
 //! Values come only from the published snapshot. A read never waits on a data source; a missing or stale
 //! snapshot is a 503 Status, a selector matching several deployments a 400 (the HPA would sum percentages).
+//!
+//! PromQL-backed metrics (`--external-rules`) come from their own in-memory table ([`RuleMetrics`], handed to the
+//! handlers as a request extension): the series cached at the last evaluation, filtered by namespace and the
+//! HPA's selector, every matching series an item (the HPA sums them), refused with 503 once older than the same
+//! fail-safe limit as the built-in metric.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::header;
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::delegate::Delegate;
 use super::{ApiError, ApiPath, AppState};
 use crate::clock::rfc3339;
 use crate::domain::contract::{DEPLOYMENT_LABEL, METRICS, SMART_METRIC};
 use crate::domain::decision::{Freshness, freshness};
+use crate::domain::external_rules::{ExternalTable, LookupError};
 use crate::domain::model::{DeploymentKey, ServedDeployment, Snapshot, UnixMillis};
 use crate::domain::quantity;
 use crate::domain::selector::Selector;
@@ -64,8 +73,41 @@ async fn api_group() -> Json<Value> {
     Json(g)
 }
 
-async fn api_resource_list() -> Json<Value> {
-    let resources: Vec<Value> = METRICS
+/// The table of the PromQL-backed metrics (`--external-rules`), as the evaluator last published it.
+#[derive(Clone)]
+pub struct RuleMetrics(pub tokio::sync::watch::Receiver<Arc<ExternalTable>>);
+
+impl RuleMetrics {
+    /// The current table; the borrow is released before returning.
+    pub fn table(&self) -> Arc<ExternalTable> {
+        self.0.borrow().clone()
+    }
+}
+
+async fn api_resource_list(
+    rules: Option<Extension<RuleMetrics>>,
+    delegate: Option<Extension<Arc<Delegate>>>,
+    headers: HeaderMap,
+) -> Json<Value> {
+    let table = rules.map(|Extension(r)| r.table());
+    let names: Vec<&str> = METRICS
+        .iter()
+        .copied()
+        .chain(
+            table
+                .iter()
+                .flat_map(|t| t.metrics.keys().map(String::as_str)),
+        )
+        .collect();
+    // The delegate's metrics after ours; when it does not answer, ours alone (discovery is our availability).
+    let theirs = match delegate {
+        Some(Extension(d)) => d.resources(&names, &headers).await.unwrap_or_else(|e| {
+            tracing::warn!(delegate = d.url(), error = %e, "delegate discovery failed; listing our metrics only");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    let resources: Vec<Value> = names
         .iter()
         .map(|name| {
             json!({
@@ -73,6 +115,7 @@ async fn api_resource_list() -> Json<Value> {
                 "kind": "ExternalMetricValueList", "verbs": ["get"]
             })
         })
+        .chain(theirs)
         .collect();
     Json(json!({
         "kind": "APIResourceList", "apiVersion": "v1",
@@ -106,7 +149,8 @@ pub struct MetricValue {
     pub metric_labels: BTreeMap<String, String>,
     /// When the value was measured, RFC 3339.
     pub timestamp: String,
-    /// Averaging window in seconds.
+    /// Averaging window in seconds (left out when 0: a PromQL rule's window is in its query).
+    #[serde(skip_serializing_if = "is_zero")]
     pub window: i64,
     /// Canonical quantity string.
     pub value: String,
@@ -115,11 +159,42 @@ pub struct MetricValue {
     pub observed_at: UnixMillis,
 }
 
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
 async fn metric_values(
     State(state): State<AppState>,
     ApiPath((namespace, metric)): ApiPath<(String, String)>,
     RawQuery(query): RawQuery,
+    rules: Option<Extension<RuleMetrics>>,
+    delegate: Option<Extension<Arc<Delegate>>>,
+    uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let ours = METRICS.contains(&metric.as_str())
+        || rules
+            .as_ref()
+            .is_some_and(|Extension(r)| r.table().metrics.contains_key(&metric));
+    if !ours && let Some(Extension(delegate)) = delegate {
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        return Ok(delegate.forward(path, &headers).await);
+    }
+    if !METRICS.contains(&metric.as_str())
+        && let Some(Extension(rules)) = rules
+    {
+        let selector = parse_selector_query(query.as_deref())?;
+        let table = rules.table();
+        let list = rule_lookup(
+            &table,
+            state.clock.now_millis(),
+            &namespace,
+            &metric,
+            &selector,
+        )?;
+        let body = serde_json::to_vec(&list).map_err(|e| ApiError::internal(e.to_string()))?;
+        return Ok(json_response(Bytes::from(body)));
+    }
     let snapshot = state.snapshot();
     let now = state.clock.now_millis();
     let key = format!("{namespace}/{metric}?{}", query.as_deref().unwrap_or(""));
@@ -164,6 +239,50 @@ pub fn parse_selector_query(query: Option<&str>) -> Result<Selector, ApiError> {
         .unwrap_or("");
     Selector::parse(raw)
         .map_err(|e| ApiError::bad_request(format!("invalid labelSelector {raw:?}: {e}")))
+}
+
+/// Answers one read of a PromQL-backed metric from its table: the pure part of the handler.
+pub fn rule_lookup(
+    table: &ExternalTable,
+    now: UnixMillis,
+    namespace: &str,
+    metric: &str,
+    selector: &Selector,
+) -> Result<ValueList, ApiError> {
+    let served = table
+        .lookup(metric, namespace, selector, now)
+        .map_err(|e| match e {
+            LookupError::UnknownMetric(_) => ApiError::not_found(format!(
+                "external metric {metric:?} is not served here; available: {}",
+                METRICS
+                    .iter()
+                    .copied()
+                    .chain(table.metrics.keys().map(String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            LookupError::Unavailable(m) => ApiError::unavailable(m),
+            LookupError::NotFound(m) => ApiError::not_found(m),
+        })?;
+    let items = served
+        .into_iter()
+        .filter_map(|s| {
+            Some(MetricValue {
+                metric_name: metric.to_string(),
+                metric_labels: s.labels.clone(),
+                timestamp: rfc3339(s.at),
+                window: 0,
+                value: quantity::format_value(s.value)?,
+                observed_at: s.at,
+            })
+        })
+        .collect();
+    Ok(ValueList {
+        kind: "ExternalMetricValueList",
+        api_version: "external.metrics.k8s.io/v1beta1",
+        metadata: BTreeMap::new(),
+        items,
+    })
 }
 
 /// The metric labels a deployment's series carries.

@@ -4,6 +4,7 @@
 
 pub mod cost;
 pub mod dashboard;
+pub mod delegate;
 pub mod explain;
 pub mod extender;
 pub mod external;

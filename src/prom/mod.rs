@@ -16,6 +16,7 @@
 
 pub mod breaker;
 pub mod queries;
+pub mod rules;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;

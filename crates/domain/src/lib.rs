@@ -11,6 +11,7 @@ pub mod cost;
 pub mod decision;
 pub mod events;
 pub mod extender;
+pub mod external_rules;
 pub mod forecast;
 pub mod hpa;
 pub mod model;
