@@ -542,6 +542,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub alerting: crate::alerting::AlertingArgs,
+
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 /// Settings for `demo`.
@@ -596,6 +599,9 @@ pub struct DemoArgs {
 
     #[command(flatten)]
     pub alerting: crate::alerting::AlertingArgs,
+
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 /// Parses `HH:MM` into minutes after midnight.
@@ -688,6 +694,9 @@ pub enum ConfigError {
     /// The alerting config file.
     #[error(transparent)]
     Alerting(#[from] crate::alerting::ConfigFileError),
+    /// A delegated authentication or authorization flag.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSettingsError),
 }
 
 /// Every setting of a command that cannot work, found in one pass, so one failed start names them all.
@@ -771,6 +780,8 @@ pub struct ServeSettings {
     pub store: StoreConfig,
     /// The alert receivers.
     pub alerting: AlertingSettings,
+    /// Delegated authentication and authorization (on unless `--authn-authz=off`).
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl TryFrom<&ServeArgs> for ServeSettings {
@@ -785,6 +796,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
         let prom = errors.take(PromSettings::try_from(&args.prom));
         let store = errors.take(StoreConfig::try_from(&args.store));
         let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
+        let auth = errors.take(args.auth.settings(true, false));
         errors.check(args.check_own());
         let settings = (|| {
             Some(ServeSettings {
@@ -803,6 +815,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
                 prom: prom?,
                 store: store?,
                 alerting: alerting?,
+                auth: auth?,
             })
         })();
         errors.finish(settings)
@@ -873,6 +886,8 @@ pub struct DemoSettings {
     pub forecast: Option<ForecasterConfig>,
     /// The alert receivers.
     pub alerting: AlertingSettings,
+    /// Delegated authentication and authorization (off unless `--authn-authz=on`).
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl TryFrom<&DemoArgs> for DemoSettings {
@@ -884,6 +899,7 @@ impl TryFrom<&DemoArgs> for DemoSettings {
         let decision = errors.take(args.decision.validate().map(|()| args.decision.to_config()));
         let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
         let forecast = errors.take(args.forecast.validate().map(|()| args.forecast.to_config()));
+        let auth = errors.take(args.auth.settings(false, true));
         errors.check(validate_interval(args.interval));
         if !(args.speed.is_finite() && (0.1..=10_000.0).contains(&args.speed)) {
             errors.check(Err(bad("speed", "must be between 0.1 and 10000")));
@@ -910,6 +926,7 @@ impl TryFrom<&DemoArgs> for DemoSettings {
                 history_days: args.history_days,
                 forecast: (!args.no_forecast).then_some(forecast?),
                 alerting: alerting?,
+                auth: auth?,
             })
         })();
         errors.finish(settings)
