@@ -113,7 +113,9 @@ pub struct ServerArgs {
     pub max_connections: usize,
 
     /// PEM CA that signs the aggregator's front-proxy client certificate (the `requestheader-client-ca-file`).
-    /// When set, client certificates are requested (not required) and verified against it.
+    /// With --authn-authz on, it replaces the one in kube-system/extension-apiserver-authentication (re-read every
+    /// 10 s); with it off, client certificates are requested (not required) and verified against it at the
+    /// handshake, and identify no one.
     #[arg(long, env = "SMART_AUTOSCALER_REQUESTHEADER_CLIENT_CA_FILE")]
     pub requestheader_client_ca_file: Option<PathBuf>,
 
