@@ -551,3 +551,95 @@ async fn delegated_authentication_and_authorization() {
     .unwrap();
     assert!(cached >= 5.0, "{cached}");
 }
+
+/// `serve` has delegated auth on unless told otherwise, and reviews through its own `--kubeconfig` when no
+/// `--authentication-kubeconfig` is given. (Prometheus is absent and the stand-in lists no workloads: the secure
+/// port serves discovery all the same.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reviews_through_its_kubeconfig_and_warns_when_off() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let api = Arc::new(Standin {
+        configmap: json!({"metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
+                          "data": {}}),
+        ..Standin::default()
+    });
+    let kubeconfig = start_standin(api.clone(), dir.path()).await;
+    let on = kubeconfig.clone();
+    let serve = tokio::task::spawn_blocking(move || {
+        // The harness turns auth off through the environment; the flag wins.
+        common::serve::Serve::start("http://127.0.0.1:1", &on, &["--authn-authz", "on"])
+    })
+    .await
+    .unwrap();
+    let ca = std::fs::read(serve.ca_file()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("https://{}/apis", serve.secure);
+    let anonymous = client.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 403);
+    let jane = client
+        .get(&url)
+        .bearer_auth("jane-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jane.status().as_u16(), 200);
+    assert_eq!(api.token_reviews.load(Ordering::SeqCst), 1);
+    assert_eq!(api.access_reviews.load(Ordering::SeqCst), 2);
+    let sar = api.access_bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        sar["spec"]["nonResourceAttributes"],
+        json!({"path": "/apis", "verb": "get"})
+    );
+    drop(serve);
+
+    // Off: said at start, at warn level, with the bind address.
+    let certs = dir.path().join("certs");
+    let bin = common::binary();
+    let made = std::process::Command::new(&bin)
+        .args(["certs", "--san", "127.0.0.1", "--out-dir"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let mut child = std::process::Command::new(&bin)
+        .args([
+            "serve",
+            "--authn-authz",
+            "off",
+            "--bind-address",
+            "127.0.0.1",
+        ])
+        .args(["--secure-port", "0", "--metrics-port", "0"])
+        .args(["--prometheus-url", "http://127.0.0.1:1", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .arg("--tls-cert-file")
+        .arg(certs.join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(certs.join("tls.key"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data-off"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let warned = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("AUTHENTICATION AND AUTHORIZATION ARE OFF"))
+    })
+    .await
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = warned.expect("no warning that auth is off");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("127.0.0.1"), "{line}");
+}
