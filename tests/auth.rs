@@ -81,6 +81,8 @@ struct Standin {
     configmap_reads: AtomicUsize,
     /// Every SubjectAccessReview body received.
     access_bodies: Mutex<Vec<Value>>,
+    /// Feeds the newest ConfigMap watch, once one is open.
+    watch: Mutex<Option<mpsc::Sender<Bytes>>>,
 }
 
 async fn configmaps(State(api): State<Arc<Standin>>, uri: Uri) -> Response {
@@ -93,9 +95,9 @@ async fn configmaps(State(api): State<Arc<Standin>>, uri: Uri) -> Response {
     );
     api.configmap_reads.fetch_add(1, Ordering::SeqCst);
     if query.get("watch").map(String::as_str) == Some("true") {
-        // Held open with no events, as an apiserver does while nothing changes.
-        let (tx, rx) = mpsc::channel::<Bytes>(1);
-        tokio::spawn(async move { tx.closed().await });
+        // Held open, sending only what the test pushes, as an apiserver does while nothing changes.
+        let (tx, rx) = mpsc::channel::<Bytes>(4);
+        *api.watch.lock().unwrap() = Some(tx);
         return Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
             .body(axum::body::Body::new(ChannelBody(rx)))
@@ -642,4 +644,83 @@ async fn serve_reviews_through_its_kubeconfig_and_warns_when_off() {
     let line = warned.expect("no warning that auth is off");
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains("127.0.0.1"), "{line}");
+}
+
+/// A rotated client CA in the ConfigMap applies to the next connection, with no restart: the watch delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_client_ca_applies_through_the_watch() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let old_ca = ca("client CA before");
+    let new_ca = ca("client CA after");
+    let old_cert = client_cert(&old_ca, "cn-user", &[]);
+    let new_cert = client_cert(&new_ca, "cn-user", &[]);
+    let configmap = |pem: &str, rv: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system",
+                            "resourceVersion": rv},
+               "data": {"client-ca-file": pem}})
+    };
+    let api = Arc::new(Standin {
+        configmap: configmap(&old_ca.pem, "4020"),
+        ..Standin::default()
+    });
+    let kubeconfig = start_standin(api.clone(), dir.path()).await;
+    let flags = [
+        "--authn-authz".to_string(),
+        "on".into(),
+        "--authentication-kubeconfig".into(),
+        kubeconfig.to_str().unwrap().into(),
+        "--history-days".into(),
+        "0".into(),
+        "--no-forecast".into(),
+    ];
+    let server = tokio::task::spawn_blocking(move || {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        DemoServer::start(&flags)
+    })
+    .await
+    .unwrap();
+    let path = "/apis";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&client(&server, Some(&old_cert)), &server, path, &[])
+        .await
+        .0
+        != 200
+    {
+        assert!(Instant::now() < deadline, "the first CA never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        get(&client(&server, Some(&new_cert)), &server, path, &[])
+            .await
+            .0,
+        401
+    );
+    let watch = loop {
+        if let Some(tx) = api.watch.lock().unwrap().clone() {
+            break tx;
+        }
+        assert!(Instant::now() < deadline, "no watch was opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let event = json!({"type": "MODIFIED", "object": configmap(&new_ca.pem, "4022")});
+    watch.send(Bytes::from(format!("{event}\n"))).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&client(&server, Some(&new_cert)), &server, path, &[])
+        .await
+        .0
+        != 200
+    {
+        assert!(Instant::now() < deadline, "the rotated CA never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(&client(&server, Some(&old_cert)), &server, path, &[])
+            .await
+            .0,
+        401
+    );
+    // One list and one watch: the rotation came through the watch, not a re-list.
+    assert_eq!(api.configmap_reads.load(Ordering::SeqCst), 2);
 }
