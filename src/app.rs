@@ -169,6 +169,62 @@ struct Extras {
     cost: Arc<crate::cost::CostBook>,
     rules: Option<http::external::RuleMetrics>,
     delegate: Option<Arc<http::delegate::Delegate>>,
+    /// Delegated authentication and authorization on the secure port, when on.
+    auth: Option<Arc<crate::auth::Auth>>,
+}
+
+/// The secure port's TLS files: with delegated auth, client certificates are requested at every handshake and
+/// judged by the authenticator; without it, `--requestheader-client-ca-file` (if given) is checked at the handshake.
+fn load_tls(
+    files: certs::TlsFiles,
+    auth: &crate::auth::AuthSettings,
+) -> Result<certs::TlsReloader> {
+    Ok(if auth.enabled {
+        certs::TlsReloader::load_requesting_client_certs(files)?
+    } else {
+        certs::TlsReloader::load(files)?
+    })
+}
+
+/// Starts delegated authentication and authorization when on: the review client (`--authentication-kubeconfig`,
+/// else `fallback`'s connection) and the watch on the authentication ConfigMap. Off, it says so loudly.
+async fn start_auth(
+    settings: &crate::auth::AuthSettings,
+    fallback: Option<&crate::k8s::K8sSettings>,
+    server: &ServerSettings,
+    telemetry: &Telemetry,
+    cancel: &CancellationToken,
+) -> Result<Option<Arc<crate::auth::Auth>>> {
+    if !settings.enabled {
+        crate::auth::warn_disabled(server.bind_address);
+        return Ok(None);
+    }
+    // Its own client and rate budget, so reviews never queue behind the watches' lists.
+    let kubeconfig = settings
+        .kubeconfig
+        .as_deref()
+        .or_else(|| fallback.and_then(|k| k.kubeconfig.as_deref()));
+    let client = crate::k8s::client(kubeconfig, 100.0, 200)
+        .await
+        .context("building the Kubernetes client for delegated authentication")?;
+    let auth = Arc::new(crate::auth::Auth::new(
+        settings.clone(),
+        Some(crate::auth::kube::Reviewer::new(client.clone())),
+    ));
+    auth.register(telemetry);
+    tokio::spawn(crate::auth::kube::follow(
+        client,
+        auth.clone(),
+        server.requestheader_client_ca_file.clone(),
+        cancel.clone(),
+    ));
+    tracing::info!(
+        webhook_users = ?settings.webhook_users,
+        extender_users = ?settings.extender_users,
+        locked = settings.lock,
+        "delegated authentication and authorization on"
+    );
+    Ok(Some(auth))
 }
 
 async fn serve_both(
@@ -184,9 +240,10 @@ async fn serve_both(
         cost,
         rules,
         delegate,
+        auth,
     } = extras;
     let limits = state.limits.clone();
-    let mut secure_router = http::secure_router(state.clone());
+    let mut secure_router = http::secure_router_with_auth(state.clone(), auth);
     if let Some(rules) = rules {
         secure_router = secure_router.layer(axum::Extension(rules));
     }
@@ -306,11 +363,14 @@ async fn start_external_rules(
 
 /// Runs `serve`: Kubernetes watches and Prometheus feed the engine; the store keeps history.
 pub async fn run_serve(args: ServeSettings) -> Result<()> {
-    let tls = Arc::new(certs::TlsReloader::load(certs::TlsFiles {
-        cert: args.tls_cert_file.clone(),
-        key: args.tls_key_file.clone(),
-        client_ca: args.server.requestheader_client_ca_file.clone(),
-    })?);
+    let tls = Arc::new(load_tls(
+        certs::TlsFiles {
+            cert: args.tls_cert_file.clone(),
+            key: args.tls_key_file.clone(),
+            client_ca: args.server.requestheader_client_ca_file.clone(),
+        },
+        &args.auth,
+    )?);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -431,12 +491,21 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
             "forwarding external metrics we do not own"
         );
     }
+    let auth = start_auth(
+        &args.auth,
+        Some(&args.k8s),
+        &args.server,
+        &state.telemetry,
+        &cancel,
+    )
+    .await?;
     let extras = Extras {
         anomalies,
         store,
         cost,
         rules: rule_metrics,
         delegate: args.delegate.clone(),
+        auth,
     };
     let served = serve_both(listeners, tls, state, extras, cancel).await;
     // Hand the lease over at once rather than at its expiry (the task releases it, bounded to 3 s).
@@ -538,11 +607,14 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     std::fs::create_dir_all(&cert_dir)
         .with_context(|| format!("creating --data-dir {}", data_dir.display()))?;
     demo_certs(&cert_dir, clock.now_millis())?;
-    let tls = Arc::new(certs::TlsReloader::load(certs::TlsFiles {
-        cert: cert_dir.join(certs::TLS_CERT),
-        key: cert_dir.join(certs::TLS_KEY),
-        client_ca: args.server.requestheader_client_ca_file.clone(),
-    })?);
+    let tls = Arc::new(load_tls(
+        certs::TlsFiles {
+            cert: cert_dir.join(certs::TLS_CERT),
+            key: cert_dir.join(certs::TLS_KEY),
+            client_ca: args.server.requestheader_client_ca_file.clone(),
+        },
+        &args.auth,
+    )?);
     let listeners = bind(&args.server).await?;
     let secure_port = listeners.secure.local_addr()?.port();
     let metrics_port = listeners.metrics.local_addr()?.port();
@@ -665,12 +737,14 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/recommendations");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
+    let auth = start_auth(&args.auth, None, &args.server, &state.telemetry, &cancel).await?;
     let extras = Extras {
         anomalies,
         store,
         cost,
         rules: None,
         delegate: None,
+        auth,
     };
     serve_both(listeners, tls, state, extras, cancel).await
 }

@@ -294,20 +294,48 @@ pub fn server_config_from_pem(
         path: key.0.to_path_buf(),
         reason: format!("no usable private key: {e}"),
     })?;
-    let builder = rustls::ServerConfig::builder();
-    let mut config = match client_ca {
+    let verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> = match client_ca {
         Some((path, pem)) => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in parse_certs(path, pem)? {
                 roots.add(cert)?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-                .allow_unauthenticated()
-                .build()?;
-            builder
-                .with_client_cert_verifier(verifier)
-                .with_single_cert(certs, key)?
+            Some(
+                rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                    .allow_unauthenticated()
+                    .build()?,
+            )
         }
+        None => None,
+    };
+    finish_config(certs, key, verifier)
+}
+
+/// [`server_config_from_pem`] that requests client certificates (not required), checks only that the client holds
+/// the certificate's key, and leaves the chain to the delegated authenticator ([`crate::auth`]), whose CAs come
+/// from the cluster and change at run time.
+pub fn server_config_requesting_client_certs(
+    cert: (&Path, &[u8]),
+    key: (&Path, &[u8]),
+) -> Result<Arc<rustls::ServerConfig>, CertError> {
+    let certs = parse_certs(cert.0, cert.1)?;
+    let key = PrivateKeyDer::from_pem_slice(key.1).map_err(|e| CertError::Pem {
+        path: key.0.to_path_buf(),
+        reason: format!("no usable private key: {e}"),
+    })?;
+    finish_config(certs, key, Some(crate::auth::RequestClientCert::new()))
+}
+
+fn finish_config(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<Arc<rustls::ServerConfig>, CertError> {
+    let builder = rustls::ServerConfig::builder();
+    let mut config = match verifier {
+        Some(verifier) => builder
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)?,
         None => builder.with_no_client_auth().with_single_cert(certs, key)?,
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -574,6 +574,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub cost: crate::cost::CostArgs,
+
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 /// Settings for `demo`.
@@ -635,6 +638,9 @@ pub struct DemoArgs {
 
     #[command(flatten)]
     pub cost: crate::cost::CostArgs,
+
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 /// Parses `HH:MM` into minutes after midnight.
@@ -754,6 +760,9 @@ pub enum ConfigError {
     /// A `--delegate-*` flag.
     #[error(transparent)]
     Delegate(#[from] crate::http::delegate::DelegateSettingsError),
+    /// A delegated authentication or authorization flag.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSettingsError),
 }
 
 /// Every setting of a command that cannot work, found in one pass, so one failed start names them all.
@@ -845,6 +854,8 @@ pub struct ServeSettings {
     pub alerting: AlertingSettings,
     /// Node prices for the cost model.
     pub prices: crate::domain::cost::Prices,
+    /// Delegated authentication and authorization (on unless `--authn-authz=off`).
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl TryFrom<&ServeArgs> for ServeSettings {
@@ -865,6 +876,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
         let delegate = errors.take(crate::http::delegate::Delegate::from_args(&args.delegate));
         let store = errors.take(StoreConfig::try_from(&args.store));
         let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
+        let auth = errors.take(args.auth.settings(true, false));
         errors.check(args.check_own());
         let settings = (|| {
             Some(ServeSettings {
@@ -887,6 +899,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
                 store: store?,
                 alerting: alerting?,
                 prices: args.cost.prices(),
+                auth: auth?,
             })
         })();
         errors.finish(settings)
@@ -959,6 +972,8 @@ pub struct DemoSettings {
     pub alerting: AlertingSettings,
     /// Node prices for the cost model.
     pub prices: crate::domain::cost::Prices,
+    /// Delegated authentication and authorization (off unless `--authn-authz=on`).
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl TryFrom<&DemoArgs> for DemoSettings {
@@ -970,6 +985,7 @@ impl TryFrom<&DemoArgs> for DemoSettings {
         let decision = errors.take(args.decision.validate().map(|()| args.decision.to_config()));
         let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
         let forecast = errors.take(args.forecast.validate().map(|()| args.forecast.to_config()));
+        let auth = errors.take(args.auth.settings(false, true));
         errors.check(validate_interval(args.interval));
         if !(args.speed.is_finite() && (0.1..=10_000.0).contains(&args.speed)) {
             errors.check(Err(bad("speed", "must be between 0.1 and 10000")));
@@ -997,6 +1013,7 @@ impl TryFrom<&DemoArgs> for DemoSettings {
                 forecast: (!args.no_forecast).then_some(forecast?),
                 alerting: alerting?,
                 prices: args.cost.prices(),
+                auth: auth?,
             })
         })();
         errors.finish(settings)

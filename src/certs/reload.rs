@@ -75,13 +75,23 @@ impl Contents {
             }
     }
 
-    fn build(&self, files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, CertError> {
+    fn build(
+        &self,
+        files: &TlsFiles,
+        request: bool,
+    ) -> Result<Arc<rustls::ServerConfig>, CertError> {
         fn bytes<'a>(path: &Path, read: &'a io::Result<Vec<u8>>) -> Result<&'a [u8], CertError> {
             read.as_deref().map_err(|e| CertError::Io {
                 action: "reading",
                 path: path.to_path_buf(),
                 source: io::Error::new(e.kind(), e.to_string()),
             })
+        }
+        if request {
+            return super::server_config_requesting_client_certs(
+                (&files.cert, bytes(&files.cert, &self.cert)?),
+                (&files.key, bytes(&files.key, &self.key)?),
+            );
         }
         let client_ca = match (&files.client_ca, &self.client_ca) {
             (Some(path), Some(read)) => Some((path.as_path(), bytes(path, read)?)),
@@ -99,6 +109,8 @@ impl Contents {
 /// accept loop asks for [`TlsReloader::current`] once per connection.
 pub struct TlsReloader {
     files: TlsFiles,
+    /// Client certificates requested and judged by the delegated authenticator, not at the handshake.
+    request_client_certs: bool,
     // std locks: held only to clone or swap an `Arc`, never across `.await`.
     current: RwLock<Arc<rustls::ServerConfig>>,
     seen: Mutex<Contents>,
@@ -109,8 +121,25 @@ pub struct TlsReloader {
 impl TlsReloader {
     /// Loads the files; an error here is a start-up error.
     pub fn load(files: TlsFiles) -> Result<Self, CertError> {
+        Self::load_with(files, false)
+    }
+
+    /// [`TlsReloader::load`] for delegated authentication: every handshake requests a client certificate (not
+    /// required) and checks only that the client holds its key; `files.client_ca` is not used, the chain being
+    /// judged per request against the cluster's CAs ([`crate::auth`]).
+    pub fn load_requesting_client_certs(files: TlsFiles) -> Result<Self, CertError> {
+        Self::load_with(
+            TlsFiles {
+                client_ca: None,
+                ..files
+            },
+            true,
+        )
+    }
+
+    fn load_with(files: TlsFiles, request_client_certs: bool) -> Result<Self, CertError> {
         let contents = Contents::read(&files);
-        let config = contents.build(&files)?;
+        let config = contents.build(&files, request_client_certs)?;
         let reloads = Family::<OutcomeLabels, Counter>::default();
         for outcome in ["ok", "error"] {
             // Both series exist from the start, so an alert on errors sees 0 rather than nothing.
@@ -118,6 +147,7 @@ impl TlsReloader {
         }
         Ok(TlsReloader {
             files,
+            request_client_certs,
             current: RwLock::new(config),
             seen: Mutex::new(contents),
             reloads,
@@ -156,7 +186,7 @@ impl TlsReloader {
         if contents.same_as(&seen) {
             return Reload::Unchanged;
         }
-        let built = contents.build(&self.files);
+        let built = contents.build(&self.files, self.request_client_certs);
         *seen = contents;
         drop(seen);
         match built {

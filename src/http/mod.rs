@@ -2,6 +2,7 @@
 //! metrics router (probes, /metrics, JSON API), shared middleware (limits, timeouts, telemetry), and the
 //! listeners. Handlers parse, call the core, encode; they never wait on Kubernetes or Prometheus.
 
+pub mod auth;
 pub mod cost;
 pub mod dashboard;
 pub mod delegate;
@@ -123,7 +124,9 @@ pub struct ServerArgs {
     pub metrics_max_deployments: usize,
 
     /// PEM CA that signs the aggregator's front-proxy client certificate (the `requestheader-client-ca-file`).
-    /// When set, client certificates are requested (not required) and verified against it.
+    /// With --authn-authz on, it replaces the one in kube-system/extension-apiserver-authentication (re-read every
+    /// 10 s); with it off, client certificates are requested (not required) and verified against it at the
+    /// handshake, and identify no one.
     #[arg(long, env = "SMART_AUTOSCALER_REQUESTHEADER_CLIENT_CA_FILE")]
     pub requestheader_client_ca_file: Option<PathBuf>,
 
@@ -338,15 +341,21 @@ impl AppState {
     }
 }
 
-/// The router of the secure (TLS) port.
+/// The router of the secure (TLS) port, without authentication or authorization.
 pub fn secure_router(state: AppState) -> Router {
+    secure_router_with_auth(state, None)
+}
+
+/// The router of the secure (TLS) port; with `auth`, every request but the probes is authenticated and
+/// authorized (inside the limits and timeout, so a slow review is bounded like any handler).
+pub fn secure_router_with_auth(state: AppState, auth: Option<Arc<crate::auth::Auth>>) -> Router {
     let api = external::routes()
         .merge(webhook::routes())
         .merge(extender::routes())
         .route("/healthz", get(ops::healthz))
         .route("/livez", get(ops::healthz))
         .route("/readyz", get(ops::readyz));
-    finish(api, state, "secure")
+    finish_with(api, state, "secure", auth)
 }
 
 /// The router of the plain metrics port.
@@ -364,9 +373,24 @@ pub fn metrics_router_with_anomalies(
 }
 
 fn finish(routes: Router<AppState>, state: AppState, server: &'static str) -> Router {
-    routes
+    finish_with(routes, state, server, None)
+}
+
+fn finish_with(
+    routes: Router<AppState>,
+    state: AppState,
+    server: &'static str,
+    auth: Option<Arc<crate::auth::Auth>>,
+) -> Router {
+    let routes = routes
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    // Unknown paths are authorized too, so an unauthenticated client learns nothing from 404s.
+    let routes = match auth {
+        Some(auth) => routes.layer(middleware::from_fn_with_state(auth, self::auth::layer)),
+        None => routes,
+    };
+    routes
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(middleware::from_fn_with_state(
             (state.telemetry.clone(), server),

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::Limits;
+use crate::auth::ClientChain;
 use crate::domain::connections::{self as rules, Backoff, Candidate, IdleCheck, WarnEvery};
 use crate::telemetry::Telemetry;
 
@@ -581,12 +582,25 @@ async fn connection(
 ) {
     let peer = stream.peer_addr().ok();
     let Some(acceptor) = tls else {
-        return http(stream, router, &builder, &registered, &limits).await;
+        return http(stream, None, router, &builder, &registered, &limits).await;
     };
     let handshake_limit = HANDSHAKE_TIMEOUT.min(limits.idle_timeout);
     tokio::select! {
         handshake = tokio::time::timeout(handshake_limit, acceptor.accept(stream)) => match handshake {
-            Ok(Ok(stream)) => http(stream, router, &builder, &registered, &limits).await,
+            Ok(Ok(stream)) => {
+                // The client's certificate chain, if it sent one, goes with each request for the authenticator.
+                let chain = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .filter(|certs| !certs.is_empty())
+                    .map(|certs| {
+                        Arc::new(ClientChain::new(
+                            certs.iter().map(|c| c.clone().into_owned()).collect(),
+                        ))
+                    });
+                http(stream, chain, router, &builder, &registered, &limits).await
+            }
             Ok(Err(error)) => tracing::debug!(?peer, %error, "TLS handshake failed"),
             Err(_) => {
                 // Silent through the handshake: an idle connection like any other.
@@ -601,6 +615,7 @@ async fn connection(
 /// Serves HTTP on one connection under its idle watchdog.
 async fn http<S>(
     stream: S,
+    chain: Option<Arc<ClientChain>>,
     router: Router,
     builder: &auto::Builder<TokioExecutor>,
     registered: &Registered,
@@ -609,8 +624,11 @@ async fn http<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let state = registered.conn.clone();
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let in_flight = state.begin_request();
+        if let Some(chain) = &chain {
+            request.extensions_mut().insert(chain.clone());
+        }
         let response = router.clone().oneshot(request);
         async move {
             let response = response.await;

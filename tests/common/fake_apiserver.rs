@@ -289,7 +289,7 @@ pub fn collection(path: &'static str, file: &str) -> Collection {
 }
 
 /// A streaming response body fed by a channel: the shape of a watch response (chunked, never-ending).
-pub struct ChannelBody(mpsc::Receiver<Bytes>);
+pub struct ChannelBody(pub mpsc::Receiver<Bytes>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;

@@ -7,6 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The binary under test: `$SMART_AUTOSCALER_TEST_BIN` if set (a copy of this tree's build, when several trees
+/// share one target directory and overwrite each other's `target/debug/smart-autoscaler`), else cargo's.
+pub fn binary() -> String {
+    std::env::var("SMART_AUTOSCALER_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_smart-autoscaler").to_string())
+}
+
 /// A running demo server, killed on drop.
 pub struct DemoServer {
     child: Child,
@@ -30,7 +37,7 @@ impl DemoServer {
     /// `["env", "NAME=value"]`), so the server keeps the wrapper's process id.
     pub fn start_under(wrapper: &[&str], extra: &[&str]) -> DemoServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let bin = env!("CARGO_BIN_EXE_smart-autoscaler");
+        let bin = binary();
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
