@@ -241,6 +241,12 @@ async fn every_page_renders_in_chromium_with_the_api_values() {
     let collected = api["collected_at_ms"].as_i64().unwrap();
     let items = api["items"].as_array().unwrap();
     assert_eq!(items.len(), 4, "{api}");
+    let cost: Value = reqwest::get(server.metrics_url("/api/v1/cost"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
 
     // Overview: every deployment with the API's values, from the same snapshot.
     let url = server.metrics_url("/");
@@ -268,6 +274,17 @@ async fn every_page_renders_in_chromium_with_the_api_values() {
             &id,
         );
         assert!(tr.contains(&format!("href=\"/deployments/{id}\"")), "{tr}");
+        // The 30-day cost column shows what /api/v1/cost projects for it.
+        let priced = cost["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c["key"]["namespace"] == item["namespace"] && c["key"]["name"] == item["name"]
+            })
+            .unwrap_or_else(|| panic!("{id} not in /api/v1/cost: {cost}"));
+        let usd = format!("{:.2}", priced["projected_30d_usd"].as_f64().unwrap());
+        has_field(tr, "monthly_cost", &usd, &id);
     }
     assert!(overview.contains("Raw, served and effective target per deployment"));
     let shot = screenshot(profile.path(), &url, "overview");

@@ -244,7 +244,11 @@ fn active_anomalies(snapshot: &Snapshot, key: &DeploymentKey) -> usize {
 
 // --- Overview -----------------------------------------------------------------------------------------------------
 
-async fn overview(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+async fn overview(
+    State(state): State<AppState>,
+    cost: Option<Extension<std::sync::Arc<crate::cost::CostBook>>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let params = match query(raw.as_deref(), &["namespace"]) {
         Ok(p) => p,
         Err(reason) => return bad_request(&reason),
@@ -283,12 +287,25 @@ async fn overview(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
             .map(|n| format!(" in namespace {}", escape(n)))
             .unwrap_or_default()
     );
-    // Monthly cost goes here as a column once the snapshot carries it (issue #17): one `<th>` in this header and
-    // one `<td data-field="monthly_cost">` per row, shown only when the snapshot has cost.
-    body.push_str(
+    // Each deployment's 30-day cost at the latest tick's rate, when this server prices ticks (docs/cost.md).
+    let monthly: Option<BTreeMap<DeploymentKey, f64>> =
+        cost.and_then(|Extension(book)| book.latest()).map(|view| {
+            view.report
+                .deployments
+                .iter()
+                .map(|d| (d.key.clone(), d.projected_30d_usd))
+                .collect()
+        });
+    let _ = write!(
+        body,
         "<table id=\"deployments\"><thead><tr><th>Deployment</th><th>Served %</th><th>Raw %</th>\
          <th>Effective target % (base)</th><th>Pool pressure (factor)</th><th>Forecast</th>\
-         <th>Active anomalies</th><th>Replicas</th><th>Data age</th></tr></thead><tbody>",
+         <th>Active anomalies</th><th>Replicas</th><th>Data age</th>{cost}</tr></thead><tbody>",
+        cost = if monthly.is_some() {
+            "<th>Cost $/30 days</th>"
+        } else {
+            ""
+        }
     );
     let mut bars = Vec::new();
     for (key, d) in snapshot.deployments.iter().filter(|(k, _)| in_scope(k)) {
@@ -311,7 +328,7 @@ async fn overview(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
              <td class=\"num\"><span data-field=\"effective_target_percent\">{eff}</span> ({base})</td>\
              <td class=\"num\">{level:.2} ({factor:.2})</td><td>{forecast}</td>\
              <td class=\"num\" data-field=\"anomalies_active\">{anomalies}</td>\
-             <td class=\"num\" data-field=\"replicas\">{replicas}</td><td class=\"num\">{age}</td></tr>",
+             <td class=\"num\" data-field=\"replicas\">{replicas}</td><td class=\"num\">{age}</td>{cost}</tr>",
             id = escape(&key.to_string()),
             href = escape(&deployment_href(key)),
             served = num(d.smart_percent),
@@ -324,6 +341,12 @@ async fn overview(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
             anomalies = active_anomalies(&snapshot, key),
             replicas = d.inputs.replicas,
             age = age(now - d.inputs.observed_at),
+            cost = match monthly.as_ref().map(|m| m.get(key)) {
+                None => String::new(),
+                Some(Some(usd)) =>
+                    format!("<td class=\"num\" data-field=\"monthly_cost\">{usd:.2}</td>"),
+                Some(None) => "<td class=\"num muted\">not priced</td>".to_string(),
+            },
         );
         bars.push((
             key.to_string(),
@@ -342,7 +365,8 @@ async fn overview(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
         let _ = write!(
             body,
             "<tr data-deployment=\"{id}\"><td><a href=\"{href}\">{id}</a></td>\
-             <td colspan=\"8\" class=\"warn\">usage unknown since {since}: {reason}; nothing is served</td></tr>",
+             <td colspan=\"{span}\" class=\"warn\">usage unknown since {since}: {reason}; nothing is served</td></tr>",
+            span = if monthly.is_some() { 9 } else { 8 },
             id = escape(&key.to_string()),
             href = escape(&deployment_href(key)),
             since = crate::clock::rfc3339(u.since),
