@@ -167,6 +167,8 @@ struct Extras {
     anomalies: AnomalyHistory,
     store: crate::store::Store,
     cost: Arc<crate::cost::CostBook>,
+    /// Learned weekly levels behind the schedule API, the dashboard and the schedule gauge.
+    schedules: Arc<crate::schedule::ScheduleBook>,
     rules: Option<http::external::RuleMetrics>,
     delegate: Option<Arc<http::delegate::Delegate>>,
     /// Delegated authentication and authorization on the secure port, when on.
@@ -238,6 +240,7 @@ async fn serve_both(
         anomalies,
         store,
         cost,
+        schedules,
         rules,
         delegate,
         auth,
@@ -266,7 +269,8 @@ async fn serve_both(
             store.clone(),
         )
         .layer(axum::Extension(store))
-        .layer(axum::Extension(cost)),
+        .layer(axum::Extension(cost))
+        .layer(axum::Extension(schedules)),
         limits,
         cancel.clone().cancelled_owned(),
     );
@@ -274,6 +278,32 @@ async fn serve_both(
     a.context("secure listener")?;
     b.context("metrics listener")?;
     Ok(())
+}
+
+/// The schedule book of `serve` and `demo`: learns each deployment's weekly levels from the store every 15
+/// minutes (the rollups it reads grow by one point in five), in the forecaster's business time zone.
+fn schedule_book(
+    forecast: Option<&crate::domain::forecast::online::ForecasterConfig>,
+    store: &crate::store::Store,
+    snapshots: &tokio::sync::watch::Receiver<Option<Arc<crate::domain::model::Snapshot>>>,
+    clock: &Arc<dyn crate::clock::Clock>,
+    telemetry: &Telemetry,
+    cancel: &CancellationToken,
+) -> Arc<crate::schedule::ScheduleBook> {
+    let config = crate::domain::schedule::ScheduleConfig {
+        utc_offset_minutes: forecast.map_or(0, |f| f.ensemble.profile.utc_offset_minutes),
+        ..Default::default()
+    };
+    let book = Arc::new(crate::schedule::ScheduleBook::new(config));
+    book.register(telemetry);
+    book.spawn(
+        store.clone(),
+        snapshots.clone(),
+        clock.clone(),
+        Duration::from_secs(15 * 60),
+        cancel.clone(),
+    );
+    book
 }
 
 /// The cost book of `serve` and `demo`: the configured prices (what is ignored in them logged), the cost gauges,
@@ -464,6 +494,14 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         crate::k8s::events::EventLimits::default(),
         cancel.clone(),
     );
+    let schedules = schedule_book(
+        args.forecast.as_ref(),
+        &store,
+        &snapshots,
+        &clock,
+        &telemetry,
+        &cancel,
+    );
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
     state.forecasts = forecasts;
     tokio::spawn(http::extender::forget_expired(
@@ -503,6 +541,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         anomalies,
         store,
         cost,
+        schedules,
         rules: rule_metrics,
         delegate: args.delegate.clone(),
         auth,
@@ -697,6 +736,14 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     let leadership = crate::k8s::leader::always();
     export_leadership(&telemetry, &leadership, &cancel);
     start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
+    let schedules = schedule_book(
+        args.forecast.as_ref(),
+        &store,
+        &snapshots,
+        &clock,
+        &telemetry,
+        &cancel,
+    );
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
     state.forecasts = forecasts;
     shutdown_on_signal(cancel.clone());
@@ -742,6 +789,7 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         anomalies,
         store,
         cost,
+        schedules,
         rules: None,
         delegate: None,
         auth,

@@ -129,6 +129,12 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub rightsize: bool,
 
+    /// Add a run, `scheduled`: a scaling schedule (a minReplicas per hour of the week, as `GET
+    /// /api/v1/deployments/{ns}/{name}/schedule` recommends) learned from the warm-up only, applied as its
+    /// CronJobs would, over the smart run. Needs `--warmup` of 2 days or more.
+    #[arg(long)]
+    pub schedule: bool,
+
     /// Add a fourth run, `predictive`: smart-autoscaler with forecasts learned online as the trace replays (no
     /// peeking ahead), and a `forecast` object with the forecasts' accuracy in the JSON.
     #[arg(long)]

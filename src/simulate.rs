@@ -150,8 +150,24 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         }
         config.forecast = Some(forecast);
     }
+    let learned = if args.schedule {
+        Some(learn_schedule(&series, &config)?)
+    } else {
+        None
+    };
     let runs = with_progress(&name, |progress| {
         backtest::compare_with_progress(&series, &config, progress)
+    });
+    let scheduled = learned.map(|schedule| {
+        let run = backtest::run(
+            &series,
+            &backtest::SimConfig {
+                schedule: Some(schedule.clone()),
+                ..config.clone()
+            },
+            backtest::Mode::Smart,
+        );
+        (schedule, run)
     });
     let rightsizing = args
         .rightsize
@@ -198,6 +214,13 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         if let Some(r) = &rightsizing {
             out.insert("rightsizing".into(), serde_json::to_value(r)?);
         }
+        if let Some((schedule, run)) = &scheduled {
+            out.insert("scheduled".into(), serde_json::to_value(&run.metrics)?);
+            out.insert(
+                "schedule".into(),
+                crate::http::schedule::schedule_json(schedule),
+            );
+        }
         return Ok(serde_json::to_string_pretty(&out)? + "\n");
     }
     let mut out = String::new();
@@ -221,12 +244,23 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         "{:<10} {:>18} {:>18} {:>10} {:>12} {:>8}",
         "run", "saturated pod-min", "over-target min", "pod-hours", "scale events", "max pods"
     )?;
-    for r in &runs {
+    let named = runs
+        .iter()
+        .map(|r| (serde_json::to_value(r.mode).ok(), r))
+        .map(|(v, r)| {
+            (
+                v.and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                r,
+            )
+        })
+        .chain(scheduled.iter().map(|(_, r)| ("scheduled".to_string(), r)));
+    for (label, r) in named {
         let m = &r.metrics;
         writeln!(
             out,
             "{:<10} {:>18.1} {:>18.1} {:>10.1} {:>12} {:>8}",
-            serde_json::to_value(r.mode)?.as_str().unwrap_or(""),
+            label,
             m.saturated_pod_minutes,
             m.over_target_minutes,
             m.pod_hours,
@@ -250,6 +284,15 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
     }
     if let Some(r) = &rightsizing {
         write_rightsizing(&mut out, r, &config, &runs)?;
+    }
+    if let Some((schedule, _)) = &scheduled {
+        writeln!(
+            out,
+            "schedule (learned from the warm-up, applied over the smart run; {} extra replica-hours a week above \
+             minReplicas at most):",
+            schedule.extra_replica_hours()
+        )?;
+        out.push_str(&schedule.table());
     }
     if let Some(f) = runs.iter().find_map(|r| r.forecast.as_ref()) {
         writeln!(
@@ -280,6 +323,52 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// The scaling schedule learned from the warm-up part of the trace only (the scored part is never seen), in the
+/// trace's wall-clock time, for the run's target and replica bounds.
+fn learn_schedule(
+    series: &backtest::Series,
+    config: &backtest::SimConfig,
+) -> Result<crate::domain::schedule::Schedule> {
+    use crate::domain::schedule;
+    if config.score_from_millis < 2 * 86_400_000 {
+        bail!(
+            "--schedule learns from the warm-up only: give --warmup of at least 2d (the trace's first days)"
+        );
+    }
+    let capacity = config.pod_capacity.max(1e-9);
+    let points: Vec<(i64, f64)> = series
+        .values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64 * series.step_millis, v))
+        .take_while(|(t, _)| *t < config.score_from_millis)
+        .map(|(t, v)| (config.start_millis + t, v / capacity * 100.0))
+        .collect();
+    let offset = config
+        .forecast
+        .as_ref()
+        .map_or(0, |f| f.ensemble.profile.utc_offset_minutes);
+    let levels = schedule::weekly_levels(
+        &points,
+        series.step_millis,
+        &schedule::ScheduleConfig {
+            utc_offset_minutes: offset,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("--schedule: {e}"))?;
+    schedule::schedule(
+        &levels,
+        schedule::Bounds {
+            target_percent: config.target_percent,
+            min_replicas: config.min_replicas,
+            max_replicas: Some(config.max_replicas),
+            lead_minutes: crate::schedule::DEFAULT_LEAD_MINUTES,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("--schedule: {e}"))
 }
 
 /// The right-sizing section: the recommendation and the smart run replayed with it, next to the smart run.

@@ -12,6 +12,7 @@ pub mod external;
 pub mod history;
 pub mod ops;
 pub mod response_cache;
+pub mod schedule;
 pub mod server;
 pub mod status;
 pub mod webhook;

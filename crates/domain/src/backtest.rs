@@ -112,6 +112,9 @@ pub struct SimConfig {
     pub min_replicas: u32,
     /// HPA maxReplicas.
     pub max_replicas: u32,
+    /// A scaling schedule whose floor replaces `min_replicas` hour by hour (as its CronJobs would patch the
+    /// HPA); `None`: the constant `min_replicas`.
+    pub schedule: Option<crate::schedule::Schedule>,
     /// CPU request per pod, milli-cores (drives the low-request policy).
     pub pod_request_milli: i64,
     /// Extra load (in load units) a new pod burns during warm-up, after it is Ready.
@@ -160,6 +163,7 @@ impl SimConfig {
             target_percent: 70.0,
             min_replicas: 1,
             max_replicas: 200,
+            schedule: None,
             pod_request_milli: 500,
             warmup_load: 0.0,
             warmup_seconds: 0.0,
@@ -404,7 +408,7 @@ pub fn run_with_progress(
     let filter_ms = (config.startup_filter_seconds * 1000.0) as i64;
     let capacity = config.pod_capacity.max(1e-9);
     let target = config.target_percent;
-    let spec = HpaSpec {
+    let mut spec = HpaSpec {
         min_replicas: config.min_replicas,
         max_replicas: config.max_replicas,
         tolerance: 0.1,
@@ -528,6 +532,11 @@ pub fn run_with_progress(
         }
 
         let current = pods.starts.len() as u32;
+        if let Some(schedule) = &config.schedule {
+            spec.min_replicas = schedule
+                .floor_at(config.start_millis + now)
+                .clamp(config.min_replicas, config.max_replicas);
+        }
         let (desired, metric) = match mode {
             Mode::Plain => {
                 let util = window_mean(&plain_samples, now, 60_000).unwrap_or(0.0);
@@ -623,7 +632,7 @@ pub fn run_with_progress(
                     .fold(0.0f64, f64::max);
                 let needed = (peak / (capacity * target / 100.0)).ceil() as u32;
                 (
-                    needed.clamp(config.min_replicas, config.max_replicas),
+                    needed.clamp(spec.min_replicas, config.max_replicas),
                     true_util,
                 )
             }

@@ -19,6 +19,7 @@ pub mod pod;
 pub mod quantity;
 pub mod rightsizing;
 pub mod scenarios;
+pub mod schedule;
 pub mod selector;
 #[doc(hidden)]
 pub mod testing;

@@ -17,6 +17,7 @@ pub mod svg;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -722,6 +723,7 @@ fn window_section(
 async fn deployment(
     State(state): State<AppState>,
     store: Option<Extension<Store>>,
+    schedules: Option<Extension<Arc<crate::schedule::ScheduleBook>>>,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -857,6 +859,9 @@ async fn deployment(
         }
         body.push_str("</ul>");
     }
+    if let Some(Extension(book)) = schedules {
+        body.push_str(&schedule_section(&key, book.get(&key).as_deref()));
+    }
     match store {
         None => body.push_str(
             "<p class=\"no-history\">no history yet: this server keeps no store, so there is nothing to chart.</p>",
@@ -881,6 +886,72 @@ async fn deployment(
         }
     }
     page(StatusCode::OK, &key.to_string(), &body)
+}
+
+/// The recommended minReplicas per hour of the week (at the HPA's target, minReplicas 1), with links to the
+/// exports.
+fn schedule_section(key: &DeploymentKey, learned: Option<&crate::schedule::Learned>) -> String {
+    let mut out = String::from("<section class=\"schedule\"><h2>Scaling schedule</h2>");
+    let api = format!("/api/v1{}/schedule", deployment_href(key));
+    let schedule = match learned {
+        None => {
+            out.push_str("<p>Not learned yet: schedules are learned in the background every 15 minutes.</p></section>");
+            return out;
+        }
+        Some(l) => l.schedule(crate::schedule::default_bounds(l.base_target_percent)),
+    };
+    let schedule = match schedule {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = write!(
+                out,
+                "<p data-field=\"schedule_reason\">{}</p></section>",
+                escape(&e.to_string())
+            );
+            return out;
+        }
+    };
+    let _ = write!(
+        out,
+        "<p>Recommended minReplicas per hour of the week (UTC{:+}h), learned from {} day(s) of history at the \
+         HPA's target of {}% with minReplicas 1; a dot is the HPA's own minimum. Export: \
+         <a href=\"{api}?format=table\">table</a>, <a href=\"{api}?format=keda\">KEDA ScaledObject</a>, \
+         <a href=\"{api}?format=cronjob\">CronJobs</a>, <a href=\"{api}\">JSON</a> (set min, max and lead in \
+         the query).</p><table class=\"schedule\"><thead><tr><th>day</th>",
+        f64::from(schedule.utc_offset_minutes) / 60.0,
+        schedule.days,
+        num(schedule.bounds.target_percent),
+        api = escape(&api),
+    );
+    for h in 0..24 {
+        let _ = write!(out, "<th>{h}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    for (d, name) in ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+        .iter()
+        .enumerate()
+    {
+        let _ = write!(out, "<tr><th>{name}</th>");
+        for h in 0..24 {
+            let r = schedule.hours[d * 24 + h].replicas;
+            if r > schedule.bounds.min_replicas {
+                let _ = write!(
+                    out,
+                    "<td class=\"num\" data-hour-of-week=\"{}\">{r}</td>",
+                    d * 24 + h
+                );
+            } else {
+                let _ = write!(
+                    out,
+                    "<td class=\"num\" data-hour-of-week=\"{}\">.</td>",
+                    d * 24 + h
+                );
+            }
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table></section>");
+    out
 }
 
 // --- Nodes --------------------------------------------------------------------------------------------------------
