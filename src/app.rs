@@ -29,7 +29,45 @@ pub fn run(settings: CommandSettings) -> Result<()> {
             Ok(())
         }
         CommandSettings::Demo(settings) => runtime()?.block_on(run_demo(*settings)),
+        CommandSettings::Report(args) => runtime()?.block_on(run_report(&args)),
     }
+}
+
+/// Runs `report`: fetches the weekly report from a running server and prints it as text (or as the JSON).
+async fn run_report(args: &crate::config::ReportArgs) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(args.timeout)
+        .build()
+        .context("building the HTTP client")?;
+    let url = format!(
+        "{}{}",
+        args.url.trim_end_matches('/'),
+        http::report::REPORT_PATH
+    );
+    let mut request = client.get(&url);
+    if let Some(ns) = &args.namespace {
+        request = request.query(&[("namespace", ns)]);
+    }
+    let response = request.send().await.with_context(|| {
+        format!("asking {url} (is the server running, its metrics port forwarded?)")
+    })?;
+    let status = response.status();
+    let body = response.text().await.context("reading the answer")?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        anyhow::bail!("{url} answered {status}: {message}");
+    }
+    if args.json {
+        println!("{body}");
+        return Ok(());
+    }
+    let report: crate::domain::report::WeeklyReport = serde_json::from_str(&body)
+        .with_context(|| format!("{url} did not answer with a weekly report"))?;
+    print!("{}", report.text());
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -169,6 +207,8 @@ struct Extras {
     cost: Arc<crate::cost::CostBook>,
     /// Learned weekly levels behind the schedule API, the dashboard and the schedule gauge.
     schedules: Arc<crate::schedule::ScheduleBook>,
+    /// What the weekly report is made from.
+    report: crate::report::ReportSources,
     rules: Option<http::external::RuleMetrics>,
     delegate: Option<Arc<http::delegate::Delegate>>,
     /// Delegated authentication and authorization on the secure port, when on.
@@ -241,6 +281,7 @@ async fn serve_both(
         store,
         cost,
         schedules,
+        report,
         rules,
         delegate,
         auth,
@@ -270,7 +311,8 @@ async fn serve_both(
         )
         .layer(axum::Extension(store))
         .layer(axum::Extension(cost))
-        .layer(axum::Extension(schedules)),
+        .layer(axum::Extension(schedules))
+        .layer(axum::Extension(report)),
         limits,
         cancel.clone().cancelled_owned(),
     );
@@ -338,18 +380,47 @@ fn start_alerting(
     leadership: &crate::k8s::leader::Leadership,
     telemetry: &Telemetry,
     cancel: &CancellationToken,
-) -> Result<()> {
-    if let Some(config) = &settings.config {
-        crate::alerting::spawn(
-            config,
-            snapshots.clone(),
-            leadership.clone(),
-            telemetry,
-            cancel.clone(),
-        )
-        .context("starting alert delivery")?;
-    }
-    Ok(())
+) -> Result<Option<Arc<crate::alerting::Alerting>>> {
+    let Some(config) = &settings.config else {
+        return Ok(None);
+    };
+    let alerting = crate::alerting::spawn(
+        config,
+        snapshots.clone(),
+        leadership.clone(),
+        telemetry,
+        cancel.clone(),
+    )
+    .context("starting alert delivery")?;
+    Ok(Some(Arc::new(alerting)))
+}
+
+/// Sends the weekly report to the receivers that subscribe to it, on the leader, at `--weekly-report-at` local
+/// to the forecaster's business time zone.
+#[allow(clippy::too_many_arguments)]
+fn start_weekly_report(
+    settings: &crate::alerting::AlertingSettings,
+    alerting: Option<Arc<crate::alerting::Alerting>>,
+    forecast: Option<&crate::domain::forecast::online::ForecasterConfig>,
+    sources: &crate::report::ReportSources,
+    snapshots: &watch::Receiver<Option<Arc<crate::domain::model::Snapshot>>>,
+    leadership: &crate::k8s::leader::Leadership,
+    clock: &Arc<dyn Clock>,
+    cancel: &CancellationToken,
+) {
+    let (Some(alerting), Some(mut at)) = (alerting, settings.weekly_report_at) else {
+        return;
+    };
+    at.utc_offset_minutes = forecast.map_or(0, |f| f.ensemble.profile.utc_offset_minutes);
+    crate::report::spawn_weekly_alerts(
+        at,
+        alerting,
+        sources.clone(),
+        snapshots.clone(),
+        leadership.clone(),
+        clock.clone(),
+        cancel.clone(),
+    );
 }
 
 /// Checks the `--external-rules` queries against Prometheus (a query it rejects as bad data stops the start with
@@ -482,7 +553,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         forecasts = Some(board);
         tokio::spawn(task.run(cancel.clone()));
     }
-    start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
+    let alerting = start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
     crate::k8s::events::spawn(
         events_client,
         args.leader
@@ -500,6 +571,23 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         &snapshots,
         &clock,
         &telemetry,
+        &cancel,
+    );
+    let report_sources = crate::report::ReportSources {
+        cost: Some(cost.clone()),
+        anomalies: Some(anomalies.clone()),
+        store: Some(store.clone()),
+        schedules: Some(schedules.clone()),
+        forecasts: forecasts.clone(),
+    };
+    start_weekly_report(
+        &args.alerting,
+        alerting,
+        args.forecast.as_ref(),
+        &report_sources,
+        &snapshots,
+        &leadership,
+        &clock,
         &cancel,
     );
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
@@ -542,6 +630,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         store,
         cost,
         schedules,
+        report: report_sources,
         rules: rule_metrics,
         delegate: args.delegate.clone(),
         auth,
@@ -735,13 +824,30 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     }
     let leadership = crate::k8s::leader::always();
     export_leadership(&telemetry, &leadership, &cancel);
-    start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
+    let alerting = start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
     let schedules = schedule_book(
         args.forecast.as_ref(),
         &store,
         &snapshots,
         &clock,
         &telemetry,
+        &cancel,
+    );
+    let report_sources = crate::report::ReportSources {
+        cost: Some(cost.clone()),
+        anomalies: Some(anomalies.clone()),
+        store: Some(store.clone()),
+        schedules: Some(schedules.clone()),
+        forecasts: forecasts.clone(),
+    };
+    start_weekly_report(
+        &args.alerting,
+        alerting,
+        args.forecast.as_ref(),
+        &report_sources,
+        &snapshots,
+        &leadership,
+        &clock,
         &cancel,
     );
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
@@ -790,6 +896,7 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         store,
         cost,
         schedules,
+        report: report_sources,
         rules: None,
         delegate: None,
         auth,

@@ -62,6 +62,30 @@ pub enum Command {
     Certs(CertsArgs),
     /// Backtest: replay a trace or scenario through a model of the native HPA (plain vs smart vs oracle).
     Simulate(SimulateArgs),
+    /// Print the weekly report (cost, savings, anomalies, target changes, forecasts) of a running server.
+    Report(ReportArgs),
+}
+
+/// Settings for `report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Base URL of the server's metrics port (where `/api/v1/report/weekly` is served), e.g. through
+    /// `kubectl port-forward`.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// Only this namespace.
+    #[arg(long, env = "SMART_AUTOSCALER_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Print the JSON the server sent instead of the text.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the server.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Settings for `simulate`.
@@ -1057,6 +1081,8 @@ pub enum CommandSettings {
     Certs(CertsArgs),
     /// `simulate` (its flags are its settings).
     Simulate(Box<SimulateArgs>),
+    /// `report` (its flags are its settings).
+    Report(ReportArgs),
 }
 
 impl Command {
@@ -1080,6 +1106,18 @@ impl Command {
             Command::Simulate(args) => {
                 own(args.validate())?;
                 CommandSettings::Simulate(Box::new(args.clone()))
+            }
+            Command::Report(args) => {
+                if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {
+                    own(Err(bad(
+                        "url",
+                        format!(
+                            "{:?} is not an http:// or https:// URL of the metrics port",
+                            args.url
+                        ),
+                    )))?;
+                }
+                CommandSettings::Report(args.clone())
             }
         })
     }

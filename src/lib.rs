@@ -21,6 +21,7 @@ pub mod http;
 pub mod k8s;
 pub mod prom;
 pub mod refit;
+pub mod report;
 pub mod schedule;
 pub mod simulate;
 pub mod store;

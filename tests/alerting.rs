@@ -1031,3 +1031,53 @@ async fn demo_runs_the_receivers_of_its_alerting_config() {
         "{stderr}"
     );
 }
+
+/// The weekly report is news, not a condition: an Alertmanager receiver gets it once and it is not re-sent every
+/// `resend_interval` the way an active alert is; a receiver that does not list `weekly_report` gets nothing.
+#[tokio::test]
+async fn the_weekly_report_is_sent_once_and_only_to_its_subscribers() {
+    let (sink, addr) = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerting.toml");
+    std::fs::write(
+        &path,
+        receiver(
+            "am",
+            "alertmanager",
+            &format!("http://{addr}/am"),
+            "resend_interval = \"1s\"\nalerts = [\"weekly_report\"]",
+        ) + &receiver("hook", "webhook", &format!("http://{addr}/hook"), ""),
+    )
+    .unwrap();
+    let config = config::load(&path).unwrap();
+    let (_tx, rx) = watch::channel(None);
+    let (_leads, leadership) = watch::channel(true);
+    let telemetry = Arc::new(Telemetry::new());
+    let cancel = CancellationToken::new();
+    let alerting = alerting::spawn(&config, rx, leadership, &telemetry, cancel.clone()).unwrap();
+    let now = now_millis();
+    let report =
+        smart_autoscaler::domain::report::assemble(now - 7 * 86_400_000, now, None, Vec::new());
+    assert_eq!(alerting.send_report(&report), 1);
+    let got = sink.wait_for("/am", 1, Duration::from_secs(5)).await;
+    let body = got[0].json();
+    let alert = &body[0];
+    assert_eq!(
+        alert["labels"]["alertname"], "SmartAutoscalerWeeklyReport",
+        "{body}"
+    );
+    assert_eq!(alert["labels"]["kind"], "weekly_report");
+    assert!(alert.get("endsAt").is_none(), "{alert}");
+    assert!(
+        alert["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Weekly report: "),
+        "{alert}"
+    );
+    // Three resend intervals: an active alert would have been sent three more times.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(sink.at("/am").len(), 1, "re-sent: {:?}", sink.at("/am"));
+    assert!(sink.at("/hook").is_empty(), "{:?}", sink.at("/hook"));
+    cancel.cancel();
+}

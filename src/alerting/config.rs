@@ -114,7 +114,9 @@ pub struct ReceiverConfig {
 impl ReceiverConfig {
     /// Whether an alert of `kind` and `severity` goes to this receiver.
     pub fn wants(&self, kind: AlertKind, severity: Severity) -> bool {
-        self.alerts.contains(&kind) && severity >= self.min_severity
+        // The weekly report is information a receiver asked for by name: `min_severity` does not filter it.
+        self.alerts.contains(&kind)
+            && (kind == AlertKind::WeeklyReport || severity >= self.min_severity)
     }
 }
 

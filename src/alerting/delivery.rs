@@ -329,9 +329,15 @@ impl Worker {
             let drained = self.queue.drain();
             let changed = !drained.is_empty();
             let mut ended = Vec::new();
+            let mut once = Vec::new();
             for event in drained {
                 let subject = event.alert.subject.clone();
                 match event.status {
+                    // A report is news, not a condition that holds: sent once, never re-sent, left for
+                    // Alertmanager to resolve after its `resolve_timeout`.
+                    Status::Firing if subject.kind == super::AlertKind::WeeklyReport => {
+                        once.push(event.alert);
+                    }
                     Status::Firing => {
                         // A re-fire at a new severity changes the labels, so it is a new Alertmanager alert: the
                         // old one ends now.
@@ -352,6 +358,7 @@ impl Worker {
                 let now = self.clock.now_millis();
                 let body: Vec<Value> = active
                     .values()
+                    .chain(once.iter())
                     .map(|a| payload::alertmanager_alert(a, false, now))
                     .chain(
                         ended

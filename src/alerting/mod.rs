@@ -33,6 +33,20 @@ pub struct AlertingArgs {
     /// webhook (see docs/alerting.md). Read and checked once at start; without it no alert is sent.
     #[arg(long, env = "SMART_AUTOSCALER_ALERTING_CONFIG")]
     pub alerting_config: Option<PathBuf>,
+    /// When the weekly report goes to the receivers that list `weekly_report` in `alerts`: a day and a local time
+    /// (local to --forecast-utc-offset-minutes), e.g. `mon 09:00` or `fri 17:30:00`. Only the leader sends it.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_WEEKLY_REPORT_AT",
+        default_value = "mon 09:00",
+        value_parser = parse_weekly_at
+    )]
+    pub weekly_report_at: crate::domain::report::WeeklyAt,
+}
+
+/// `--weekly-report-at`, in UTC until the business offset is applied.
+fn parse_weekly_at(text: &str) -> Result<crate::domain::report::WeeklyAt, String> {
+    crate::domain::report::WeeklyAt::parse(text, 0)
 }
 
 /// The checked alerting settings: the receivers, or none.
@@ -40,6 +54,8 @@ pub struct AlertingArgs {
 pub struct AlertingSettings {
     /// The config file's receivers; `None` without `--alerting-config`.
     pub config: Option<AlertingConfig>,
+    /// When the weekly report is sent (UTC until the business offset is applied).
+    pub weekly_report_at: Option<crate::domain::report::WeeklyAt>,
 }
 
 impl TryFrom<&AlertingArgs> for AlertingSettings {
@@ -52,7 +68,10 @@ impl TryFrom<&AlertingArgs> for AlertingSettings {
             .as_deref()
             .map(config::load)
             .transpose()?;
-        Ok(AlertingSettings { config })
+        Ok(AlertingSettings {
+            config,
+            weekly_report_at: Some(args.weekly_report_at),
+        })
     }
 }
 
@@ -60,6 +79,8 @@ impl TryFrom<&AlertingArgs> for AlertingSettings {
 pub struct Alerting {
     /// Each receiver's queue, by name, in config order.
     pub queues: Vec<(String, Arc<delivery::Queue>)>,
+    /// Each receiver's config with its queue, for events that do not come from snapshots (the weekly report).
+    receivers: Vec<(ReceiverConfig, Arc<delivery::Queue>)>,
     /// The metrics the tasks count in.
     pub metrics: AlertingMetrics,
 }
@@ -95,6 +116,7 @@ pub fn spawn(
         queues.push((receiver.name.clone(), queue.clone()));
         routes.push((receiver.clone(), queue));
     }
+    let receivers = routes.clone();
     tokio::spawn(route(
         snapshots,
         leadership,
@@ -107,7 +129,56 @@ pub fn spawn(
         receivers = ?config.receivers.iter().map(|r| format!("{}:{}", r.name, r.kind.as_str())).collect::<Vec<_>>(),
         "alerting"
     );
-    Ok(Alerting { queues, metrics })
+    Ok(Alerting {
+        queues,
+        receivers,
+        metrics,
+    })
+}
+
+impl Alerting {
+    /// Queues the weekly report for every receiver subscribed to `weekly_report`; returns how many.
+    pub fn send_report(&self, report: &crate::domain::report::WeeklyReport) -> usize {
+        let (title, summary, details) = report.alert();
+        let event = Event {
+            status: Status::Firing,
+            alert: router::Alert {
+                subject: router::Subject {
+                    key: crate::domain::model::DeploymentKey::new(
+                        report.namespace.clone().unwrap_or_default(),
+                        "",
+                    ),
+                    kind: AlertKind::WeeklyReport,
+                    anomaly: None,
+                },
+                severity: crate::domain::anomaly::Severity::Info,
+                title,
+                summary,
+                started_at: report.to,
+                ended_at: None,
+                details,
+            },
+            escalated_from: None,
+        };
+        self.metrics
+            .events
+            .get_or_create(&delivery::EventLabels {
+                r#type: AlertKind::WeeklyReport.as_str(),
+                status: Status::Firing.as_str(),
+            })
+            .inc();
+        let mut sent = 0;
+        for (receiver, queue) in &self.receivers {
+            if receiver.wants(
+                AlertKind::WeeklyReport,
+                crate::domain::anomaly::Severity::Info,
+            ) {
+                queue.push(event.clone());
+                sent += 1;
+            }
+        }
+        sent
+    }
 }
 
 /// Follows the snapshots and hands every event to the queues of the receivers that want it. Pushing never waits.

@@ -20,6 +20,9 @@ pub enum AlertKind {
     Anomaly,
     /// A forecast raised the served value ahead of the load: the HPA scales up before the load arrives.
     PredictiveScaleUp,
+    /// The weekly report (cost, savings, anomalies, tuning, forecasts). Not in the default subscription: a
+    /// receiver lists it in `alerts` to get it.
+    WeeklyReport,
 }
 
 impl AlertKind {
@@ -31,6 +34,7 @@ impl AlertKind {
         match self {
             AlertKind::Anomaly => "anomaly",
             AlertKind::PredictiveScaleUp => "predictive_scale_up",
+            AlertKind::WeeklyReport => "weekly_report",
         }
     }
 }

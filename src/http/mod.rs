@@ -11,6 +11,7 @@ pub mod extender;
 pub mod external;
 pub mod history;
 pub mod ops;
+pub mod report;
 pub mod response_cache;
 pub mod schedule;
 pub mod server;

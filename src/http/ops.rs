@@ -43,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .merge(super::dashboard::routes())
         .merge(super::history::routes())
         .merge(super::schedule::routes())
+        .merge(super::report::routes())
         .merge(super::explain::routes())
 }
 

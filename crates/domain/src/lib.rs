@@ -17,6 +17,7 @@ pub mod hpa;
 pub mod model;
 pub mod pod;
 pub mod quantity;
+pub mod report;
 pub mod rightsizing;
 pub mod scenarios;
 pub mod schedule;

@@ -60,7 +60,11 @@ pub fn routes() -> Router<AppState> {
         .route("/deployments/{namespace}/{name}", get(deployment))
         .route(NODES_PATH, get(nodes))
         .route(WEBHOOK_PATH, get(webhook))
+        .route(REPORT_PAGE_PATH, get(report_page))
 }
+
+/// The weekly report's page.
+pub const REPORT_PAGE_PATH: &str = "/report";
 
 // --- Page shell and errors ----------------------------------------------------------------------------------------
 
@@ -82,7 +86,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>\
          <link rel=\"icon\" href=\"data:,\"/><title>{title} - smart-autoscaler</title><style>{STYLE}</style></head>\
          <body><header><nav><strong>smart-autoscaler</strong> \
-         <a href=\"/\">Deployments</a><a href=\"/nodes\">Nodes</a><a href=\"/webhook\">Webhook</a>\
+         <a href=\"/\">Deployments</a><a href=\"/nodes\">Nodes</a><a href=\"/webhook\">Webhook</a><a href=\"/report\">Weekly report</a>\
          <a href=\"/api/v1/deployments\">JSON API</a><a href=\"/metrics\">Metrics</a></nav></header>\
          <main><h1>{title}</h1>{body}</main><footer>Server-rendered; no script. All times UTC.</footer>\
          </body></html>\n",
@@ -952,6 +956,54 @@ fn schedule_section(key: &DeploymentKey, learned: Option<&crate::schedule::Learn
     }
     out.push_str("</tbody></table></section>");
     out
+}
+
+// --- Weekly report ------------------------------------------------------------------------------------------------
+
+/// The weekly report for the week ending now, as the `report` command prints it, with the highlights as a list.
+async fn report_page(
+    State(state): State<AppState>,
+    sources: Option<Extension<crate::report::ReportSources>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let params = match query(raw.as_deref(), &["namespace"]) {
+        Ok(p) => p,
+        Err(reason) => return bad_request(&reason),
+    };
+    let Some(snapshot) = state.snapshot() else {
+        return no_snapshot();
+    };
+    let sources = sources.map(|Extension(s)| s).unwrap_or_default();
+    let namespace = params.get("namespace").map(String::as_str);
+    let report =
+        match crate::report::weekly(&snapshot, &sources, state.clock.now_millis(), namespace).await
+        {
+            Ok(r) => r,
+            Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        };
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<p>The week from {} to {}. <a href=\"/api/v1/report/weekly\">As JSON</a>, \
+         <a href=\"/api/v1/report/weekly?format=text\">as text</a>.</p><h2>Worth a look</h2>",
+        crate::clock::rfc3339(report.from),
+        crate::clock::rfc3339(report.to)
+    );
+    if report.highlights.is_empty() {
+        body.push_str("<p>Nothing stands out this week.</p>");
+    } else {
+        body.push_str("<ul class=\"highlights\">");
+        for h in &report.highlights {
+            let _ = write!(body, "<li>{}</li>", escape(h));
+        }
+        body.push_str("</ul>");
+    }
+    let _ = write!(
+        body,
+        "<h2>Deployments</h2><pre data-field=\"report_text\">{}</pre>",
+        escape(&report.text())
+    );
+    page(StatusCode::OK, "Weekly report", &body)
 }
 
 // --- Nodes --------------------------------------------------------------------------------------------------------
