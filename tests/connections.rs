@@ -621,6 +621,36 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Raises this process's soft open-files limit to its hard limit with `prlimit` if it is below `needed`; fails
+/// the test, naming the limit, if even the hard limit is.
+fn raise_fd_limit(needed: usize) {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let fields: Vec<usize> = line["Max open files".len()..]
+        .split_whitespace()
+        .take(2)
+        .map(|w| w.parse().unwrap_or(usize::MAX)) // "unlimited"
+        .collect();
+    let (soft, hard) = (fields[0], fields[1]);
+    if soft >= needed {
+        return;
+    }
+    assert!(
+        hard >= needed,
+        "the open-files hard limit {hard} is below the {needed} this test needs (raise it: ulimit -Hn)"
+    );
+    let status = std::process::Command::new("prlimit")
+        .arg("--pid")
+        .arg(std::process::id().to_string())
+        .arg(format!("--nofile={hard}:{hard}"))
+        .status()
+        .expect("prlimit (util-linux) must be installed");
+    assert!(status.success(), "prlimit failed: {status}");
+}
+
 /// Every descriptor the process holds (sockets, the store's files, the runtime's own).
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -801,6 +831,9 @@ where
 /// answered, and the server's descriptors stay within what it was allowed to hold.
 async fn idle_flood(cap: usize) {
     let idle = env_usize("ABUSE_IDLE", 2000);
+    // Both ends of the flood need descriptors: this process's soft limit up to its hard one (the server, started
+    // next, inherits it).
+    raise_fd_limit(2 * idle + 1024);
     let cap_env = format!("SMART_AUTOSCALER_MAX_CONNECTIONS={cap}");
     let server = DemoServer::start_under(&["env", &cap_env], &[]);
     let pid = server.pid();
