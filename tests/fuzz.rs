@@ -876,6 +876,10 @@ fn apply_edit(mut doc: Value, pointer: &str, edit: Edit) -> Value {
         },
         Edit::Repeat(n) => {
             if let Some(slot) = doc.pointer_mut(pointer) {
+                // At most about 4 MiB (just over the body limit): a thousand copies of a Node list would only
+                // cost the generator time.
+                let size = serde_json::to_vec(slot).map_or(1, |v| v.len().max(1));
+                let n = n.min(4 * 1024 * 1024 / size).max(1);
                 *slot = match slot.take() {
                     Value::Array(items) => Value::Array(
                         items
