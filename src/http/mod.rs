@@ -114,8 +114,8 @@ pub struct ServerArgs {
     pub idle_timeout: Duration,
 
     /// Open connections each listener (secure and metrics) holds at most. When full, or when the process runs out
-    /// of file descriptors, the connection idle the longest is closed to make room; a new connection is refused
-    /// only when every open one has a request in flight.
+    /// of file descriptors, the connection idle the longest of the client address holding the most connections is
+    /// closed to make room; a new connection is refused only when every open one has a request in flight.
     #[arg(long, env = "SMART_AUTOSCALER_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
 

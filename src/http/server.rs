@@ -2,13 +2,15 @@
 //! request in flight is closed once `Limits::idle_timeout` has passed since it was accepted (TLS handshake and
 //! HTTP version sniffing included) or since its last response, over HTTP/1 and HTTP/2 alike; each listener holds
 //! at most `Limits::max_connections`, and when it is full, or the process is out of file descriptors, the
-//! connection idle the longest is closed to make room (one with a request in flight never is). hyper's own header
+//! connection idle the longest of the client address holding the most is closed to make room (one with a request
+//! in flight never is). hyper's own header
 //! limits sit well above ours so that the router answers oversized heads with a `Status`. Shutdown lets in-flight
 //! requests finish.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -177,6 +179,8 @@ struct Table {
 
 struct Entry {
     server: &'static str,
+    /// The client's address: room is made by the address holding the most connections.
+    peer: Option<IpAddr>,
     conn: Arc<ConnState>,
 }
 
@@ -195,9 +199,10 @@ impl ConnState {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn candidate(&self, key: u64) -> Candidate<u64> {
+    fn candidate(&self, key: u64, peer: Option<IpAddr>) -> Candidate<u64> {
         Candidate {
             key,
+            peer,
             in_flight: self.in_flight.load(Ordering::Acquire),
             idle_since: self.idle_since.load(Ordering::Acquire),
             closing: self.closing.load(Ordering::Acquire),
@@ -294,9 +299,14 @@ impl Connections {
         &self.inner.metrics
     }
 
-    /// Registers a new connection of `server`; if the listener is full, closes its connection idle the longest
-    /// first, and if none is idle, refuses (`None`).
-    fn admit(&self, server: &'static str, max_connections: usize) -> Option<Registered> {
+    /// Registers a new connection of `server` from `peer`; if the listener is full, closes one of its idle
+    /// connections first ([`rules::longest_idle`]), and if none is idle, refuses (`None`).
+    fn admit(
+        &self,
+        server: &'static str,
+        max_connections: usize,
+        peer: Option<IpAddr>,
+    ) -> Option<Registered> {
         let mut table = self.lock();
         let total = table.totals.get(server).copied().unwrap_or(0);
         // Only a listener near its cap pays for a scan.
@@ -331,6 +341,7 @@ impl Connections {
             id,
             Entry {
                 server,
+                peer,
                 conn: conn.clone(),
             },
         );
@@ -373,7 +384,7 @@ impl Connections {
             .entries
             .iter()
             .filter(|(_, e)| which(e))
-            .map(|(id, e)| e.conn.candidate(*id));
+            .map(|(id, e)| e.conn.candidate(*id, e.peer));
         match rules::longest_idle(candidates).and_then(|id| table.entries.get(&id)) {
             Some(entry) => {
                 close_idle(self.metrics(), entry.server, &entry.conn, "pressure");
@@ -544,7 +555,8 @@ async fn serve(
             () = &mut shutdown => break,
         };
         backoff.reset();
-        let Some(registered) = connections.admit(server, limits.max_connections) else {
+        let Some(registered) = connections.admit(server, limits.max_connections, Some(peer.ip()))
+        else {
             tracing::debug!(%peer, server, "connection refused: listener full and no connection idle");
             continue;
         };
@@ -690,10 +702,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_full_listener_makes_room_from_the_address_holding_the_most() {
+        let connections = Connections::new(&Telemetry::new());
+        let (client, flood) = (
+            Some(IpAddr::from([10, 0, 0, 2])),
+            Some(IpAddr::from([10, 0, 0, 1])),
+        );
+        // The real client's connection is the oldest, so idle the longest...
+        let real = connections.admit("secure", 3, client).unwrap();
+        let first = connections.admit("secure", 3, flood).unwrap();
+        let second = connections.admit("secure", 3, flood).unwrap();
+        // ...but the flood's address holds the most: its oldest goes.
+        let _third = connections.admit("secure", 3, flood).unwrap();
+        assert!(!real.conn.closing.load(Ordering::Acquire));
+        assert!(first.conn.closing.load(Ordering::Acquire));
+        assert!(!second.conn.closing.load(Ordering::Acquire));
+    }
+
+    #[test]
     fn out_of_descriptors_closes_one_idle_connection_at_a_time() {
         let connections = Connections::new(&Telemetry::new());
-        let a = connections.admit("metrics", 8).unwrap();
-        let b = connections.admit("secure", 8).unwrap();
+        let a = connections.admit("metrics", 8, None).unwrap();
+        let b = connections.admit("secure", 8, None).unwrap();
         // The first failed accept closes one idle connection...
         assert!(connections.make_room_anywhere());
         let closing = [&a, &b]

@@ -2,6 +2,10 @@
 //! connection is due to be closed, which connection makes room when a listener is full or file descriptors run
 //! out, how long the accept loop backs off after an error, and how often that error is logged.
 
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
 /// What a connection's idle watchdog should do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdleCheck {
@@ -31,6 +35,8 @@ pub fn idle_check(in_flight: usize, idle_since: u64, now: u64, timeout: u64) -> 
 pub struct Candidate<K> {
     /// The caller's handle for the connection.
     pub key: K,
+    /// The client's address (without the port), if known: connections from one address are one client's.
+    pub peer: Option<IpAddr>,
     /// Requests in flight.
     pub in_flight: usize,
     /// When it last became idle (accept, or its last response).
@@ -39,13 +45,24 @@ pub struct Candidate<K> {
     pub closing: bool,
 }
 
-/// The connection to close to make room: the one idle the longest, never one with a request in flight (a client
-/// waiting for an answer keeps it) nor one already closing. `None` when every connection is busy.
+/// The connection to close to make room: the one idle the longest among those of the client address holding the
+/// most open connections, never one with a request in flight (a client waiting for an answer keeps it) nor one
+/// already closing. `None` when every connection is busy.
+///
+/// Taking from the biggest holder first is what keeps a flood of connections from one address (an in-cluster pod
+/// opening handshakes as fast as it can) from pushing out the aggregator's or the scheduler's connections: with
+/// plain "idle the longest", every connection lives only as long as the flood takes to open `max-connections`
+/// newer ones, and a real client still in its handshake is closed under it. Among connections of one address,
+/// or when no address is known, this is plain "idle the longest".
 pub fn longest_idle<K: Copy>(candidates: impl IntoIterator<Item = Candidate<K>>) -> Option<K> {
-    candidates
-        .into_iter()
-        .filter(|c| c.in_flight == 0 && !c.closing)
-        .min_by_key(|c| c.idle_since)
+    let open: Vec<Candidate<K>> = candidates.into_iter().filter(|c| !c.closing).collect();
+    let mut held: HashMap<Option<IpAddr>, usize> = HashMap::new();
+    for c in &open {
+        *held.entry(c.peer).or_default() += 1;
+    }
+    open.iter()
+        .filter(|c| c.in_flight == 0)
+        .min_by_key(|c| (Reverse(held[&c.peer]), c.idle_since))
         .map(|c| c.key)
 }
 
@@ -153,6 +170,7 @@ mod tests {
     fn c(key: u32, in_flight: usize, idle_since: u64, closing: bool) -> Candidate<u32> {
         Candidate {
             key,
+            peer: None,
             in_flight,
             idle_since,
             closing,
@@ -180,6 +198,50 @@ mod tests {
         assert_eq!(longest_idle(all), Some(3));
         assert_eq!(longest_idle([c(1, 1, 0, false), c(2, 0, 0, true)]), None);
         assert_eq!(longest_idle(Vec::<Candidate<u32>>::new()), None);
+    }
+
+    fn from(peer: u8, key: u32, in_flight: usize, idle_since: u64) -> Candidate<u32> {
+        Candidate {
+            peer: Some(IpAddr::from([10, 0, 0, peer])),
+            ..c(key, in_flight, idle_since, false)
+        }
+    }
+
+    #[test]
+    fn room_is_made_by_the_address_holding_the_most() {
+        // Address 1 (a flood) holds three, address 2 (a real client, idle longer) one: the flood gives one up, its
+        // idle the longest.
+        let all = [
+            from(2, 1, 0, 100),
+            from(1, 2, 0, 300),
+            from(1, 3, 0, 200),
+            from(1, 4, 0, 400),
+        ];
+        assert_eq!(longest_idle(all), Some(3));
+        // Busy connections count towards what an address holds, but are never closed: the biggest holder's idle
+        // one goes even if it is its only idle one.
+        let all = [
+            from(2, 1, 0, 100),
+            from(1, 2, 1, 0),
+            from(1, 3, 1, 0),
+            from(1, 4, 0, 500),
+        ];
+        assert_eq!(longest_idle(all), Some(4));
+        // When the biggest holder has nothing idle, the next one gives up its idle the longest.
+        let all = [
+            from(2, 1, 0, 100),
+            from(3, 5, 0, 50),
+            from(1, 2, 1, 0),
+            from(1, 3, 1, 0),
+        ];
+        assert_eq!(longest_idle(all), Some(5));
+        // Connections already closing count for nobody.
+        let mut closing = from(1, 2, 0, 10);
+        closing.closing = true;
+        assert_eq!(
+            longest_idle([closing, from(1, 3, 0, 20), from(2, 4, 0, 5)]),
+            Some(4)
+        );
     }
 
     #[test]
