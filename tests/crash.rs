@@ -1,0 +1,268 @@
+//! Crashes, a full disk and a soak, end to end against the real `serve` binary (fake apiserver with recorded API
+//! JSON, a real Prometheus with the recording's metrics): `kill -9` at random moments under load, the data
+//! directory on a small tmpfs filled to ENOSPC, and a fixed request rate with the process's RSS sampled.
+//!
+//! Each test prints `FIGURE|<fault>|<measure>|<value>|<bound>|<ok|FAIL>` lines on stdout (run with
+//! `--nocapture`); `hack/bench-faults.sh` runs them with large counts (`FAULTS_KILLS`, `FAULTS_SOAK_SECS`) and
+//! turns those lines into a table.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::fake_apiserver;
+use common::prometheus::Prometheus;
+use common::serve::{Launch, Serve, openmetrics, unix_now};
+use serde_json::Value;
+
+const SMART: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/smart_cpu_utilization?labelSelector=deployment%3Dapi";
+const HISTORY: &str = "/api/v1/deployments/shop/api/history?since=2h&step=1m";
+
+/// Prints one figure line for `hack/bench-faults.sh` and returns whether it held.
+fn figure(fault: &str, measure: &str, value: impl std::fmt::Display, bound: &str, ok: bool) -> bool {
+    println!(
+        "FIGURE|{fault}|{measure}|{value}|{bound}|{}",
+        if ok { "ok" } else { "FAIL" }
+    );
+    ok
+}
+
+/// A count from the environment, or `default`.
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `(status, value, timestamp)` of shop/api's smart metric; status 0 when the request failed.
+async fn read(client: &reqwest::Client, secure: &str) -> (u16, String, String) {
+    let Ok(r) = client.get(format!("https://{secure}{SMART}")).send().await else {
+        return (0, String::new(), String::new());
+    };
+    let code = r.status().as_u16();
+    let Ok(body) = r.json::<Value>().await else {
+        return (0, String::new(), String::new());
+    };
+    let item = &body["items"][0];
+    (
+        code,
+        item["value"].as_str().unwrap_or_default().to_string(),
+        item["timestamp"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+async fn text(url: String) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Samples of shop/api in the store, as the history endpoint counts them.
+async fn stored_samples(serve: &Serve) -> u64 {
+    let (code, body) = text(serve.metrics_url(HISTORY)).await;
+    assert_eq!(code, 200, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    body["points"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|p| p["samples"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+/// Waits until `check` holds, up to `within`.
+async fn eventually<F: Future<Output = bool>>(what: &str, within: Duration, check: impl Fn() -> F) {
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Bytes of every file under `dir`.
+fn du(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => du(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The fake apiserver (watch events released) and a real Prometheus with the recording.
+struct Sources {
+    api: fake_apiserver::Harness,
+    prom: Prometheus,
+}
+
+impl Sources {
+    async fn start() -> Sources {
+        let api = fake_apiserver::start(vec![]).await;
+        api.release.send(true).unwrap();
+        let prom = Prometheus::start(&openmetrics(unix_now()), None, None).await;
+        Sources { api, prom }
+    }
+
+    fn launch<'a>(&'a self, extra: &'a [&'a str]) -> Launch<'a> {
+        Launch {
+            prometheus_url: &self.prom.url,
+            kubeconfig: &self.api.kubeconfig,
+            extra,
+            ..Launch::default()
+        }
+    }
+}
+
+/// The data directory on a 32 MiB tmpfs in a private mount namespace (`unshare -m`, as root): the test fills
+/// it through `/proc/<pid>/root` until ENOSPC. serve keeps serving from memory, shows the store's error in
+/// `/readyz` (staying ready: values can be served) and `/metrics`, and writes again once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_keeps_serving_from_memory_and_writes_resume() {
+    let sources = Sources::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let data = data_dir.to_str().unwrap();
+    let wrapper = [
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        "mount -t tmpfs -o size=32m tmpfs \"$0\" && exec \"$@\"",
+        data,
+    ];
+    let serve = Serve::launch(
+        dir,
+        &Launch {
+            wrapper: &wrapper,
+            data_dir: Some(data_dir.clone()),
+            ..sources.launch(&[])
+        },
+    );
+    let client = serve.client();
+    serve
+        .wait_readyz(Duration::from_secs(60), |b| {
+            b.contains("[+]store") && b.contains("[+]values")
+        })
+        .await;
+    // The store is on the tmpfs, not on the test's disk.
+    let inside = PathBuf::from(format!("/proc/{}/root{data}", serve.pid()));
+    assert!(inside.join("store").is_dir());
+    assert!(
+        !data_dir.join("store").exists(),
+        "the tmpfs is not private to serve"
+    );
+    eventually("samples stored", Duration::from_secs(20), || async {
+        stored_samples(&serve).await >= 2
+    })
+    .await;
+
+    // Fill the tmpfs.
+    let filler = inside.join("filler");
+    let full_at = {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0x5a_u8; 1 << 20];
+        loop {
+            if let Err(e) = f.write_all(&chunk).and_then(|()| f.sync_all()) {
+                assert_eq!(e.raw_os_error(), Some(libc_enospc()), "{e}");
+                break;
+            }
+        }
+        Instant::now()
+    };
+    eprintln!(
+        "filled: {} MiB of filler",
+        std::fs::metadata(&filler).unwrap().len() >> 20
+    );
+
+    // The store's error shows within a few ticks, in /readyz (still ready) and /metrics.
+    let body =
+        common::serve::wait_for_readyz(&serve.metrics, Duration::from_secs(30), |_, body| {
+            body.contains("[-]store")
+        })
+        .await;
+    let shown_after = full_at.elapsed();
+    eprintln!("readyz with the disk full:\n{body}");
+    let (_, metrics) = text(serve.metrics_url("/metrics")).await;
+    let errors = common::sample(
+        &metrics,
+        "smart_autoscaler_source_errors_total{component=\"store\"}",
+    )
+    .unwrap_or(0.0);
+    let failing = common::sample(&metrics, "smart_autoscaler_store_write_failing");
+    assert!(errors > 0.0, "store errors not counted");
+    assert_eq!(failing, Some(1.0), "store_write_failing not set");
+
+    // Serving continues from memory: fresh values (new timestamps) and readiness, for 10 ticks.
+    let (code, _, first) = read(&client, &serve.secure).await;
+    assert_eq!(code, 200);
+    let mut last = first.clone();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (code, value, at) = read(&client, &serve.secure).await;
+        assert_eq!(code, 200, "read with the disk full: {value}");
+        last = at;
+        let (code, body) = text(serve.metrics_url("/readyz")).await;
+        assert_eq!(code, 200, "unready with the disk full: {body}");
+        assert!(body.contains("[-]store"), "{body}");
+    }
+    assert!(last > first, "values not fresh with the disk full: {first} -> {last}");
+    let during = stored_samples(&serve).await;
+
+    // Space again: writes resume.
+    std::fs::remove_file(&filler).unwrap();
+    let freed_at = Instant::now();
+    serve
+        .wait_readyz(Duration::from_secs(30), |b| b.contains("[+]store"))
+        .await;
+    eventually("new samples stored", Duration::from_secs(30), || async {
+        stored_samples(&serve).await >= during + 2
+    })
+    .await;
+    let resumed_after = freed_at.elapsed();
+    let (_, metrics) = text(serve.metrics_url("/metrics")).await;
+    assert_eq!(
+        common::sample(&metrics, "smart_autoscaler_store_write_failing"),
+        Some(0.0)
+    );
+    assert!(
+        common::sample(
+            &metrics,
+            "smart_autoscaler_store_reopens_total{outcome=\"ok\"}"
+        )
+        .is_some_and(|n| n >= 1.0),
+        "no reopen counted"
+    );
+    let ok = figure(
+        "disk full",
+        "error shown in /readyz after fill",
+        format!("{:.1}s", shown_after.as_secs_f64()),
+        "<=30s",
+        true,
+    ) & figure(
+        "disk full",
+        "reads while full (10 ticks)",
+        "10/10 200, fresh",
+        "all 200",
+        true,
+    ) & figure(
+        "disk full",
+        "writes resumed after freeing",
+        format!("{:.1}s", resumed_after.as_secs_f64()),
+        "<=30s",
+        true,
+    );
+    assert!(ok);
+}
+
+/// ENOSPC on Linux.
+fn libc_enospc() -> i32 {
+    28
+}
