@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::fake_apiserver;
@@ -265,4 +265,177 @@ async fn a_full_disk_keeps_serving_from_memory_and_writes_resume() {
 /// ENOSPC on Linux.
 fn libc_enospc() -> i32 {
     28
+}
+
+/// Seconds since the epoch of an RFC 3339 timestamp.
+fn seconds(rfc3339: &str) -> i64 {
+    rfc3339
+        .parse::<jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("{rfc3339:?}: {e}"))
+        .as_second()
+}
+
+/// Reads on both ports until `stop`: external-metric reads over TLS from 3 tasks, `/metrics` and the history
+/// endpoint from one more. Returns the tick times (seconds) of every 200 metric read, and the request count.
+fn load(
+    serve: &Serve,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(std::collections::BTreeSet<i64>, u64)> {
+    let client = serve.client();
+    let (secure, metrics_url, history_url) = (
+        serve.secure.clone(),
+        serve.metrics_url("/metrics"),
+        serve.metrics_url(HISTORY),
+    );
+    tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..3 {
+            let (client, secure, stop) = (client.clone(), secure.clone(), stop.clone());
+            tasks.spawn(async move {
+                let mut seen = std::collections::BTreeSet::new();
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let (code, _, at) = read(&client, &secure).await;
+                    n += 1;
+                    if code == 200 {
+                        seen.insert(seconds(&at));
+                    }
+                }
+                (seen, n)
+            });
+        }
+        let plain = reqwest::Client::new();
+        tasks.spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                for url in [&metrics_url, &history_url] {
+                    let _ = plain.get(url.as_str()).send().await.map(|r| r.bytes());
+                    n += 1;
+                }
+            }
+            (std::collections::BTreeSet::new(), n)
+        });
+        let mut all = std::collections::BTreeSet::new();
+        let mut requests = 0;
+        while let Some(done) = tasks.join_next().await {
+            let (seen, n) = done.unwrap();
+            all.extend(seen);
+            requests += n;
+        }
+        (all, requests)
+    })
+}
+
+/// `kill -9` of serve at random moments under load, `FAULTS_KILLS` times (default 5): the store opens every
+/// time (the test opens it itself after each kill, then serve does), at most one tick that was served before
+/// the kill is missing from it afterwards (sled writes its log to disk every second; the interval is 2 s), and
+/// its size on disk stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_at_most_one_tick() {
+    use rand::Rng;
+    let kills = env_or("FAULTS_KILLS", 5);
+    let sources = Sources::start().await;
+    let key = smart_autoscaler::domain::model::DeploymentKey::new("shop", "api");
+    let mut dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let (mut worst_lost, mut total_lost, mut served_ticks) = (0_usize, 0_usize, 0_usize);
+    let (mut sizes, mut opens_ms) = (Vec::new(), Vec::new());
+    let mut requests = 0;
+    let started = Instant::now();
+    for round in 0..kills {
+        let serve = Serve::launch(
+            dir,
+            &Launch {
+                interval: "2s",
+                quiet: round > 0,
+                ..sources.launch(&[])
+            },
+        );
+        serve
+            .wait_readyz(Duration::from_secs(60), |b| {
+                b.contains("[+]store") && b.contains("[+]values")
+            })
+            .await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let loader = load(&serve, stop.clone());
+        // A random moment: anywhere in the first few ticks, mid-write or between.
+        let wait = rand::rng().random_range(300..6_000);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        dir = serve.kill_and_keep();
+        stop.store(true, Ordering::SeqCst);
+        let (served, n) = loader.await.unwrap();
+        requests += n;
+
+        // The store opens, and holds every tick served before the kill but (at most) the last.
+        let opened = Instant::now();
+        let store =
+            smart_autoscaler::store::Store::open(
+                data_dir.join("store"),
+                smart_autoscaler::store::Retention::default(),
+            )
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
+        opens_ms.push(opened.elapsed().as_millis() as u64);
+        let stored: std::collections::BTreeSet<i64> = store
+            .samples(&key, 0, i64::MAX)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.at.div_euclid(1000))
+            .collect();
+        drop(store);
+        let lost: Vec<i64> = served.difference(&stored).copied().collect();
+        eprintln!(
+            "round {round}: killed after {wait} ms, {} ticks served, lost {lost:?}",
+            served.len()
+        );
+        worst_lost = worst_lost.max(lost.len());
+        total_lost += lost.len();
+        served_ticks += served.len();
+        sizes.push(du(&data_dir.join("store")));
+    }
+    let max_size = sizes.iter().copied().max().unwrap_or(0);
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    let mut opens = opens_ms.clone();
+    opens.sort_unstable();
+    let ok = figure(
+        "kill -9 of serve",
+        &format!("store opened after each of {kills} kills"),
+        format!("{kills}/{kills}, slowest {} ms", opens.last().unwrap_or(&0)),
+        "every time",
+        true,
+    ) & figure(
+        "kill -9 of serve",
+        "served ticks missing after a kill (worst kill)",
+        worst_lost,
+        "<=1",
+        worst_lost <= 1,
+    ) & figure(
+        "kill -9 of serve",
+        "served ticks missing, all kills",
+        format!("{total_lost} of {served_ticks}"),
+        "-",
+        true,
+    ) & figure(
+        "kill -9 of serve",
+        "store size on disk first/last/max",
+        format!(
+            "{} / {} / {}",
+            mib(sizes[0]),
+            mib(*sizes.last().unwrap()),
+            mib(max_size)
+        ),
+        "<=64 MiB",
+        max_size <= 64 << 20,
+    ) & figure(
+        "kill -9 of serve",
+        "requests in flight during the kills",
+        format!(
+            "{requests} in {:.0}s",
+            started.elapsed().as_secs_f64()
+        ),
+        "-",
+        true,
+    );
+    assert!(ok, "see the FIGURE lines");
 }
