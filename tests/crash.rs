@@ -13,22 +13,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::fake_apiserver;
+use common::{fake_apiserver, figure};
 use common::prometheus::Prometheus;
 use common::serve::{Launch, Serve, openmetrics, unix_now};
 use serde_json::Value;
 
 const SMART: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/smart_cpu_utilization?labelSelector=deployment%3Dapi";
 const HISTORY: &str = "/api/v1/deployments/shop/api/history?since=2h&step=1m";
-
-/// Prints one figure line for `hack/bench-faults.sh` and returns whether it held.
-fn figure(fault: &str, measure: &str, value: impl std::fmt::Display, bound: &str, ok: bool) -> bool {
-    println!(
-        "FIGURE|{fault}|{measure}|{value}|{bound}|{}",
-        if ok { "ok" } else { "FAIL" }
-    );
-    ok
-}
 
 /// A count from the environment, or `default`.
 fn env_or(name: &str, default: u64) -> u64 {
