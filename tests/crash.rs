@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{fake_apiserver, figure};
@@ -429,4 +429,139 @@ async fn kill_9_under_load_loses_at_most_one_tick() {
         true,
     );
     assert!(ok, "see the FIGURE lines");
+}
+
+/// VmRSS of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn median(values: &[u64]) -> u64 {
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+/// A fixed request rate for `FAULTS_SOAK_SECS` (default 40): 200 external-metric reads a second over TLS
+/// (open loop: each request starts on its tick, whatever the earlier ones do) and 5 `/metrics` scrapes a
+/// second, with serve's VmRSS sampled every 10 s. Zero errors; memory flat: after the first sample (warm-up),
+/// the median of the last third of the samples is within 10% (or 2 MiB) of the median of the first third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_at_a_fixed_rate_keeps_memory_flat_without_errors() {
+    let secs = env_or("FAULTS_SOAK_SECS", 40);
+    let rate = env_or("FAULTS_SOAK_RATE", 200);
+    let sources = Sources::start().await;
+    let serve = Serve::launch(tempfile::tempdir().unwrap(), &sources.launch(&[]));
+    serve
+        .wait_readyz(Duration::from_secs(60), |b| b.contains("[+]values"))
+        .await;
+    let client = serve.client();
+    let plain = reqwest::Client::new();
+    let (ok, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let pid = serve.pid();
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut next_sample = Duration::from_secs(10);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut n: u64 = 0;
+    while started.elapsed() < Duration::from_secs(secs) {
+        ticker.tick().await;
+        n += 1;
+        let scrape = n.is_multiple_of(rate / 5);
+        let (client, plain, secure, metrics) = (
+            client.clone(),
+            plain.clone(),
+            serve.secure.clone(),
+            serve.metrics_url("/metrics"),
+        );
+        let (ok, errors, first_error, latencies) = (
+            ok.clone(),
+            errors.clone(),
+            first_error.clone(),
+            latencies.clone(),
+        );
+        tasks.spawn(async move {
+            let t = Instant::now();
+            let result = if scrape {
+                plain.get(&metrics).send().await
+            } else {
+                client.get(format!("https://{secure}{SMART}")).send().await
+            };
+            let outcome = match result {
+                Ok(r) if r.status() == 200 => r.bytes().await.map(|_| ()).map_err(|e| e.to_string()),
+                Ok(r) => Err(format!("status {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
+                Ok(()) => {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    latencies
+                        .lock()
+                        .unwrap()
+                        .push(t.elapsed().as_micros() as u32);
+                }
+                Err(e) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    first_error.lock().unwrap().get_or_insert(e);
+                }
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+        if started.elapsed() >= next_sample {
+            samples.push(rss_kib(pid));
+            next_sample += Duration::from_secs(10);
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let took = started.elapsed().as_secs_f64();
+    samples.push(rss_kib(pid));
+    eprintln!("VmRSS samples (KiB, every 10 s): {samples:?}");
+    // The first sample is the warm-up; thirds of the rest (at least one sample each).
+    let steady = &samples[1.min(samples.len() - 1)..];
+    let third = (steady.len() / 3).max(1);
+    let (first, last) = (median(&steady[..third]), median(&steady[steady.len() - third..]));
+    let allowed = (first / 10).max(2048);
+    let flat = last <= first + allowed;
+    let (ok_n, err_n) = (ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
+    let mut lat = latencies.lock().unwrap().clone();
+    lat.sort_unstable();
+    let p99 = lat.get(lat.len() * 99 / 100).copied().unwrap_or(0);
+    let fault = format!("soak {secs}s at {rate} req/s");
+    let held = figure(
+        &fault,
+        "requests answered 200 / errors",
+        format!("{ok_n} / {err_n} ({:.0} req/s achieved)", (ok_n + err_n) as f64 / took),
+        "0 errors",
+        err_n == 0,
+    ) & figure(
+        &fault,
+        "VmRSS first-third / last-third median",
+        format!("{:.1} / {:.1} MiB ({} samples)", first as f64 / 1024.0, last as f64 / 1024.0, samples.len()),
+        "last <= first + max(10%, 2 MiB)",
+        flat,
+    ) & figure(
+        &fault,
+        "VmRSS min / max",
+        format!(
+            "{:.1} / {:.1} MiB",
+            *samples.iter().min().unwrap() as f64 / 1024.0,
+            *samples.iter().max().unwrap() as f64 / 1024.0
+        ),
+        "-",
+        true,
+    ) & figure(&fault, "latency p99", format!("{:.1} ms", p99 as f64 / 1000.0), "-", true);
+    assert!(
+        held,
+        "see the FIGURE lines; first error: {:?}",
+        first_error.lock().unwrap()
+    );
 }
