@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{fake_apiserver, figure};
 use common::prometheus::Prometheus;
 use common::serve::{Launch, Serve, openmetrics, unix_now};
+use common::{fake_apiserver, figure};
 use serde_json::Value;
 
 const SMART: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/smart_cpu_utilization?labelSelector=deployment%3Dapi";
@@ -204,7 +204,10 @@ async fn a_full_disk_keeps_serving_from_memory_and_writes_resume() {
         assert_eq!(code, 200, "unready with the disk full: {body}");
         assert!(body.contains("[-]store"), "{body}");
     }
-    assert!(last > first, "values not fresh with the disk full: {first} -> {last}");
+    assert!(
+        last > first,
+        "values not fresh with the disk full: {first} -> {last}"
+    );
     let during = stored_samples(&serve).await;
 
     // Space again: writes resume.
@@ -359,13 +362,12 @@ async fn kill_9_under_load_loses_at_most_one_tick() {
 
         // The store opens, and holds every tick served before the kill but (at most) the last.
         let opened = Instant::now();
-        let store =
-            smart_autoscaler::store::Store::open(
-                data_dir.join("store"),
-                smart_autoscaler::store::Retention::default(),
-            )
-                .await
-                .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
+        let store = smart_autoscaler::store::Store::open(
+            data_dir.join("store"),
+            smart_autoscaler::store::Retention::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
         opens_ms.push(opened.elapsed().as_millis() as u64);
         let stored: std::collections::BTreeSet<i64> = store
             .samples(&key, 0, i64::MAX)
@@ -421,10 +423,7 @@ async fn kill_9_under_load_loses_at_most_one_tick() {
     ) & figure(
         "kill -9 of serve",
         "requests in flight during the kills",
-        format!(
-            "{requests} in {:.0}s",
-            started.elapsed().as_secs_f64()
-        ),
+        format!("{requests} in {:.0}s", started.elapsed().as_secs_f64()),
         "-",
         true,
     );
@@ -497,7 +496,9 @@ async fn soak_at_a_fixed_rate_keeps_memory_flat_without_errors() {
                 client.get(format!("https://{secure}{SMART}")).send().await
             };
             let outcome = match result {
-                Ok(r) if r.status() == 200 => r.bytes().await.map(|_| ()).map_err(|e| e.to_string()),
+                Ok(r) if r.status() == 200 => {
+                    r.bytes().await.map(|_| ()).map_err(|e| e.to_string())
+                }
                 Ok(r) => Err(format!("status {}", r.status())),
                 Err(e) => Err(e.to_string()),
             };
@@ -528,7 +529,10 @@ async fn soak_at_a_fixed_rate_keeps_memory_flat_without_errors() {
     // The first sample is the warm-up; thirds of the rest (at least one sample each).
     let steady = &samples[1.min(samples.len() - 1)..];
     let third = (steady.len() / 3).max(1);
-    let (first, last) = (median(&steady[..third]), median(&steady[steady.len() - third..]));
+    let (first, last) = (
+        median(&steady[..third]),
+        median(&steady[steady.len() - third..]),
+    );
     let allowed = (first / 10).max(2048);
     let flat = last <= first + allowed;
     let (ok_n, err_n) = (ok.load(Ordering::Relaxed), errors.load(Ordering::Relaxed));
@@ -539,13 +543,21 @@ async fn soak_at_a_fixed_rate_keeps_memory_flat_without_errors() {
     let held = figure(
         &fault,
         "requests answered 200 / errors",
-        format!("{ok_n} / {err_n} ({:.0} req/s achieved)", (ok_n + err_n) as f64 / took),
+        format!(
+            "{ok_n} / {err_n} ({:.0} req/s achieved)",
+            (ok_n + err_n) as f64 / took
+        ),
         "0 errors",
         err_n == 0,
     ) & figure(
         &fault,
         "VmRSS first-third / last-third median",
-        format!("{:.1} / {:.1} MiB ({} samples)", first as f64 / 1024.0, last as f64 / 1024.0, samples.len()),
+        format!(
+            "{:.1} / {:.1} MiB ({} samples)",
+            first as f64 / 1024.0,
+            last as f64 / 1024.0,
+            samples.len()
+        ),
         "last <= first + max(10%, 2 MiB)",
         flat,
     ) & figure(
@@ -558,7 +570,13 @@ async fn soak_at_a_fixed_rate_keeps_memory_flat_without_errors() {
         ),
         "-",
         true,
-    ) & figure(&fault, "latency p99", format!("{:.1} ms", p99 as f64 / 1000.0), "-", true);
+    ) & figure(
+        &fault,
+        "latency p99",
+        format!("{:.1} ms", p99 as f64 / 1000.0),
+        "-",
+        true,
+    );
     assert!(
         held,
         "see the FIGURE lines; first error: {:?}",

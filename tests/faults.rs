@@ -502,7 +502,10 @@ async fn good(serve: &Serve, client: &reqwest::Client, after: i64) -> Good {
         let (c1, smart, t1) = read_path(serve, client, SMART).await;
         let (c2, raw, t2) = read_path(serve, client, RAW).await;
         if c1 == 200 && c2 == 200 && t1 == t2 && seconds(&t1) > after {
-            assert_ne!(smart, raw, "smart and raw values must differ to tell them apart");
+            assert_ne!(
+                smart, raw,
+                "smart and raw values must differ to tell them apart"
+            );
             return Good {
                 smart,
                 raw,
@@ -587,14 +590,9 @@ async fn follow(serve: &Serve, client: &reqwest::Client, mut good: Good, started
                     return outage;
                 }
             }
-            _ => outage
-                .violations
-                .push(format!("answered {code}: {value}")),
+            _ => outage.violations.push(format!("answered {code}: {value}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "never refused: {outage:?}"
-        );
+        assert!(Instant::now() < deadline, "never refused: {outage:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -686,7 +684,11 @@ async fn a_killed_prometheus_follows_the_fail_safe_and_recovers_on_restart() {
     let data = openmetrics(unix_now());
     let prom = Prometheus::start(&data, None, None).await;
     let port: u16 = prom.url.rsplit(':').next().unwrap().parse().unwrap();
-    let serve = Serve::start(&prom.url, &api.kubeconfig, &["--prometheus-timeout", "800ms"]);
+    let serve = Serve::start(
+        &prom.url,
+        &api.kubeconfig,
+        &["--prometheus-timeout", "800ms"],
+    );
     let client = serve.client();
     serve
         .wait_readyz(Duration::from_secs(60), |b| b.contains("[+]values"))
@@ -784,7 +786,10 @@ async fn a_killed_apiserver_is_resumed_without_stale_objects() {
     let mut reads_ok = 0;
     while down.elapsed() < Duration::from_secs(8) {
         let (code, value, _) = read(&serve, &client).await;
-        assert_eq!(code, 200, "apiserver down 8 s, well within the staleness limit: {value}");
+        assert_eq!(
+            code, 200,
+            "apiserver down 8 s, well within the staleness limit: {value}"
+        );
         reads_ok += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -167,11 +167,16 @@ mod tests {
 
     #[test]
     fn the_cool_down_is_one_collection_interval_within_1s_to_60s() {
-        let cooldown = |secs| BreakerConfig::for_interval(std::time::Duration::from_secs(secs)).cooldown_millis;
+        let cooldown = |secs| {
+            BreakerConfig::for_interval(std::time::Duration::from_secs(secs)).cooldown_millis
+        };
         assert_eq!(cooldown(15), 15_000);
         assert_eq!(cooldown(0), 1_000);
         assert_eq!(cooldown(300), 60_000);
-        assert_eq!(BreakerConfig::for_interval(std::time::Duration::from_secs(15)).failure_threshold, 3);
+        assert_eq!(
+            BreakerConfig::for_interval(std::time::Duration::from_secs(15)).failure_threshold,
+            3
+        );
     }
 
     #[test]

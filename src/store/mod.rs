@@ -736,7 +736,8 @@ impl Shared {
         StoreError::Unavailable {
             path: self.path.clone(),
             reason: reason.unwrap_or_else(|| {
-                "a compaction failed and the database could not be reopened; restart to retry".into()
+                "a compaction failed and the database could not be reopened; restart to retry"
+                    .into()
             }),
         }
     }

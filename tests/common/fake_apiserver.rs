@@ -405,12 +405,11 @@ pub async fn handle(
             }})
         )]
     } else {
-        c
-        .events
-        .iter()
-        .filter(|(rv, _)| *rv > from)
-        .map(|(_, line)| format!("{line}\n"))
-        .collect()
+        c.events
+            .iter()
+            .filter(|(rv, _)| *rv > from)
+            .map(|(_, line)| format!("{line}\n"))
+            .collect()
     };
     let (tx, rx) = mpsc::channel(16);
     let mut released = api.released.clone();
@@ -608,11 +607,10 @@ async fn accept_loop(listener: tokio::net::TcpListener, api: Arc<FakeApi>) {
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         connections.spawn(async move {
-            let _ = hyper_util::server::conn::auto::Builder::new(
-                hyper_util::rt::TokioExecutor::new(),
-            )
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-            .await;
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
         });
         while connections.try_join_next().is_some() {}
     }
