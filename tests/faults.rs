@@ -113,7 +113,7 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
         }
         Mode::Garbage => {
             static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            if TURN.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
+            if TURN.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
                 Bytes::from_static(b"<html><body>It works!</body></html>")
             } else {
                 bytes.slice(..bytes.len() / 2)
