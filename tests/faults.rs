@@ -623,13 +623,13 @@ fn outage_figures(fault: &str, outage: &Outage, recovered_after: f64) -> bool {
         fault,
         "raw value from data age",
         age(outage.raw_at),
-        "3 intervals (3-4s)",
+        "3 intervals: 2.7-5.3s",
         outage.raw_at.is_some_and(|a| (2.7..=5.3).contains(&a)),
     ) & common::figure(
         fault,
         "503 from data age",
         age(outage.refused_at),
-        "10 intervals (10-11s)",
+        "10 intervals: 9.7-12.3s",
         outage.refused_at.is_some_and(|a| (9.7..=12.3).contains(&a)),
     ) & common::figure(
         fault,
