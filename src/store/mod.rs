@@ -608,8 +608,8 @@ impl Store {
 
     /// Registers the store's figures in `/metrics`: `smart_autoscaler_store_size_bytes`, `_store_records{tree}`,
     /// `_store_compactions_total{outcome}`, `_store_compaction_duration_seconds`,
-    /// `_store_last_flush_timestamp_seconds` and `_store_recoveries_total{action}` (recoveries done at open are
-    /// counted already). Size and records are as of the last [`Store::refresh_stats`].
+    /// `_store_last_flush_timestamp_seconds`, `_store_recoveries_total{action}` (recoveries done at open are
+    /// counted already), `_store_write_failing` and `_store_reopens_total{outcome}`. Size and records are as of the last [`Store::refresh_stats`].
     pub fn register_metrics(&self, telemetry: &crate::telemetry::Telemetry) {
         self.shared.metrics.register(telemetry);
     }
