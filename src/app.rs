@@ -482,7 +482,11 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         .await?
         .with_clock(clock.clone());
     store.register_metrics(&telemetry);
-    let prom = Arc::new(crate::prom::PromClient::new(args.prom.clone())?.with_clock(clock.clone()));
+    let prom_settings = crate::prom::PromSettings {
+        breaker: crate::prom::BreakerConfig::for_interval(args.interval),
+        ..args.prom.clone()
+    };
+    let prom = Arc::new(crate::prom::PromClient::new(prom_settings)?.with_clock(clock.clone()));
     let short_window_seconds = prom.templates().pod_cpu_short_window_seconds;
     let (client, server) = args.k8s.connect().await?;
     let cancel = CancellationToken::new();

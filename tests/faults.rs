@@ -30,6 +30,12 @@ enum Mode {
     Poison = 2,
     /// Passes them through after 2.5 s.
     Slow = 3,
+    /// Answers 503 with a load balancer's HTML page.
+    ServerError = 4,
+    /// Answers 200 with garbage: an HTML page and Prometheus' JSON cut in half, in turn.
+    Garbage = 5,
+    /// Passes them through after 30 s (longer than the query timeout).
+    Hang = 6,
 }
 
 struct Proxy {
@@ -48,6 +54,9 @@ impl Proxy {
             1 => Mode::Empty,
             2 => Mode::Poison,
             3 => Mode::Slow,
+            4 => Mode::ServerError,
+            5 => Mode::Garbage,
+            6 => Mode::Hang,
             _ => Mode::Pass,
         }
     }
@@ -55,8 +64,18 @@ impl Proxy {
 
 async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     let mode = proxy.mode();
-    if mode == Mode::Slow {
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+    match mode {
+        Mode::Slow => tokio::time::sleep(Duration::from_millis(2500)).await,
+        Mode::Hang => tokio::time::sleep(Duration::from_secs(30)).await,
+        Mode::ServerError => {
+            return (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                [(http::header::CONTENT_TYPE, "text/html")],
+                "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>",
+            )
+                .into_response();
+        }
+        _ => {}
     }
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
@@ -92,7 +111,20 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
             }
             Bytes::from(serde_json::to_vec(&json).unwrap())
         }
+        Mode::Garbage => {
+            static TURN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            if TURN.fetch_add(1, Ordering::Relaxed) % 2 == 0 {
+                Bytes::from_static(b"<html><body>It works!</body></html>")
+            } else {
+                bytes.slice(..bytes.len() / 2)
+            }
+        }
         _ => bytes,
+    };
+    let status = if mode == Mode::Garbage {
+        http::StatusCode::OK
+    } else {
+        status
     };
     (
         status,
@@ -412,4 +444,414 @@ async fn a_hung_apiserver_shows_and_stops_fresh_values_past_the_staleness_limit(
     serve
         .wait_readyz(Duration::from_secs(10), |b| b.contains("[+]kubernetes"))
         .await;
+}
+
+const RAW: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/smart_cpu_utilization_raw?labelSelector=deployment%3Dapi";
+
+/// Seconds since the epoch, with fractions.
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Seconds since the epoch of an RFC 3339 timestamp (the API's are whole seconds).
+fn seconds(rfc3339: &str) -> i64 {
+    rfc3339.parse::<jiff::Timestamp>().unwrap().as_second()
+}
+
+/// `(status, value or message, timestamp)` of one metric of shop/api; status 0 when the request failed.
+async fn read_path(serve: &Serve, client: &reqwest::Client, path: &str) -> (u16, String, String) {
+    let Ok(r) = client
+        .get(format!("https://{}{path}", serve.secure))
+        .send()
+        .await
+    else {
+        return (0, String::new(), String::new());
+    };
+    let code = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or_default();
+    if code == 200 {
+        let item = &body["items"][0];
+        (
+            code,
+            item["value"].as_str().unwrap_or_default().to_string(),
+            item["timestamp"].as_str().unwrap_or_default().to_string(),
+        )
+    } else {
+        (
+            code,
+            body["message"].as_str().unwrap_or_default().to_string(),
+            String::new(),
+        )
+    }
+}
+
+/// The last good values before an outage: shop/api's smart and raw values of the same tick, and its time.
+struct Good {
+    smart: String,
+    raw: String,
+    at: i64,
+}
+
+/// Waits for a fresh tick (newer than `after`) whose smart and raw reads agree on the timestamp.
+async fn good(serve: &Serve, client: &reqwest::Client, after: i64) -> Good {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (c1, smart, t1) = read_path(serve, client, SMART).await;
+        let (c2, raw, t2) = read_path(serve, client, RAW).await;
+        if c1 == 200 && c2 == 200 && t1 == t2 && seconds(&t1) > after {
+            assert_ne!(
+                smart, raw,
+                "smart and raw values must differ to tell them apart"
+            );
+            return Good {
+                smart,
+                raw,
+                at: seconds(&t1),
+            };
+        }
+        assert!(Instant::now() < deadline, "no fresh values: {c1} {smart}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the served value did during one outage of Prometheus, read every 200 ms.
+#[derive(Debug, Default)]
+struct Outage {
+    /// Age of the last good data (seconds, upper bound) at the first raw value and at the first 503.
+    raw_at: Option<f64>,
+    refused_at: Option<f64>,
+    reads: usize,
+    /// Reads that broke the fail-safe (last good until 3 intervals, raw until 10, then 503).
+    violations: Vec<String>,
+}
+
+/// Follows shop/api's smart read from the start of an outage (`started`, epoch seconds) until it has been
+/// refused past 12 intervals (of 1 s), checking each read against the fail-safe. Timestamps are whole seconds,
+/// so a read's age is known to within a second: an age is held against a limit only when it is past it either way.
+async fn follow(serve: &Serve, client: &reqwest::Client, mut good: Good, started: f64) -> Outage {
+    const SLACK: f64 = 0.3;
+    let mut outage = Outage::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, value, at) = read_path(serve, client, SMART).await;
+        let now = now_secs();
+        outage.reads += 1;
+        if code == 200 && seconds(&at) > good.at {
+            // A tick already under way when the outage began may still land, just after.
+            if now - started > 1.5 {
+                outage
+                    .violations
+                    .push(format!("a fresh value {value} at {at} during the outage"));
+            }
+            good = Good {
+                smart: value.clone(),
+                raw: good.raw,
+                at: seconds(&at),
+            };
+            continue;
+        }
+        // The last good data is this old at most, and at least a second less.
+        let age = now - good.at as f64;
+        match code {
+            200 if value == good.smart => {
+                if age - 1.0 > 3.0 + SLACK {
+                    outage
+                        .violations
+                        .push(format!("the smart value still served at age {age:.1}s"));
+                }
+            }
+            200 if value == good.raw => {
+                outage.raw_at.get_or_insert(age);
+                if age < 3.0 - SLACK {
+                    outage
+                        .violations
+                        .push(format!("raw served already at age {age:.1}s"));
+                }
+                if age - 1.0 > 10.0 + SLACK {
+                    outage
+                        .violations
+                        .push(format!("still served at age {age:.1}s"));
+                }
+            }
+            200 => outage
+                .violations
+                .push(format!("neither the last good nor the raw value: {value}")),
+            503 => {
+                outage.refused_at.get_or_insert(age);
+                if age < 10.0 - SLACK {
+                    outage
+                        .violations
+                        .push(format!("refused already at age {age:.1}s: {value}"));
+                }
+                if age > 12.0 {
+                    return outage;
+                }
+            }
+            _ => outage.violations.push(format!("answered {code}: {value}")),
+        }
+        assert!(Instant::now() < deadline, "never refused: {outage:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Seconds from `recovered` (epoch seconds) until a value measured after it is served.
+async fn recovery(serve: &Serve, client: &reqwest::Client, recovered: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (code, _, at) = read_path(serve, client, SMART).await;
+        if code == 200 && seconds(&at) as f64 >= recovered.floor() {
+            return now_secs() - recovered;
+        }
+        assert!(Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Prints the figures of one outage and its recovery; whether they held.
+fn outage_figures(fault: &str, outage: &Outage, recovered_after: f64) -> bool {
+    let age = |a: Option<f64>| a.map_or("never".to_string(), |a| format!("{a:.1}s"));
+    common::figure(
+        fault,
+        "reads breaking the fail-safe",
+        format!("{} of {}", outage.violations.len(), outage.reads),
+        "0",
+        outage.violations.is_empty(),
+    ) & common::figure(
+        fault,
+        "raw value from data age",
+        age(outage.raw_at),
+        "3 intervals: 2.7-5.3s",
+        outage.raw_at.is_some_and(|a| (2.7..=5.3).contains(&a)),
+    ) & common::figure(
+        fault,
+        "503 from data age",
+        age(outage.refused_at),
+        "10 intervals: 9.7-12.3s",
+        outage.refused_at.is_some_and(|a| (9.7..=12.3).contains(&a)),
+    ) & common::figure(
+        fault,
+        "fresh value after recovery",
+        format!("{recovered_after:.1}s"),
+        "<=2 intervals (2s)",
+        recovered_after <= 2.0,
+    )
+}
+
+/// Prometheus answering 5xx, garbage (HTML, JSON cut in half) and hanging for 30 s (past the query timeout):
+/// each time the served value is the last good one for 3 intervals, then the raw utilization, then after 10
+/// intervals a 503; once Prometheus answers again a fresh value is served within two intervals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_5xx_garbage_and_hangs_follow_the_fail_safe_and_recover() {
+    let Rig {
+        api: _api,
+        prom: _prom,
+        proxy,
+        serve,
+        client,
+    } = Rig::start(&["--prometheus-timeout", "800ms"]).await;
+    serve
+        .wait_readyz(Duration::from_secs(60), |b| b.contains("[+]values"))
+        .await;
+    let mut ok = true;
+    let mut last = 0;
+    for (mode, fault) in [
+        (Mode::ServerError, "Prometheus 5xx"),
+        (Mode::Garbage, "Prometheus garbage"),
+        (Mode::Hang, "Prometheus hangs 30s"),
+    ] {
+        proxy.set(Mode::Pass);
+        let before = good(&serve, &client, last).await;
+        proxy.set(mode);
+        let outage = follow(&serve, &client, before, now_secs()).await;
+        eprintln!("{fault}: {outage:?}");
+        proxy.set(Mode::Pass);
+        let recovered_after = recovery(&serve, &client, now_secs()).await;
+        ok &= outage_figures(fault, &outage, recovered_after);
+        last = unix_now();
+    }
+    assert!(ok, "see the FIGURE lines");
+}
+
+/// Prometheus killed (connections refused), then started again on the same port: the same fail-safe, and a
+/// fresh value within two intervals of it answering again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_prometheus_follows_the_fail_safe_and_recovers_on_restart() {
+    let api = fake_apiserver::start(vec![]).await;
+    api.release.send(true).unwrap();
+    let data = openmetrics(unix_now());
+    let prom = Prometheus::start(&data, None, None).await;
+    let port: u16 = prom.url.rsplit(':').next().unwrap().parse().unwrap();
+    let serve = Serve::start(
+        &prom.url,
+        &api.kubeconfig,
+        &["--prometheus-timeout", "800ms"],
+    );
+    let client = serve.client();
+    serve
+        .wait_readyz(Duration::from_secs(60), |b| b.contains("[+]values"))
+        .await;
+    let before = good(&serve, &client, 0).await;
+    drop(prom);
+    let outage = follow(&serve, &client, before, now_secs()).await;
+    eprintln!("killed: {outage:?}");
+    let prom = Prometheus::start_at(&data, None, None, Some(port)).await;
+    let recovered_after = recovery(&serve, &client, now_secs()).await;
+    drop(prom);
+    assert!(
+        outage_figures("Prometheus killed", &outage, recovered_after),
+        "see the FIGURE lines"
+    );
+}
+
+/// The recorded cluster as a restarted apiserver serves it: every list at resourceVersion 184400 (its watch
+/// cache starts there), node N3 deleted while it was down and `ip-10-0-4-12` added.
+fn after_restart() -> Vec<fake_apiserver::Collection> {
+    fake_apiserver::recorded()
+        .into_iter()
+        .map(|mut c| {
+            let mut list: Value = serde_json::from_str(&c.list).unwrap();
+            list["metadata"]["resourceVersion"] = Value::from("184400");
+            if c.path == "/api/v1/nodes" {
+                let items = list["items"].as_array_mut().unwrap();
+                let mut added = items
+                    .iter()
+                    .find(|n| n["metadata"]["name"] == fake_apiserver::N3)
+                    .unwrap()
+                    .clone();
+                items.retain(|n| n["metadata"]["name"] != fake_apiserver::N3);
+                added["metadata"]["name"] = Value::from(NEW_NODE);
+                added["metadata"]["uid"] = Value::from("0f1e2d3c-4b5a-4968-8776-655443322110");
+                added["metadata"]["resourceVersion"] = Value::from("184390");
+                items.push(added);
+            }
+            c.list = list.to_string();
+            c.events.clear();
+            c
+        })
+        .collect()
+}
+
+const NEW_NODE: &str = "ip-10-0-4-12.eu-west-1.compute.internal";
+
+/// Node names in serve's snapshot, as the extender's node view lists them.
+async fn snapshot_nodes(serve: &Serve, client: &reqwest::Client) -> Vec<String> {
+    let Ok(r) = client
+        .get(format!("https://{}/scheduler/nodes", serve.secure))
+        .send()
+        .await
+    else {
+        return vec![];
+    };
+    let body: Value = r.json().await.unwrap_or_default();
+    body["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|n| n["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The stand-in Kubernetes API killed mid-watch (every connection dropped) and started again on the same port
+/// 8 s later, with a node deleted and one added meanwhile and a watch cache that no longer reaches the old
+/// resourceVersions (410 Expired): the watches resume, re-list, and the snapshot holds the new node and not the
+/// deleted one. Values stay served throughout (the data is well within `--kube-max-staleness`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_apiserver_is_resumed_without_stale_objects() {
+    let mut api = fake_apiserver::Killable::start(fake_apiserver::recorded()).await;
+    let prom = Prometheus::start(&openmetrics(unix_now()), None, None).await;
+    let serve = Serve::start(&prom.url, &api.kubeconfig, &[]);
+    let client = serve.client();
+    serve
+        .wait_readyz(Duration::from_secs(60), |b| {
+            b.contains("[+]kubernetes") && b.contains("[+]values")
+        })
+        .await;
+    let nodes = snapshot_nodes(&serve, &client).await;
+    assert!(
+        nodes.iter().any(|n| n == fake_apiserver::N3) && !nodes.iter().any(|n| n == NEW_NODE),
+        "{nodes:?}"
+    );
+    api.kill().await;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", api.port)).is_err(),
+        "the apiserver still accepts connections"
+    );
+    let down = Instant::now();
+    let mut reads_ok = 0;
+    while down.elapsed() < Duration::from_secs(8) {
+        let (code, value, _) = read(&serve, &client).await;
+        assert_eq!(
+            code, 200,
+            "apiserver down 8 s, well within the staleness limit: {value}"
+        );
+        reads_ok += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    api.restart(after_restart(), 184_400).await;
+    let restarted = Instant::now();
+    eventually(
+        "the deleted node gone and the new one present",
+        Duration::from_secs(60),
+        || async {
+            let nodes = snapshot_nodes(&serve, &client).await;
+            !nodes.iter().any(|n| n == fake_apiserver::N3) && nodes.iter().any(|n| n == NEW_NODE)
+        },
+    )
+    .await;
+    let resumed_after = restarted.elapsed().as_secs_f64();
+    serve
+        .wait_readyz(Duration::from_secs(30), |b| b.contains("[+]kubernetes"))
+        .await;
+    // The watches resumed: every kind is listed and watched again on the restarted server (each kind's
+    // watcher has its own backoff, so some come back later than the nodes).
+    let restarted_api = api.api.clone();
+    eventually(
+        "every kind listed and watched again",
+        Duration::from_secs(60),
+        || async {
+            let seen = restarted_api.seen.lock().unwrap().clone();
+            fake_apiserver::recorded().iter().all(|c| {
+                seen.iter().any(|s| s.path == c.path && !s.is_watch())
+                    && seen.iter().any(|s| s.path == c.path && s.is_watch())
+            })
+        },
+    )
+    .await;
+    let all_resumed_after = restarted.elapsed().as_secs_f64();
+    // Held for a while: the deleted node does not come back from a cache.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let nodes = snapshot_nodes(&serve, &client).await;
+    let ok = common::figure(
+        "Kubernetes API killed 8s",
+        "metric reads while it was down",
+        format!("{reads_ok}/{reads_ok} 200"),
+        "all 200",
+        true,
+    ) & common::figure(
+        "Kubernetes API killed 8s",
+        "restart to snapshot without the deleted node, with the added one",
+        format!("{resumed_after:.1}s"),
+        "<=60s",
+        true,
+    ) & common::figure(
+        "Kubernetes API killed 8s",
+        "restart to every kind listed and watched again",
+        format!("{all_resumed_after:.1}s"),
+        "<=60s",
+        true,
+    ) & common::figure(
+        "Kubernetes API killed 8s",
+        "stale objects in the snapshot 3s later",
+        usize::from(nodes.iter().any(|n| n == fake_apiserver::N3)),
+        "0",
+        !nodes.iter().any(|n| n == fake_apiserver::N3) && nodes.iter().any(|n| n == NEW_NODE),
+    );
+    assert!(ok, "see the FIGURE lines");
 }

@@ -26,6 +26,20 @@ impl Default for BreakerConfig {
     }
 }
 
+impl BreakerConfig {
+    /// The breaker for a collection `interval`: the cool-down is one interval (1 s to 60 s), so an open circuit
+    /// lets one trial call out per tick instead of every query's retries, and a fresh value follows within two
+    /// intervals of Prometheus answering again (the fault suite's bound; a fixed 60 s cool-down kept serving
+    /// stale values, then 503s, for up to a minute after a 1 s-interval Prometheus came back).
+    pub fn for_interval(interval: std::time::Duration) -> Self {
+        let millis = interval.as_millis().clamp(1_000, 60_000);
+        BreakerConfig {
+            cooldown_millis: i64::try_from(millis).unwrap_or(60_000),
+            ..BreakerConfig::default()
+        }
+    }
+}
+
 /// Where the breaker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
@@ -149,6 +163,20 @@ mod tests {
             failure_threshold: 3,
             cooldown_millis: 10_000,
         })
+    }
+
+    #[test]
+    fn the_cool_down_is_one_collection_interval_within_1s_to_60s() {
+        let cooldown = |secs| {
+            BreakerConfig::for_interval(std::time::Duration::from_secs(secs)).cooldown_millis
+        };
+        assert_eq!(cooldown(15), 15_000);
+        assert_eq!(cooldown(0), 1_000);
+        assert_eq!(cooldown(300), 60_000);
+        assert_eq!(
+            BreakerConfig::for_interval(std::time::Duration::from_secs(15)).failure_threshold,
+            3
+        );
     }
 
     #[test]

@@ -474,8 +474,14 @@ impl PromClient {
             }
             Err(PromError::Config(_)) => {}
             Err(error) => {
+                let was_closed = matches!(breaker.state(), BreakerState::Closed { .. });
                 if breaker.record_failure(now) {
-                    tracing::warn!(%error, state = ?breaker.state(), "Prometheus circuit breaker opened");
+                    // A failed trial reopens it every cool-down (one interval): said once, then at debug level.
+                    if was_closed {
+                        tracing::warn!(%error, state = ?breaker.state(), "Prometheus circuit breaker opened");
+                    } else {
+                        tracing::debug!(%error, state = ?breaker.state(), "Prometheus circuit breaker reopened");
+                    }
                 }
             }
         }

@@ -54,6 +54,8 @@ pub(super) struct StoreMetrics {
     compaction_seconds: Histogram,
     last_flush_seconds: Gauge<f64, AtomicU64>,
     recoveries: Family<RecoveryLabels, Counter>,
+    write_failing: Gauge,
+    reopens: Family<OutcomeLabels, Counter>,
     /// When the records were last counted (`i64::MIN`: never).
     counted_at: AtomicI64,
 }
@@ -67,6 +69,8 @@ impl Default for StoreMetrics {
             compaction_seconds: compaction_histogram(),
             last_flush_seconds: Gauge::default(),
             recoveries: Family::default(),
+            write_failing: Gauge::default(),
+            reopens: Family::default(),
             counted_at: AtomicI64::new(i64::MIN),
         };
         // Every series from the start, at zero, so `increase()` sees the first event.
@@ -76,6 +80,7 @@ impl Default for StoreMetrics {
                     .compactions
                     .get_or_create(&OutcomeLabels { outcome }),
             );
+            drop(metrics.reopens.get_or_create(&OutcomeLabels { outcome }));
         }
         for action in Recovery::ALL {
             drop(metrics.recoveries.get_or_create(&RecoveryLabels {
@@ -118,6 +123,25 @@ impl StoreMetrics {
             "Compactions interrupted by a crash or a failed swap that the store finished or rolled back when it opened, by action",
             self.recoveries.clone(),
         );
+        telemetry.register(
+            "store_write_failing",
+            "1 from an I/O error of the store (a full disk, say) until a tick's samples are written again; values are served from memory meanwhile",
+            self.write_failing.clone(),
+        );
+        telemetry.register(
+            "store_reopens",
+            "Times the store closed and reopened its database after an I/O error (at most every 5 s until it writes again), by outcome",
+            self.reopens.clone(),
+        );
+    }
+
+    pub(super) fn write_failing(&self, failing: bool) {
+        self.write_failing.set(i64::from(failing));
+    }
+
+    pub(super) fn reopened(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.reopens.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     pub(super) fn size(&self, bytes: u64) {

@@ -33,7 +33,7 @@ mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -396,7 +396,23 @@ struct Shared {
     last_deployments: Mutex<Vec<DeploymentKey>>,
     /// The figures for `/metrics`.
     metrics: StoreMetrics,
+    /// Set by an I/O error from sled (a full disk, say). sled 0.34 keeps its first I/O error and fails every
+    /// later write with it, for good: the database has to be closed and opened again once the cause is gone
+    /// (see [`REOPEN_BACKOFF`]).
+    io_failed: AtomicBool,
+    /// Set by a reopen: the next tick's write is flushed at once, so writes count as working again only once
+    /// they reach the disk (sled buffers them; on a disk still full the error comes from its flusher later).
+    confirm_writes: AtomicBool,
+    /// When the database was last reopened after an I/O error (or tried to be).
+    last_reopen: Mutex<Option<std::time::Instant>>,
+    /// Why the database is closed when a reopen failed (`None`: the failed compaction's reason).
+    closed_reason: Mutex<Option<String>>,
 }
+
+/// How often at most the store closes and reopens its database after an I/O error, until it writes again. Each
+/// attempt loses what sled held in memory and had not written (the writes that failed); reads and serving never
+/// depend on it, serve keeps its state in memory.
+pub const REOPEN_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// sled 0.34 reclaims little of the space its log leaves behind: measured by `hack/bench-store.sh`, a store
 /// written tick by tick for 30 days (200 deployments, retention enforced hourly) grew to 750 MiB on disk for
@@ -565,6 +581,10 @@ impl Store {
                 compacted_size: AtomicU64::new(size),
                 last_deployments: Mutex::default(),
                 metrics,
+                io_failed: AtomicBool::new(false),
+                confirm_writes: AtomicBool::new(false),
+                last_reopen: Mutex::new(None),
+                closed_reason: Mutex::new(None),
             }),
             clock: Arc::new(SystemClock),
         })
@@ -588,8 +608,8 @@ impl Store {
 
     /// Registers the store's figures in `/metrics`: `smart_autoscaler_store_size_bytes`, `_store_records{tree}`,
     /// `_store_compactions_total{outcome}`, `_store_compaction_duration_seconds`,
-    /// `_store_last_flush_timestamp_seconds` and `_store_recoveries_total{action}` (recoveries done at open are
-    /// counted already). Size and records are as of the last [`Store::refresh_stats`].
+    /// `_store_last_flush_timestamp_seconds`, `_store_recoveries_total{action}` (recoveries done at open are
+    /// counted already), `_store_write_failing` and `_store_reopens_total{outcome}`. Size and records are as of the last [`Store::refresh_stats`].
     pub fn register_metrics(&self, telemetry: &crate::telemetry::Telemetry) {
         self.shared.metrics.register(telemetry);
     }
@@ -648,11 +668,28 @@ impl Store {
     {
         let shared = self.shared.clone();
         on_blocking_pool(&self.shared.path, move || {
-            let guard = shared.read();
-            match guard.as_ref() {
-                Some(inner) => work(inner),
-                None => Err(shared.unavailable()),
+            shared.reopen_if_failed();
+            let result = {
+                let guard = shared.read();
+                match guard.as_ref() {
+                    Some(inner) => work(inner),
+                    None => Err(shared.unavailable()),
+                }
+            };
+            if let Err(StoreError::Sled {
+                source: sled::Error::Io(error),
+                ..
+            }) = &result
+                && !shared.io_failed.swap(true, Ordering::SeqCst)
+            {
+                shared.metrics.write_failing(true);
+                tracing::error!(
+                    path = %shared.path.display(), %error,
+                    "store: I/O error, writes are failing (serving continues from memory); the database is \
+                     reopened every {}s until it writes again", REOPEN_BACKOFF.as_secs()
+                );
             }
+            result
         })
         .await
     }
@@ -691,10 +728,60 @@ impl Shared {
     }
 
     fn unavailable(&self) -> StoreError {
+        let reason = self
+            .closed_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         StoreError::Unavailable {
             path: self.path.clone(),
-            reason: "a compaction failed and the database could not be reopened; restart to retry"
-                .into(),
+            reason: reason.unwrap_or_else(|| {
+                "a compaction failed and the database could not be reopened; restart to retry"
+                    .into()
+            }),
+        }
+    }
+
+    /// After an I/O error, at most every [`REOPEN_BACKOFF`]: closes the database and opens it again (sled's
+    /// recovery drops a torn tail), so writes resume once the cause (a full disk) is gone. Operations wait
+    /// meanwhile, as for a compaction.
+    fn reopen_if_failed(&self) {
+        if !self.io_failed.load(Ordering::SeqCst) {
+            return;
+        }
+        {
+            let mut last = self.last_reopen.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < REOPEN_BACKOFF) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        // Closing the database is only worth it when it can open again: until then the failed handle still
+        // answers reads (the history API) from what it holds.
+        if let Err(error) = probe_space(&self.path) {
+            tracing::debug!(path = %self.path.display(), %error, "store: still no room to reopen");
+            return;
+        }
+        let mut guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        // The old handle must be gone before the new one opens: sled locks its files.
+        *guard = None;
+        match open_recovering(&self.path, self.config, &self.metrics) {
+            Ok(inner) => {
+                *guard = Some(Arc::new(inner));
+                self.io_failed.store(false, Ordering::SeqCst);
+                self.confirm_writes.store(true, Ordering::SeqCst);
+                *self.closed_reason.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                self.metrics.reopened(true);
+                tracing::info!(path = %self.path.display(), "store: reopened after an I/O error");
+            }
+            Err(error) => {
+                self.metrics.reopened(false);
+                tracing::warn!(path = %self.path.display(), %error, "store: reopening after an I/O error failed");
+                *self.closed_reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                    "reopening after an I/O error failed ({error}); retried every {}s",
+                    REOPEN_BACKOFF.as_secs()
+                ));
+            }
         }
     }
 
@@ -811,6 +898,21 @@ impl Shared {
             }
         }
     }
+}
+
+/// Bytes [`probe_space`] writes: a few of sled's segments (512 KiB each), what an open and the next writes need.
+const PROBE_BYTES: usize = 2 << 20;
+
+/// Writes, syncs and removes a [`PROBE_BYTES`] file beside the store: whether the disk takes writes again.
+fn probe_space(path: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let probe = sibling(path, ".probe");
+    let result = std::fs::File::create(&probe).and_then(|mut file| {
+        file.write_all(&vec![0; PROBE_BYTES])?;
+        file.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    result
 }
 
 /// Runs `work` for the store at `path` on tokio's blocking pool (sled blocks), its panic or cancellation
@@ -1060,7 +1162,18 @@ impl Store {
                 )
             })
             .collect();
-        self.blocking(move |inner| inner.record(at, rows)).await
+        let shared = self.shared.clone();
+        self.blocking(move |inner| {
+            inner.record(at, rows)?;
+            if shared.confirm_writes.load(Ordering::SeqCst) {
+                inner.db.flush().map_err(|e| inner.sled(e))?;
+                shared.confirm_writes.store(false, Ordering::SeqCst);
+            }
+            Ok(())
+        })
+        .await?;
+        self.shared.metrics.write_failing(false);
+        Ok(())
     }
 
     /// Samples of one deployment with time in `[from, to)`, oldest first.

@@ -65,6 +65,9 @@ pub struct FakeApi {
     pub leases: Mutex<BTreeMap<String, StoredLease>>,
     /// Events (events.k8s.io/v1) as created or patched, in order: (method, namespace path, body).
     pub events: Mutex<Vec<(String, String, Value)>>,
+    /// A watch from a resourceVersion below this gets a 410 Expired `ERROR` event, as from an apiserver whose
+    /// watch cache no longer reaches that far back (after a restart); 0: never.
+    pub expired_below: u64,
 }
 
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/";
@@ -392,12 +395,22 @@ pub async fn handle(
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let lines: Vec<String> = c
-        .events
-        .iter()
-        .filter(|(rv, _)| *rv > from)
-        .map(|(_, line)| format!("{line}\n"))
-        .collect();
+    let lines: Vec<String> = if from < api.expired_below {
+        vec![format!(
+            "{}\n",
+            serde_json::json!({"type": "ERROR", "object": {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!("too old resource version: {from} ({})", api.expired_below),
+                "reason": "Expired", "code": 410
+            }})
+        )]
+    } else {
+        c.events
+            .iter()
+            .filter(|(rv, _)| *rv > from)
+            .map(|(_, line)| format!("{line}\n"))
+            .collect()
+    };
     let (tx, rx) = mpsc::channel(16);
     let mut released = api.released.clone();
     tokio::spawn(async move {
@@ -454,6 +467,7 @@ pub async fn start(forbidden: Vec<&'static str>) -> Harness {
         seen: Mutex::new(Vec::new()),
         leases: Mutex::new(BTreeMap::new()),
         events: Mutex::new(Vec::new()),
+        expired_below: 0,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -479,6 +493,126 @@ pub async fn start(forbidden: Vec<&'static str>) -> Harness {
         server,
         _dir: dir,
         kubeconfig,
+    }
+}
+
+/// The recorded collections, as [`start`] serves them.
+pub fn recorded() -> Vec<Collection> {
+    vec![
+        collection("/api/v1/nodes", "nodes"),
+        collection("/api/v1/pods", "pods"),
+        collection("/apis/apps/v1/deployments", "deployments"),
+        collection("/apis/apps/v1/replicasets", "replicasets"),
+        collection("/apis/autoscaling/v2/horizontalpodautoscalers", "hpas"),
+    ]
+}
+
+/// A fake apiserver that can be killed (its listener and every open connection dropped at once, as when the
+/// process dies) and started again on the same port with other collections.
+pub struct Killable {
+    pub port: u16,
+    pub kubeconfig: std::path::PathBuf,
+    pub api: Arc<FakeApi>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+    _release: watch::Sender<bool>,
+    _pause: watch::Sender<bool>,
+}
+
+impl Killable {
+    /// Serves `collections` (watch events released) on a free port.
+    pub async fn start(collections: Vec<Collection>) -> Killable {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: recorded\n  cluster:\n    server: http://127.0.0.1:{port}\n\
+                 contexts:\n- name: recorded\n  context:\n    cluster: recorded\n    user: recorded\n\
+                 current-context: recorded\nusers:\n- name: recorded\n  user:\n    token: recorded-api-test\n"
+            ),
+        )
+        .unwrap();
+        let (release, released) = watch::channel(true);
+        let (pause, paused) = watch::channel(false);
+        let api = Arc::new(FakeApi {
+            collections,
+            released,
+            paused,
+            forbidden: vec![],
+            seen: Mutex::new(Vec::new()),
+            leases: Mutex::new(BTreeMap::new()),
+            events: Mutex::new(Vec::new()),
+            expired_below: 0,
+        });
+        let server = Some(tokio::spawn(accept_loop(listener, api.clone())));
+        Killable {
+            port,
+            kubeconfig,
+            api,
+            server,
+            _dir: dir,
+            _release: release,
+            _pause: pause,
+        }
+    }
+
+    /// Drops the listener and every connection (open watches break mid-stream).
+    pub async fn kill(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+
+    /// Serves `collections` on the same port, answering watches from below `expired_below` with 410 Expired.
+    pub async fn restart(&mut self, collections: Vec<Collection>, expired_below: u64) {
+        self.kill().await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let api = Arc::new(FakeApi {
+            collections,
+            released: self._release.subscribe(),
+            paused: self._pause.subscribe(),
+            forbidden: vec![],
+            seen: Mutex::new(Vec::new()),
+            leases: Mutex::new(BTreeMap::new()),
+            events: Mutex::new(Vec::new()),
+            expired_below,
+        });
+        self.api = api.clone();
+        self.server = Some(tokio::spawn(accept_loop(listener, api)));
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// Serves `api` on `listener`, each connection a task of a set this future owns: aborting it drops them all.
+async fn accept_loop(listener: tokio::net::TcpListener, api: Arc<FakeApi>) {
+    let router = axum::Router::new().fallback(handle).with_state(api);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        connections.spawn(async move {
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
+        while connections.try_join_next().is_some() {}
     }
 }
 

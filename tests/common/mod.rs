@@ -204,6 +204,22 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Prints one `FIGURE|<fault>|<measure>|<value>|<bound>|<ok|FAIL>` line on stdout for `hack/bench-faults.sh`
+/// (run the test with `--nocapture`) and returns whether the figure held.
+pub fn figure(
+    fault: &str,
+    measure: &str,
+    value: impl std::fmt::Display,
+    bound: &str,
+    ok: bool,
+) -> bool {
+    println!(
+        "FIGURE|{fault}|{measure}|{value}|{bound}|{}",
+        if ok { "ok" } else { "FAIL" }
+    );
+    ok
+}
+
 pub mod fake_apiserver;
 pub mod prometheus;
 pub mod serve;

@@ -100,6 +100,17 @@ impl Prometheus {
         tls: Option<(&Path, &Path)>,
         ca: Option<&Path>,
     ) -> Prometheus {
+        Prometheus::start_at(openmetrics, tls, ca, None).await
+    }
+
+    /// As [`Prometheus::start`], on `port` when given (a restart where the previous one listened), else on a
+    /// free one.
+    pub async fn start_at(
+        openmetrics: &str,
+        tls: Option<(&Path, &Path)>,
+        ca: Option<&Path>,
+        port: Option<u16>,
+    ) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("data.om");
         let tsdb = dir.path().join("tsdb");
@@ -123,7 +134,7 @@ impl Prometheus {
         }
         let scheme = if tls.is_some() { "https" } else { "http" };
         for _ in 0..3 {
-            let port = free_port();
+            let port = port.unwrap_or_else(free_port);
             let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
             let mut child = Command::new("prometheus")
                 .arg(format!("--storage.tsdb.path={}", tsdb.display()))

@@ -87,11 +87,44 @@ pub fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
+/// How to start `serve` ([`Serve::launch`]).
+pub struct Launch<'a> {
+    pub prometheus_url: &'a str,
+    pub kubeconfig: &'a Path,
+    /// `--interval`.
+    pub interval: &'a str,
+    /// Extra flags.
+    pub extra: &'a [&'a str],
+    /// A command that execs the binary (e.g. `["unshare", "-m", "sh", "-c", "...; exec \"$0\" \"$@\""]`),
+    /// keeping its process id.
+    pub wrapper: &'a [&'a str],
+    /// `--data-dir`; `<dir>/data` when absent.
+    pub data_dir: Option<PathBuf>,
+    /// Sends the server's log to /dev/null (runs that restart it many times).
+    pub quiet: bool,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            prometheus_url: "",
+            kubeconfig: Path::new(""),
+            interval: "1s",
+            extra: &[],
+            wrapper: &[],
+            data_dir: None,
+            quiet: false,
+        }
+    }
+}
+
 /// A running `serve`, killed on drop.
 pub struct Serve {
     child: Child,
-    /// Holds the certificates and the data directory.
+    /// Holds the certificates and (unless [`Launch::data_dir`] says otherwise) the data directory.
     pub dir: tempfile::TempDir,
+    /// The `--data-dir`.
+    data_dir: PathBuf,
     /// `127.0.0.1:<port>` of the TLS port.
     pub secure: String,
     /// `127.0.0.1:<port>` of the plain metrics port.
@@ -102,37 +135,69 @@ impl Serve {
     /// Makes serving certificates with `smart-autoscaler certs`, then starts `serve --interval 1s` on free ports
     /// against `prometheus_url` and the apiserver of `kubeconfig`, with `extra` flags.
     pub fn start(prometheus_url: &str, kubeconfig: &Path, extra: &[&str]) -> Serve {
-        let dir = tempfile::tempdir().unwrap();
+        Serve::launch(
+            tempfile::tempdir().unwrap(),
+            &Launch {
+                prometheus_url,
+                kubeconfig,
+                extra,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// Starts `serve` as [`Launch`] says, with its certificates (made once) and data directory in `dir` (kept
+    /// across runs: a restart on the same store passes the previous run's directory back).
+    pub fn launch(dir: tempfile::TempDir, launch: &Launch) -> Serve {
         let certs = dir.path().join("certs");
         let bin = super::binary();
-        let out = Command::new(&bin)
-            .args(["certs", "--san", "127.0.0.1", "--out-dir"])
-            .arg(&certs)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut child = Command::new(&bin)
+        if !certs.join("tls.crt").is_file() {
+            let out = Command::new(&bin)
+                .args(["certs", "--san", "127.0.0.1", "--out-dir"])
+                .arg(&certs)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let data_dir = launch
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("data"));
+        let mut command = match launch.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = command
             // The recorded API answers no reviews; tests/auth.rs covers delegated auth. A test may still pass
             // `--authn-authz on` in `extra` (the flag wins over the variable).
             .env("SMART_AUTOSCALER_AUTHN_AUTHZ", "off")
             .args(["serve", "--bind-address", "127.0.0.1"])
             .args(["--secure-port", "0", "--metrics-port", "0"])
-            .args(["--interval", "1s", "--prometheus-url", prometheus_url])
+            .args(["--interval", launch.interval])
+            .args(["--prometheus-url", launch.prometheus_url])
             .arg("--kubeconfig")
-            .arg(kubeconfig)
+            .arg(launch.kubeconfig)
             .arg("--tls-cert-file")
             .arg(certs.join("tls.crt"))
             .arg("--tls-key-file")
             .arg(certs.join("tls.key"))
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(extra)
+            .arg(&data_dir)
+            .args(launch.extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if launch.quiet {
+                Stdio::null()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -148,9 +213,22 @@ impl Serve {
         Serve {
             child,
             dir,
+            data_dir,
             secure,
             metrics,
         }
+    }
+
+    /// Process id of the running binary (a wrapper that execs it keeps the id).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process with SIGKILL and reaps it, and gives back its directory for a restart.
+    pub fn kill_and_keep(mut self) -> tempfile::TempDir {
+        self.kill();
+        let empty = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, empty)
     }
 
     /// The CA the serving certificate was signed by.
@@ -160,7 +238,7 @@ impl Serve {
 
     /// The `--data-dir`.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data_dir.clone()
     }
 
     /// `http://127.0.0.1:<port><path>` on the metrics port.
