@@ -644,6 +644,7 @@ mod tests {
                 &config,
                 &mut states,
                 None,
+                None,
                 Some(&last),
             );
             cluster.apply_hpa(&last);
@@ -776,6 +777,7 @@ mod tests {
                 &config,
                 &mut serve_states,
                 None,
+                None,
                 Some(&serve_last),
             );
 
@@ -785,6 +787,7 @@ mod tests {
                 interval,
                 &config,
                 &mut demo_states,
+                None,
                 None,
                 Some(&demo_last),
             );
@@ -870,6 +873,7 @@ mod tests {
                 Duration::from_secs(15),
                 &config,
                 &mut states,
+                None,
                 None,
                 Some(&last),
             );

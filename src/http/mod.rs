@@ -332,6 +332,8 @@ pub struct AppState {
     pub health: Arc<crate::health::Health>,
     /// The forecasting task's board, when forecasting runs.
     pub forecasts: Option<watch::Receiver<Arc<crate::domain::forecast::online::Board>>>,
+    /// The tuning task's latest tunings, when tuning runs.
+    pub tunings: Option<watch::Receiver<Arc<crate::domain::tuning::Tunings>>>,
 }
 
 impl AppState {
