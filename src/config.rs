@@ -129,6 +129,13 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub rightsize: bool,
 
+    /// Add a `tuned` run: the smart run of a deployment opted in to auto-tuning, re-tuned every day on the trace
+    /// so far from the end of the warm-up (at least a day) on, a tuned target applied only when confident (more
+    /// than 0.8), as `serve` does (a `tuned` object and a `tuning` list of the re-tunings in the JSON). See
+    /// docs/tuning.md.
+    #[arg(long)]
+    pub tune: bool,
+
     /// Add a fourth run, `predictive`: smart-autoscaler with forecasts learned online as the trace replays (no
     /// peeking ahead), and a `forecast` object with the forecasts' accuracy in the JSON.
     #[arg(long)]
@@ -234,7 +241,11 @@ pub struct TuningArgs {
     pub tuning_interval: Duration,
     /// Share of one core the background tuning replays may use (0.01-1); deployments not reached in a round come
     /// first in the next.
-    #[arg(long, env = "SMART_AUTOSCALER_TUNING_CPU_BUDGET", default_value_t = 0.25)]
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_TUNING_CPU_BUDGET",
+        default_value_t = 0.25
+    )]
     pub tuning_cpu_budget: f64,
     /// Candidate targets replayed on each side of the current one (1-10), 3 points apart.
     #[arg(long, env = "SMART_AUTOSCALER_TUNING_CANDIDATES", default_value_t = 4)]

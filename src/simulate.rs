@@ -150,8 +150,18 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         }
         config.forecast = Some(forecast);
     }
-    let runs = with_progress(&name, |progress| {
+    let mut runs = with_progress(&name, |progress| {
         backtest::compare_with_progress(&series, &config, progress)
+    });
+    let tuning = args.tune.then(|| {
+        let (retunes, run) = crate::domain::tuning::tuned_replay(
+            &series,
+            &config,
+            &crate::domain::tuning::TuningConfig::default(),
+            86_400_000,
+        );
+        runs.push(run);
+        retunes
     });
     let rightsizing = args
         .rightsize
@@ -197,6 +207,9 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         }
         if let Some(r) = &rightsizing {
             out.insert("rightsizing".into(), serde_json::to_value(r)?);
+        }
+        if let Some(t) = &tuning {
+            out.insert("tuning".into(), serde_json::to_value(t)?);
         }
         return Ok(serde_json::to_string_pretty(&out)? + "\n");
     }
@@ -250,6 +263,15 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
     }
     if let Some(r) = &rightsizing {
         write_rightsizing(&mut out, r, &config, &runs)?;
+    }
+    for r in tuning.iter().flatten() {
+        writeln!(
+            out,
+            "tuning at +{:.1}d: {:.0}% in force ({})",
+            r.at as f64 / 86_400_000.0,
+            r.applied_percent,
+            r.summary
+        )?;
     }
     if let Some(f) = runs.iter().find_map(|r| r.forecast.as_ref()) {
         writeln!(

@@ -25,8 +25,11 @@ use crate::domain::tuning::{self, Tuning, TuningInput, Tunings};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
-/// Time between rounds (in the clock's time).
-const ROUND: Duration = Duration::from_secs(60);
+/// Time between rounds (in the clock's time): a tenth of the tuning interval, 5 s to 60 s, so a short interval
+/// (a test's, say) is not held up by rounds.
+fn round_of(interval: Duration) -> Duration {
+    (interval / 10).clamp(Duration::from_secs(5), Duration::from_secs(60))
+}
 
 /// Task-level counters (the per-deployment gauges come from the snapshot, see telemetry's deployment gauges).
 #[derive(Clone, Default)]
@@ -93,7 +96,8 @@ impl TuningTask {
                 () = cancel.cancelled() => return,
             }
         }
-        let mut ticker = tokio::time::interval(self.clock.real_duration(ROUND));
+        let round = round_of(self.settings.interval);
+        let mut ticker = tokio::time::interval(self.clock.real_duration(round));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -114,8 +118,9 @@ impl TuningTask {
         self.tunings
             .retain(|k, _| snapshot.deployments.contains_key(k));
         let interval = self.settings.interval.as_millis() as i64;
-        // "Not enough data" is looked at again sooner: history grows by the hour.
-        let retry = interval.min(3_600_000);
+        // "Not enough data" is looked at again every round (it costs one read of the rollups): history grows, and
+        // at start the bootstrap from Prometheus may land just after the first round.
+        let retry = 0;
         let mut due: Vec<(Option<UnixMillis>, DeploymentKey)> = snapshot
             .deployments
             .keys()
@@ -132,7 +137,8 @@ impl TuningTask {
             .map(|k| (self.tunings.get(k).map(|t| t.computed_at), k.clone()))
             .collect();
         due.sort();
-        let budget = ROUND.mul_f64(self.settings.cpu_budget.clamp(0.01, 1.0));
+        let budget =
+            round_of(self.settings.interval).mul_f64(self.settings.cpu_budget.clamp(0.01, 1.0));
         let mut spent = Duration::ZERO;
         for (_, key) in due {
             if spent >= budget {
@@ -157,7 +163,10 @@ impl TuningTask {
                 complete,
                 inputs.base_target_percent,
                 inputs.pod_cpu_request_milli,
-                inputs.max_replicas.unwrap_or(inputs.replicas.max(1) * 4).max(1),
+                inputs
+                    .max_replicas
+                    .unwrap_or(inputs.replicas.max(1) * 4)
+                    .max(1),
             );
             let (config, decision) = (self.settings.config.clone(), self.decision.clone());
             // Replaying is CPU-bound: off the async threads.
@@ -167,7 +176,9 @@ impl TuningTask {
             })
             .await;
             match tuned {
-                Ok((tuning, took)) => {
+                Ok((mut tuning, took)) => {
+                    // When it was computed, not the bucket its history ends at: rounds order by it.
+                    tuning.computed_at = now;
                     spent += took;
                     self.metrics.runs.inc();
                     self.metrics.seconds.inc_by(took.as_secs_f64());

@@ -609,8 +609,10 @@ pub fn run_with_progress(
                     if tuned.is_some() {
                         // The replayed deployment is one that opted in.
                         for d in &mut observation.deployments {
-                            d.annotations
-                                .insert(crate::contract::AUTO_TUNE_ANNOTATION.into(), "true".into());
+                            d.annotations.insert(
+                                crate::contract::AUTO_TUNE_ANNOTATION.into(),
+                                "true".into(),
+                            );
                         }
                     }
                     let snapshot = tick::step(

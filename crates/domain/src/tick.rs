@@ -29,11 +29,11 @@ use super::anomaly::{Anomaly, DetectorStates};
 use super::decision::{self, DecisionConfig, DecisionState, Hooks};
 use super::forecast::STEP_MILLIS;
 use super::forecast::online::{Advice, Board};
-use super::tuning::Tunings;
 use super::model::{
     DeploymentInputs, DeploymentKey, Observation, ServedDeployment, Snapshot, UnixMillis,
     Unmeasured, UsageUnknown,
 };
+use super::tuning::Tunings;
 
 /// Per-deployment decision memory carried from one tick to the next.
 pub type DecisionStates = HashMap<DeploymentKey, DecisionState>;
@@ -128,7 +128,9 @@ pub fn step(
             explanation.forecast = advice.cloned();
             if let Some(t) = tuning {
                 let shown = t.shown(&inputs, config, &explanation);
-                explanation.reasons.push(shown.text.clone());
+                explanation
+                    .reasons
+                    .push(format!("auto-tune: {}", shown.text));
                 explanation.tuning = Some(shown);
             }
             states.insert(inputs.key.clone(), state);

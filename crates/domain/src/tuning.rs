@@ -175,7 +175,7 @@ pub struct ShownTuning {
     pub opted_in: bool,
     /// When it was computed.
     pub computed_at: UnixMillis,
-    /// The words shown (also the explanation's last reason).
+    /// The words shown (also the explanation's last reason, after "auto-tune: ").
     pub text: String,
 }
 
@@ -207,7 +207,11 @@ impl Tuning {
 
     /// Why this tuning may not be applied to `inputs` now, or `None` when it may: tuned, confident enough, made
     /// for the base target in force, inside the factor bounds, and opted in.
-    pub fn not_applicable(&self, inputs: &DeploymentInputs, config: &DecisionConfig) -> Option<String> {
+    pub fn not_applicable(
+        &self,
+        inputs: &DeploymentInputs,
+        config: &DecisionConfig,
+    ) -> Option<String> {
         let (Verdict::Tuned, Some(target), Some(confidence)) =
             (self.verdict, self.target_percent, self.confidence)
         else {
@@ -229,13 +233,19 @@ impl Tuning {
             return Some(format!("outside the factor bounds {low:.0}-{high:.0}%"));
         }
         if !Tuning::opted_in(inputs) {
-            return Some(format!("not enabled: annotate {AUTO_TUNE_ANNOTATION}=\"true\""));
+            return Some(format!(
+                "not enabled: annotate {AUTO_TUNE_ANNOTATION}=\"true\""
+            ));
         }
         None
     }
 
     /// The target to feed the decision's learned-target hook for `inputs`, when it applies.
-    pub fn applicable_target(&self, inputs: &DeploymentInputs, config: &DecisionConfig) -> Option<f64> {
+    pub fn applicable_target(
+        &self,
+        inputs: &DeploymentInputs,
+        config: &DecisionConfig,
+    ) -> Option<f64> {
         self.not_applicable(inputs, config)
             .is_none()
             .then_some(self.target_percent)
@@ -262,7 +272,7 @@ impl Tuning {
                 "would be {} (not applied: the policy target comes from {:?})",
                 self.summary, explanation.policy_source
             ),
-            _ => format!("auto-tune: {}", self.summary),
+            _ => self.summary.clone(),
         };
         ShownTuning {
             verdict: self.verdict,
@@ -425,7 +435,8 @@ pub fn tune(input: &TuningInput, config: &TuningConfig, decision: &DecisionConfi
         return not_enough(
             input,
             0.0,
-            "the pods have no CPU request, so utilization (and a target for it) means nothing".into(),
+            "the pods have no CPU request, so utilization (and a target for it) means nothing"
+                .into(),
         );
     }
     let (series, start, days) = series_of(input, config.max_history_days);
@@ -455,10 +466,7 @@ pub fn tune(input: &TuningInput, config: &TuningConfig, decision: &DecisionConfi
             pod_hours: r.metrics.pod_hours,
         })
         .collect();
-    let current = scored
-        .iter()
-        .copied()
-        .find(|s| s.target_percent == base);
+    let current = scored.iter().copied().find(|s| s.target_percent == base);
     let (Some(current), Some(chosen)) = (current, choose(&scored, base, config.min_savings)) else {
         return not_enough(input, days, "no replay of the current target".into());
     };
@@ -527,6 +535,76 @@ pub fn tune(input: &TuningInput, config: &TuningConfig, decision: &DecisionConfi
         windows,
         summary,
     }
+}
+
+/// One re-tuning of a [`tuned_replay`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Retune {
+    /// Time since the start of the trace.
+    pub at: UnixMillis,
+    /// The target in force from then on (the base target unless a confident tuning moved it), percent.
+    pub applied_percent: f64,
+    /// The tuning's verdict.
+    pub verdict: Verdict,
+    /// Its confidence, if any.
+    pub confidence: Option<f64>,
+    /// Its words.
+    pub summary: String,
+}
+
+/// `simulate`'s tuned run: the trace replayed as a deployment opted in to auto-tuning would live it. From the end
+/// of the warm-up (`sim.score_from_millis`, at least `retune_millis`) on, and then every `retune_millis`, the
+/// target is tuned on the trace so far (demand as the store would hold it, no peeking ahead) and applied by the
+/// tick's rule: a confident tuned target, else the base target. Returns the re-tunings and the run
+/// ([`Mode::Tuned`]), scored like the other runs.
+pub fn tuned_replay(
+    series: &Series,
+    sim: &SimConfig,
+    config: &TuningConfig,
+    retune_millis: i64,
+) -> (Vec<Retune>, backtest::Run) {
+    let retune = retune_millis.max(series.step_millis.max(1));
+    let config = TuningConfig {
+        startup_seconds: sim.startup_seconds,
+        ..config.clone()
+    };
+    let base = sim.target_percent;
+    let capacity = sim.pod_capacity.max(1e-9);
+    let mut retunes = Vec::new();
+    let mut at = sim.score_from_millis.max(retune);
+    while at < series.duration_millis() {
+        let points = usize::try_from(at / series.step_millis.max(1)).unwrap_or(0);
+        let input = TuningInput {
+            start_millis: sim.start_millis,
+            step_millis: series.step_millis,
+            demand_pods: series.values[..points.min(series.values.len())]
+                .iter()
+                .map(|v| Some(v / capacity))
+                .collect(),
+            base_target_percent: base,
+            pod_request_milli: sim.pod_request_milli,
+            min_replicas: sim.min_replicas,
+            max_replicas: sim.max_replicas,
+            now: sim.start_millis + at,
+        };
+        let t = tune(&input, &config, &sim.decision);
+        let applied = match (t.verdict, t.target_percent, t.confidence) {
+            (Verdict::Tuned, Some(target), Some(c)) if c > APPLY_CONFIDENCE => target,
+            _ => base,
+        };
+        retunes.push(Retune {
+            at,
+            applied_percent: applied,
+            verdict: t.verdict,
+            confidence: t.confidence,
+            summary: t.summary,
+        });
+        at += retune;
+    }
+    let mut replay = sim.clone();
+    replay.tuned_targets = retunes.iter().map(|r| (r.at, r.applied_percent)).collect();
+    let run = backtest::run(series, &replay, Mode::Tuned);
+    (retunes, run)
 }
 
 #[cfg(test)]
@@ -622,7 +700,11 @@ mod tests {
         let t = tune(&input(1.0, steps), &quick(), &DecisionConfig::default());
         assert_eq!(t.verdict, Verdict::Keep, "{t:#?}");
         assert_eq!(t.target_percent, Some(70.0));
-        assert!(t.summary.starts_with("kept 70%: 1.0 days replayed"), "{}", t.summary);
+        assert!(
+            t.summary.starts_with("kept 70%: 1.0 days replayed"),
+            "{}",
+            t.summary
+        );
         // Half the history of full confidence: confidence scaled down.
         assert!(t.confidence.unwrap() <= 0.5 + 1e-9, "{t:#?}");
     }
@@ -630,11 +712,18 @@ mod tests {
     #[test]
     fn short_history_and_no_request_are_not_enough_data() {
         let hour = input(1.0 / 24.0, smooth);
-        let quick = TuningConfig { min_history_days: 1.0, ..quick() };
+        let quick = TuningConfig {
+            min_history_days: 1.0,
+            ..quick()
+        };
         let t = tune(&hour, &quick, &DecisionConfig::default());
         assert_eq!(t.verdict, Verdict::NotEnoughData);
         assert_eq!((t.target_percent, t.confidence), (None, None));
-        assert!(t.summary.starts_with("not enough data: 0.04 days"), "{}", t.summary);
+        assert!(
+            t.summary.starts_with("not enough data: 0.04 days"),
+            "{}",
+            t.summary
+        );
         let mut none = input(2.0, smooth);
         none.pod_request_milli = 0;
         let t = tune(&none, &quick, &DecisionConfig::default());
@@ -648,7 +737,10 @@ mod tests {
             ..hour
         };
         for i in [gaps, empty] {
-            assert_eq!(tune(&i, &quick, &DecisionConfig::default()).verdict, Verdict::NotEnoughData);
+            assert_eq!(
+                tune(&i, &quick, &DecisionConfig::default()).verdict,
+                Verdict::NotEnoughData
+            );
         }
     }
 
@@ -661,26 +753,46 @@ mod tests {
         };
         // 70 / 1.1 = 63.6 .. 70 / 0.95 = 73.7
         assert_eq!(candidates(70.0, &quick(), &decision), vec![65.0, 70.0]);
-        let config = TuningConfig { step_percent: 3.0, ..quick() };
-        assert_eq!(candidates(70.0, &config, &decision), vec![64.0, 67.0, 70.0, 73.0]);
+        let config = TuningConfig {
+            step_percent: 3.0,
+            ..quick()
+        };
+        assert_eq!(
+            candidates(70.0, &config, &decision),
+            vec![64.0, 67.0, 70.0, 73.0]
+        );
         // The replay cannot leave them either: the smooth week would go up, but only to 73%.
         let t = tune(&input(2.0, smooth), &config, &decision);
-        assert!(t.candidates.iter().all(|c| (64.0..=73.0).contains(&c.target_percent)));
+        assert!(
+            t.candidates
+                .iter()
+                .all(|c| (64.0..=73.0).contains(&c.target_percent))
+        );
         assert!(t.target_percent.unwrap() <= 73.0, "{t:#?}");
         // And the tick will not apply one outside them.
         let tuned = Tuning::given(70.0, 80.0, 0);
         let mut i = crate::testing::inputs().build();
         i.base_target_percent = 70.0;
-        i.annotations.insert(AUTO_TUNE_ANNOTATION.into(), "true".into());
+        i.annotations
+            .insert(AUTO_TUNE_ANNOTATION.into(), "true".into());
         assert_eq!(tuned.applicable_target(&i, &decision), None);
-        assert_eq!(tuned.applicable_target(&i, &DecisionConfig::default()), Some(80.0));
+        assert_eq!(
+            tuned.applicable_target(&i, &DecisionConfig::default()),
+            Some(80.0)
+        );
     }
 
     #[test]
     fn days_that_disagree_give_low_confidence() {
         // Calm, smooth "days" alternate with "days" of sudden steps (both start at 6 pods' worth): the calm ones
         // would go higher on their own.
-        let mixed = |i: usize| if (i / PERIOD) % 2 == 0 { smooth(i) } else { steps(i) };
+        let mixed = |i: usize| {
+            if (i / PERIOD) % 2 == 0 {
+                smooth(i)
+            } else {
+                steps(i)
+            }
+        };
         let t = tune(&input(2.0, mixed), &quick(), &DecisionConfig::default());
         assert!(t.windows.len() == 4, "{t:#?}");
         assert!(t.windows.iter().any(|w| !w.agrees), "{t:#?}");
@@ -688,7 +800,8 @@ mod tests {
         // So the tick never applies it.
         let mut i = crate::testing::inputs().build();
         i.base_target_percent = 70.0;
-        i.annotations.insert(AUTO_TUNE_ANNOTATION.into(), "true".into());
+        i.annotations
+            .insert(AUTO_TUNE_ANNOTATION.into(), "true".into());
         assert_eq!(t.applicable_target(&i, &DecisionConfig::default()), None);
     }
 
@@ -703,11 +816,14 @@ mod tests {
         let shown = tuned.shown(&i, &config, &e);
         assert!(!shown.applied && !shown.opted_in);
         assert!(
-            shown.text.contains("(not enabled: annotate smart-autoscaler.io/auto-tune=\"true\")"),
+            shown
+                .text
+                .contains("(not enabled: annotate smart-autoscaler.io/auto-tune=\"true\")"),
             "{}",
             shown.text
         );
-        i.annotations.insert(AUTO_TUNE_ANNOTATION.into(), "true".into());
+        i.annotations
+            .insert(AUTO_TUNE_ANNOTATION.into(), "true".into());
         let hooks = Hooks {
             learned_target_percent: tuned.applicable_target(&i, &config),
             ..Hooks::default()
