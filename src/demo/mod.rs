@@ -250,8 +250,10 @@ const TEMPLATES: [Template; 4] = [
         // then measured by holds none of it (its 5- and 10-minute rates still do, and serve's estimate takes the
         // lowest when nothing rises).
         warmup_s: 90.0,
+        // Opted in to auto-tuning, so the demo shows a tuned target applied (the others show advice).
         annotations: &[
             (STARTUP_FILTER_ANNOTATION, "150"),
+            (crate::domain::contract::AUTO_TUNE_ANNOTATION, "true"),
             (
                 "smart-autoscaler.io/policy",
                 "JVM image: 150s startup filter",
