@@ -98,7 +98,7 @@ fn week(now: i64) -> String {
 }
 
 /// Adds `smart-autoscaler.io/auto-tune: "true"` to shop/api in the recorded deployments (list and watch events).
-fn opt_in_api(collections: &mut Vec<fake_apiserver::Collection>) {
+fn opt_in_api(collections: &mut [fake_apiserver::Collection]) {
     let annotate = |object: &mut Value| {
         if object["metadata"]["name"] == "api" && object["kind"] != "Status" {
             if let Some(a) = object["metadata"]["annotations"].as_object_mut() {
@@ -126,7 +126,7 @@ fn opt_in_api(collections: &mut Vec<fake_apiserver::Collection>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_tunes_an_opted_in_deployment_from_a_backfilled_week_and_advises_the_others() {
     let started = Instant::now();
-    let api = fake_apiserver::start_edited(vec![], opt_in_api).await;
+    let api = fake_apiserver::start_edited(vec![], |c| opt_in_api(c)).await;
     api.release.send(true).unwrap();
     let prom = Prometheus::start(&week(unix_now()), None, None).await;
     // One candidate each side (70 ± 3) keeps the debug build's replays short; forecasting is off for the same
