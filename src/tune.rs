@@ -193,7 +193,7 @@ impl TuningTask {
 }
 
 /// The tuning input of a deployment's rollups between `from` and `to` (bucket starts): one demand value per
-/// five-minute bucket (mean utilization × pods / 100, in pods at 100% of request), gaps where nothing was
+/// five-minute bucket (95th-percentile utilization × pods / 100, in pods at 100% of request), gaps where nothing was
 /// recorded or the pod count is unknown.
 pub fn tuning_input(
     rollups: &[crate::store::Rollup],
@@ -210,7 +210,9 @@ pub fn tuning_input(
             continue;
         };
         if let (Some(slot), Some(pods)) = (demand.get_mut(i), r.replicas_max) {
-            let d = r.cpu_mean / 100.0 * f64::from(pods);
+            // The bucket's 95th percentile, not its mean: a replay at five-minute resolution cannot see a burst
+            // inside a bucket, and a mean would hide it from the saturation the rule compares.
+            let d = r.cpu_p95 / 100.0 * f64::from(pods);
             *slot = d.is_finite().then_some(d);
         }
     }
@@ -277,7 +279,8 @@ mod tests {
         Rollup {
             start,
             samples: 20,
-            cpu_mean: cpu,
+            // The mean is lower: the 95th percentile is what counts.
+            cpu_mean: cpu / 2.0,
             cpu_max: cpu,
             cpu_p95: cpu,
             memory_mean: None,
