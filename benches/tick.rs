@@ -126,6 +126,7 @@ fn main() {
             &mut states,
             None,
             None,
+            None,
         );
     }
     let (mut joins, mut computes, mut totals) = (Vec::new(), Vec::new(), Vec::new());
@@ -139,6 +140,7 @@ fn main() {
             Duration::from_secs(15),
             &decision,
             &mut states,
+            None,
             None,
             None,
         );

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Scaling backtest: runs `smart-autoscaler simulate --predict` on every workload trace in ../shared/traces/ and on
 # every built-in scenario (two at a time), and prints one table of plain HPA vs smart-autoscaler (reactive) vs
-# smart-autoscaler with forecasts (predictive, learned online as the trace replays) vs oracle.
+# smart-autoscaler with forecasts (predictive, learned online as the trace replays) vs smart-autoscaler with
+# auto-tuned targets (tuned: re-tuned daily on the trace so far after the warm-up, applied when confident; set
+# TUNE=0 to leave it out, it replays the history at every candidate target each day) vs oracle.
 # Traces are scored after a warm-up of WARMUP (default 2d) that every run replays but no run's metrics count:
 # the forecasters' training period (a train/test split). Scenarios (about two days long) are scored whole.
 #   hack/bench-scaling.sh [extra simulate flags...]
@@ -26,7 +28,9 @@ one() { # label, simulate args...
   local json err
   err=$(mktemp)
   # stderr apart: notes such as "read N negative values as 0" must not end up inside the JSON.
-  if json=$("$BIN" simulate --predict --json "$@" 2>"$err"); then
+  local tune=()
+  [ "${TUNE:-1}" = 0 ] || tune=(--tune)
+  if json=$("$BIN" simulate --predict "${tune[@]}" --json "$@" 2>"$err"); then
     printf '%s\t%s\n' "$label" "$(tr -d '\n' <<<"$json")"
   else
     printf '%s\tERROR %s\n' "$label" "$(tr '\n' ' ' <"$err")"
@@ -34,7 +38,7 @@ one() { # label, simulate args...
   rm -f "$err"
 }
 export -f one
-export BIN
+export BIN TUNE
 
 for s in normal_load high_load_spike gradual_load_increase memory_constrained over_provisioned \
          daily_peak_pattern weekend_low_traffic flash_sale_event jvm_startup tiny_requests; do
@@ -58,18 +62,26 @@ sort -o "$out" "$out"
 python3 - "$out" <<'PY'
 import json, sys
 rows = [l.rstrip("\n").split("\t", 1) for l in open(sys.argv[1])]
-hdr = (f"{'trace':<48} {'acf1d':>5} {'saturated pod-min plain/smart/pred/oracle':>42} "
-       f"{'pod-hours plain/smart/pred/oracle':>40} {'events p/s/pred':>16}  verdict (reactive | predictive)")
+hdr = (f"{'trace':<48} {'acf1d':>5} {'saturated pod-min plain/smart/pred/tuned/oracle':>50} "
+       f"{'pod-hours plain/smart/pred/tuned/oracle':>48} {'events p/s/pred':>16}  verdict (reactive | predictive)")
 print(hdr); print("-" * len(hdr))
 better = worse = 0
 pred_rows = pred_ok = 0
+seasonal_sum = {}
 for label, body in rows:
     if body.startswith("ERROR"):
         print(f"{label:<48} {body}"); continue
     d = json.loads(body); p, s, o, q = d["plain"], d["smart"], d["oracle"], d["predictive"]
+    t = d.get("tuned")
     acf = d["config"].get("daily_autocorrelation")
-    sat = f"{p['saturated_pod_minutes']:.1f} / {s['saturated_pod_minutes']:.1f} / {q['saturated_pod_minutes']:.1f} / {o['saturated_pod_minutes']:.1f}"
-    ph = f"{p['pod_hours']:.1f} / {s['pod_hours']:.1f} / {q['pod_hours']:.1f} / {o['pod_hours']:.1f}"
+    cell = lambda k, fmt: " / ".join(fmt.format(r[k]) if r else "-" for r in (p, s, q, t, o))
+    sat = cell("saturated_pod_minutes", "{:.1f}")
+    ph = cell("pod_hours", "{:.1f}")
+    if acf is not None and acf >= 0.5:
+        for name, r in (("plain", p), ("smart", s), ("predictive", q), ("tuned", t), ("oracle", o)):
+            if r:
+                seasonal_sum.setdefault(name, [0.0, 0.0])
+                seasonal_sum[name][0] += r["saturated_pod_minutes"]; seasonal_sum[name][1] += r["pod_hours"]
     ev = f"{p['scale_events']} / {s['scale_events']} / {q['scale_events']}"
     extra = (s['pod_hours'] / p['pod_hours'] - 1) * 100 if p['pod_hours'] else 0.0
     ok_sat = s['saturated_pod_minutes'] <= p['saturated_pod_minutes'] + 1e-6
@@ -89,7 +101,11 @@ for label, body in rows:
     else:
         pv = f"not seasonal ({pextra:+.1f}% ph)"
     acfs = f"{acf:.2f}" if acf is not None else "n/a"
-    print(f"{label:<48} {acfs:>5} {sat:>42} {ph:>40} {ev:>16}  {verdict} | {pv}")
+    print(f"{label:<48} {acfs:>5} {sat:>50} {ph:>48} {ev:>16}  {verdict} | {pv}")
+if seasonal_sum:
+    print("\ndaily-seasonal traces (acf1d >= 0.5), summed after the warm-up:")
+    for name, (sat_sum, ph_sum) in seasonal_sum.items():
+        print(f"  {name:<11} saturated pod-min {sat_sum:10.1f}   pod-hours {ph_sum:10.1f}")
 print(f"\nreactive: {better} runs met 'saturation <= plain at <= 5% extra pod-hours', {worse} did not")
 print(f"predictive: {pred_ok} of {pred_rows} daily-seasonal runs met 'saturation <= half of plain, <= 10% extra pod-hours, "
       f">= half of the plain-oracle gap closed'")

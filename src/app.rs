@@ -114,6 +114,7 @@ fn app_state(
 ) -> AppState {
     AppState {
         forecasts: None,
+        tunings: None,
         responses: Default::default(),
         health,
         webhook: Arc::new(http::webhook::WebhookState::new(
@@ -348,6 +349,30 @@ fn schedule_book(
     book
 }
 
+/// Starts the tuning task of `serve` and `demo` (unless `--no-tuning`): it follows the snapshots and publishes
+/// the tunings the engine's tick reads.
+fn start_tuning(
+    settings: Option<&crate::config::TuningSettings>,
+    store: &crate::store::Store,
+    clock: &Arc<dyn Clock>,
+    decision: &crate::domain::decision::DecisionConfig,
+    snapshots: &watch::Receiver<Option<Arc<crate::domain::model::Snapshot>>>,
+    telemetry: &Telemetry,
+    cancel: &CancellationToken,
+) -> Option<watch::Receiver<Arc<crate::domain::tuning::Tunings>>> {
+    let settings = settings?;
+    let (task, tunings) = crate::tune::TuningTask::new(
+        store.clone(),
+        clock.clone(),
+        settings.clone(),
+        decision.clone(),
+        snapshots.clone(),
+        telemetry,
+    );
+    tokio::spawn(task.run(cancel.clone()));
+    Some(tunings)
+}
+
 /// The cost book of `serve` and `demo`: the configured prices (what is ignored in them logged), the cost gauges,
 /// and the store for the hourly rollups and the usage histories.
 fn cost_book(
@@ -557,6 +582,18 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         forecasts = Some(board);
         tokio::spawn(task.run(cancel.clone()));
     }
+    let tunings = start_tuning(
+        args.tuning.as_ref(),
+        &store,
+        &clock,
+        &args.decision,
+        &snapshots,
+        &telemetry,
+        &cancel,
+    );
+    if let Some(t) = &tunings {
+        engine = engine.with_tunings(t.clone());
+    }
     let alerting = start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
     crate::k8s::events::spawn(
         events_client,
@@ -596,6 +633,7 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
     );
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
     state.forecasts = forecasts;
+    state.tunings = tunings;
     tokio::spawn(http::extender::forget_expired(
         state.clone(),
         cancel.clone(),
@@ -826,6 +864,18 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
         forecasts = Some(board);
         tokio::spawn(task.run(cancel.clone()));
     }
+    let tunings = start_tuning(
+        args.tuning.as_ref(),
+        &store,
+        &clock,
+        &args.decision,
+        &snapshots,
+        &telemetry,
+        &cancel,
+    );
+    if let Some(t) = &tunings {
+        engine = engine.with_tunings(t.clone());
+    }
     let leadership = crate::k8s::leader::always();
     export_leadership(&telemetry, &leadership, &cancel);
     let alerting = start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
@@ -856,6 +906,7 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     );
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
     state.forecasts = forecasts;
+    state.tunings = tunings;
     shutdown_on_signal(cancel.clone());
     tokio::spawn(engine.run(cancel.clone()));
     tokio::spawn(http::extender::forget_expired(
@@ -892,6 +943,7 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/anomalies");
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/cost");
     println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/recommendations");
+    println!("  curl -s http://127.0.0.1:{metrics_port}/api/v1/tuning");
     println!("  curl -s http://127.0.0.1:{metrics_port}/metrics");
     watch_tls(&tls, &args.server, &state.telemetry, &cancel);
     let auth = start_auth(&args.auth, None, &args.server, &state.telemetry, &cancel).await?;

@@ -57,11 +57,11 @@ pub enum Command {
     /// Run in a cluster: serve the external metrics API from Kubernetes and Prometheus data.
     Serve(Box<ServeArgs>),
     /// Run the whole server on an embedded simulated cluster: no Kubernetes or Prometheus needed.
-    Demo(DemoArgs),
+    Demo(Box<DemoArgs>),
     /// Generate a CA and a serving certificate for the in-cluster Service and print the caBundle.
     Certs(CertsArgs),
     /// Backtest: replay a trace or scenario through a model of the native HPA (plain vs smart vs oracle).
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
     /// Print the weekly report (cost, savings, anomalies, target changes, forecasts) of a running server.
     Report(ReportArgs),
 }
@@ -159,6 +159,13 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub schedule: bool,
 
+    /// Add a `tuned` run: the smart run of a deployment opted in to auto-tuning, re-tuned every day on the trace
+    /// so far from the end of the warm-up (at least a day) on, a tuned target applied only when confident (more
+    /// than 0.8), as `serve` does (a `tuned` object and a `tuning` list of the re-tunings in the JSON). See
+    /// docs/tuning.md.
+    #[arg(long)]
+    pub tune: bool,
+
     /// Add a fourth run, `predictive`: smart-autoscaler with forecasts learned online as the trace replays (no
     /// peeking ahead), and a `forecast` object with the forecasts' accuracy in the JSON.
     #[arg(long)]
@@ -252,6 +259,63 @@ impl SimulateArgs {
             ));
         }
         Ok(())
+    }
+}
+
+/// Auto-tuning settings, shared by `serve` and `demo` (see docs/tuning.md).
+#[derive(Debug, Clone, Args)]
+pub struct TuningArgs {
+    /// Least time between two tunings of one deployment (at least 1m). A deployment seen for the first time is
+    /// tuned in the first round that has budget left.
+    #[arg(long, env = "SMART_AUTOSCALER_TUNING_INTERVAL", default_value = "3h", value_parser = parse_duration)]
+    pub tuning_interval: Duration,
+    /// Share of one core the background tuning replays may use (0.01-1); deployments not reached in a round come
+    /// first in the next.
+    #[arg(
+        long,
+        env = "SMART_AUTOSCALER_TUNING_CPU_BUDGET",
+        default_value_t = 0.25
+    )]
+    pub tuning_cpu_budget: f64,
+    /// Candidate targets replayed on each side of the current one (1-10), 3 points apart.
+    #[arg(long, env = "SMART_AUTOSCALER_TUNING_CANDIDATES", default_value_t = 4)]
+    pub tuning_candidates: u32,
+    /// Turn auto-tuning off: no tuned targets, no advice.
+    #[arg(long, env = "SMART_AUTOSCALER_NO_TUNING")]
+    pub no_tuning: bool,
+}
+
+/// What [`TuningArgs`] set up.
+#[derive(Debug, Clone)]
+pub struct TuningSettings {
+    /// Least time between two tunings of one deployment.
+    pub interval: Duration,
+    /// Share of one core the replays may use.
+    pub cpu_budget: f64,
+    /// The tuning itself.
+    pub config: crate::domain::tuning::TuningConfig,
+}
+
+impl TuningArgs {
+    /// The settings, `None` with `--no-tuning`.
+    pub fn settings(&self) -> Result<Option<TuningSettings>, InvalidFlag> {
+        if !(self.tuning_cpu_budget.is_finite() && (0.01..=1.0).contains(&self.tuning_cpu_budget)) {
+            return Err(bad("tuning-cpu-budget", "must be between 0.01 and 1"));
+        }
+        if self.tuning_interval < Duration::from_secs(60) {
+            return Err(bad("tuning-interval", "must be at least 1m"));
+        }
+        if !(1..=10).contains(&self.tuning_candidates) {
+            return Err(bad("tuning-candidates", "must be between 1 and 10"));
+        }
+        Ok((!self.no_tuning).then(|| TuningSettings {
+            interval: self.tuning_interval,
+            cpu_budget: self.tuning_cpu_budget,
+            config: crate::domain::tuning::TuningConfig {
+                steps: self.tuning_candidates,
+                ..Default::default()
+            },
+        }))
     }
 }
 
@@ -582,6 +646,9 @@ pub struct ServeArgs {
     pub no_forecast: bool,
 
     #[command(flatten)]
+    pub tuning: TuningArgs,
+
+    #[command(flatten)]
     pub k8s: crate::k8s::K8sArgs,
 
     #[command(flatten)]
@@ -662,6 +729,9 @@ pub struct DemoArgs {
     /// Turn forecasting off in the demo: the served values are the reactive ones.
     #[arg(long, env = "SMART_AUTOSCALER_NO_FORECAST")]
     pub no_forecast: bool,
+
+    #[command(flatten)]
+    pub tuning: TuningArgs,
 
     #[command(flatten)]
     pub alerting: crate::alerting::AlertingArgs,
@@ -868,6 +938,8 @@ pub struct ServeSettings {
     pub forecast_refit_interval: Duration,
     /// Share of one core the refits may use, 0.01 to 1.
     pub forecast_cpu_budget: f64,
+    /// Auto-tuning; `None` with `--no-tuning`.
+    pub tuning: Option<TuningSettings>,
     /// The Kubernetes connection.
     pub k8s: K8sSettings,
     /// Leader election; `None` with `--no-leader-election` (this replica then leads alone).
@@ -907,6 +979,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
         let store = errors.take(StoreConfig::try_from(&args.store));
         let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
         let auth = errors.take(args.auth.settings(true, false));
+        let tuning = errors.take(args.tuning.settings());
         errors.check(args.check_own());
         let settings = (|| {
             Some(ServeSettings {
@@ -921,6 +994,7 @@ impl TryFrom<&ServeArgs> for ServeSettings {
                 forecast: (!args.no_forecast).then_some(forecast?),
                 forecast_refit_interval: args.forecast_refit_interval,
                 forecast_cpu_budget: args.forecast_cpu_budget,
+                tuning: tuning?,
                 k8s: k8s?,
                 leader: leader?,
                 prom: prom?,
@@ -998,6 +1072,8 @@ pub struct DemoSettings {
     pub history_days: u32,
     /// Forecasting, unless `--no-forecast`.
     pub forecast: Option<ForecasterConfig>,
+    /// Auto-tuning; `None` with `--no-tuning`.
+    pub tuning: Option<TuningSettings>,
     /// The alert receivers.
     pub alerting: AlertingSettings,
     /// Node prices for the cost model.
@@ -1016,6 +1092,7 @@ impl TryFrom<&DemoArgs> for DemoSettings {
         let alerting = errors.take(AlertingSettings::try_from(&args.alerting));
         let forecast = errors.take(args.forecast.validate().map(|()| args.forecast.to_config()));
         let auth = errors.take(args.auth.settings(false, true));
+        let tuning = errors.take(args.tuning.settings());
         errors.check(validate_interval(args.interval));
         if !(args.speed.is_finite() && (0.1..=10_000.0).contains(&args.speed)) {
             errors.check(Err(bad("speed", "must be between 0.1 and 10000")));
@@ -1041,6 +1118,7 @@ impl TryFrom<&DemoArgs> for DemoSettings {
                 start_at: args.start_at,
                 history_days: args.history_days,
                 forecast: (!args.no_forecast).then_some(forecast?),
+                tuning: tuning?,
                 alerting: alerting?,
                 prices: args.cost.prices(),
                 auth: auth?,
@@ -1098,14 +1176,16 @@ impl Command {
             Command::Serve(args) => {
                 CommandSettings::Serve(Box::new(ServeSettings::try_from(args.as_ref())?))
             }
-            Command::Demo(args) => CommandSettings::Demo(Box::new(DemoSettings::try_from(args)?)),
+            Command::Demo(args) => {
+                CommandSettings::Demo(Box::new(DemoSettings::try_from(args.as_ref())?))
+            }
             Command::Certs(args) => {
                 own(args.validate())?;
                 CommandSettings::Certs(args.clone())
             }
             Command::Simulate(args) => {
                 own(args.validate())?;
-                CommandSettings::Simulate(Box::new(args.clone()))
+                CommandSettings::Simulate(args.clone())
             }
             Command::Report(args) => {
                 if !(args.url.starts_with("http://") || args.url.starts_with("https://")) {

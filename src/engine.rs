@@ -1,5 +1,5 @@
 //! The engine: on every tick it asks its [`Source`] for an observation, runs the domain's pure tick
-//! ([`tick::step`]) over it with the latest published forecasts, and publishes the resulting [`Snapshot`] on a
+//! ([`tick::step`]) over it with the latest published forecasts and tunings, and publishes the resulting [`Snapshot`] on a
 //! `watch` channel. Handlers only ever read the latest snapshot.
 
 use std::future::Future;
@@ -14,6 +14,7 @@ use crate::domain::decision::DecisionConfig;
 use crate::domain::forecast::online::Board;
 use crate::domain::model::{Observation, Snapshot, UnixMillis};
 use crate::domain::tick::{self, TickStates};
+use crate::domain::tuning::Tunings;
 use crate::store::{AnomalyHistory, AnomalyWriter};
 use crate::telemetry::{AnomalyMetrics, OutcomeLabels, Telemetry};
 
@@ -57,6 +58,8 @@ pub struct Engine<S: Source> {
     pub states: TickStates,
     /// The forecasting task's board, when forecasting runs.
     pub forecasts: Option<watch::Receiver<Arc<Board>>>,
+    /// The tuning task's latest tunings, when tuning runs.
+    pub tunings: Option<watch::Receiver<Arc<Tunings>>>,
     /// Anomaly counters and gauges, updated after each publish.
     pub anomaly_metrics: AnomalyMetrics,
     /// Where anomalies are written after each publish, when they are kept.
@@ -85,6 +88,7 @@ impl<S: Source> Engine<S> {
             decision,
             states: TickStates::default(),
             forecasts: None,
+            tunings: None,
             anomaly_metrics,
             anomaly_writer: None,
             cost: None,
@@ -95,6 +99,12 @@ impl<S: Source> Engine<S> {
     /// Blends the forecasts published on `board` into the served values.
     pub fn with_forecasts(mut self, board: watch::Receiver<Arc<Board>>) -> Self {
         self.forecasts = Some(board);
+        self
+    }
+
+    /// Feeds the tunings published on `tunings` to the tick (applied where opted in, advice elsewhere).
+    pub fn with_tunings(mut self, tunings: watch::Receiver<Arc<Tunings>>) -> Self {
+        self.tunings = Some(tunings);
         self
     }
 
@@ -119,6 +129,7 @@ impl<S: Source> Engine<S> {
             Ok(observation) => {
                 // Clone the Arc out of the channel: no borrow of the watch is held while computing.
                 let board = self.forecasts.as_ref().map(|b| b.borrow().clone());
+                let tunings = self.tunings.as_ref().map(|t| t.borrow().clone());
                 let previous = self.publish.borrow().clone();
                 let snapshot = tick::step(
                     observation,
@@ -126,6 +137,7 @@ impl<S: Source> Engine<S> {
                     &self.decision,
                     &mut self.states,
                     board.as_deref(),
+                    tunings.as_deref(),
                     previous.as_deref(),
                 );
                 self.source.served(&snapshot);
@@ -221,6 +233,7 @@ mod tests {
             INTERVAL,
             &DecisionConfig::default(),
             states,
+            None,
             None,
             previous,
         )
@@ -349,6 +362,7 @@ mod anomaly_hook_tests {
             Duration::from_secs(15),
             &DecisionConfig::default(),
             &mut TickStates::default(),
+            None,
             None,
             None,
         );

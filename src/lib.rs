@@ -2,7 +2,8 @@
 //! cost-aware by serving an external metric it can scale on.
 //!
 //! Layout: [`domain`] is the pure core; [`http`] is the HTTP adapter; [`engine`] runs ticks and publishes
-//! snapshots; [`refit`] refits and publishes forecasts in the background; [`demo`] is the simulated
+//! snapshots; [`refit`] refits and publishes forecasts in the background; [`tune`] tunes targets
+//! in the background; [`demo`] is the simulated
 //! cluster; [`app`] wires it together for `main`.
 
 pub mod alerting;
@@ -27,6 +28,7 @@ pub mod simulate;
 pub mod store;
 pub mod telemetry;
 pub mod trace;
+pub mod tune;
 
 /// The pure core, its own crate (`crates/domain`) so that the compiler keeps IO out of it.
 pub use smart_autoscaler_domain as domain;

@@ -155,7 +155,7 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
     } else {
         None
     };
-    let runs = with_progress(&name, |progress| {
+    let mut runs = with_progress(&name, |progress| {
         backtest::compare_with_progress(&series, &config, progress)
     });
     let scheduled = learned.map(|schedule| {
@@ -168,6 +168,16 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
             backtest::Mode::Smart,
         );
         (schedule, run)
+    });
+    let tuning = args.tune.then(|| {
+        let (retunes, run) = crate::domain::tuning::tuned_replay(
+            &series,
+            &config,
+            &crate::domain::tuning::TuningConfig::default(),
+            86_400_000,
+        );
+        runs.push(run);
+        retunes
     });
     let rightsizing = args
         .rightsize
@@ -220,6 +230,9 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
                 "schedule".into(),
                 crate::http::schedule::schedule_json(schedule),
             );
+        }
+        if let Some(t) = &tuning {
+            out.insert("tuning".into(), serde_json::to_value(t)?);
         }
         return Ok(serde_json::to_string_pretty(&out)? + "\n");
     }
@@ -293,6 +306,15 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
             schedule.extra_replica_hours()
         )?;
         out.push_str(&schedule.table());
+    }
+    for r in tuning.iter().flatten() {
+        writeln!(
+            out,
+            "tuning at +{:.1}d: {:.0}% in force ({})",
+            r.at as f64 / 86_400_000.0,
+            r.applied_percent,
+            r.summary
+        )?;
     }
     if let Some(f) = runs.iter().find_map(|r| r.forecast.as_ref()) {
         writeln!(

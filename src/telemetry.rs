@@ -260,7 +260,7 @@ struct DeploymentGauges {
 }
 
 /// The per-deployment gauges: name (after the `smart_autoscaler_` prefix), help, and what each reads.
-const DEPLOYMENT_GAUGES: [(&str, &str, Reader); 9] = [
+const DEPLOYMENT_GAUGES: [(&str, &str, Reader); 12] = [
     (
         "deployment_served_percent",
         "Value served to the HPA as smart_cpu_utilization, percent",
@@ -306,6 +306,27 @@ const DEPLOYMENT_GAUGES: [(&str, &str, Reader); 9] = [
         "deployment_replicas",
         "Replicas of the Deployment (spec) seen on the tick",
         |d| Some(f64::from(d.inputs.replicas)),
+    ),
+    (
+        "deployment_tuned_target_percent",
+        "Auto-tuned target (the current one when tuning keeps it), percent; absent until tuned or with not enough \
+         data",
+        |d| d.explanation.tuning.as_ref().and_then(|t| t.target_percent),
+    ),
+    (
+        "deployment_tuning_confidence",
+        "Confidence of the auto-tuned target, 0 to 1 (applied only above 0.8)",
+        |d| d.explanation.tuning.as_ref().and_then(|t| t.confidence),
+    ),
+    (
+        "deployment_tuning_applied",
+        "1 while the auto-tuned target is the deployment's policy target, 0 while it is advice only",
+        |d| {
+            d.explanation
+                .tuning
+                .as_ref()
+                .map(|t| f64::from(u8::from(t.applied)))
+        },
     ),
 ];
 

@@ -61,6 +61,7 @@ impl Rig {
             responses: Default::default(),
             health: Arc::new(Health::new(&telemetry)),
             forecasts: None,
+            tunings: None,
         };
         let router = match history {
             Some(h) => metrics_router_with_anomalies(state, h),

@@ -52,6 +52,7 @@ fn router(book: Option<Arc<CostBook>>, telemetry: Arc<Telemetry>) -> Router {
         responses: Default::default(),
         health: Arc::new(Health::new(&telemetry)),
         forecasts: None,
+        tunings: None,
     };
     match book {
         Some(b) => metrics_router(state).layer(axum::Extension(b)),

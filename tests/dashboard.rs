@@ -274,6 +274,24 @@ async fn every_page_renders_in_chromium_with_the_api_values() {
             &id,
         );
         assert!(tr.contains(&format!("href=\"/deployments/{id}\"")), "{tr}");
+        // The auto-tuned target column shows the explanation's tuning of the same snapshot (docs/tuning.md).
+        let explained: Value =
+            reqwest::get(server.metrics_url(&format!("/api/v1/deployments/{id}")))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        let t = &explained["explanation"]["tuning"];
+        let target = t["target_percent"].as_f64().map(|v| format!("{v:.0}%"));
+        let cell = match (t["verdict"].as_str(), target) {
+            (None, _) => "none yet".to_string(),
+            (Some("tuned"), Some(v)) if t["applied"] == true => format!("{v} (applied)"),
+            (Some("tuned"), Some(v)) => format!("{v} (advice)"),
+            (Some("keep"), Some(v)) => format!("{v} (kept)"),
+            _ => "not enough data".to_string(),
+        };
+        has_field(tr, "tuning", &cell, &id);
         // The 30-day cost column shows what /api/v1/cost projects for it.
         let priced = cost["items"]
             .as_array()

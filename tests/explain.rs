@@ -107,6 +107,7 @@ fn router(deployments: Vec<ServedDeployment>) -> Router {
         responses: Default::default(),
         health,
         forecasts: None,
+        tunings: None,
     })
 }
 

@@ -161,6 +161,7 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
         &mut Default::default(),
         Some(&board),
         None,
+        None,
     );
     let held_back = &early.deployments[&checkout].explanation;
     assert!(
@@ -183,6 +184,7 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
         &mut Default::default(),
         None,
         None,
+        None,
     );
     let snapshot = tick::step(
         observation,
@@ -190,6 +192,7 @@ async fn forecasts_raise_the_served_value_before_a_daily_spike_and_not_on_noise(
         &DecisionConfig::default(),
         &mut states,
         Some(&board),
+        None,
         None,
     );
     let raised = &snapshot.deployments[&checkout];

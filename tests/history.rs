@@ -93,6 +93,7 @@ impl Rig {
             responses: Default::default(),
             health,
             forecasts: None,
+            tunings: None,
         };
         let router = if with_store {
             with_history(metrics_router(state), store.clone())

@@ -82,6 +82,7 @@ impl Rig {
             responses: Default::default(),
             health: health.clone(),
             forecasts: board,
+            tunings: None,
         };
         Rig {
             secure: secure_router(state.clone()),

@@ -58,6 +58,7 @@ impl Rig {
             responses: Default::default(),
             health,
             forecasts: None,
+            tunings: None,
         };
         Rig {
             router: metrics_router(state),

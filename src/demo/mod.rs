@@ -250,8 +250,10 @@ const TEMPLATES: [Template; 4] = [
         // then measured by holds none of it (its 5- and 10-minute rates still do, and serve's estimate takes the
         // lowest when nothing rises).
         warmup_s: 90.0,
+        // Opted in to auto-tuning, so the demo shows a tuned target applied (the others show advice).
         annotations: &[
             (STARTUP_FILTER_ANNOTATION, "150"),
+            (crate::domain::contract::AUTO_TUNE_ANNOTATION, "true"),
             (
                 "smart-autoscaler.io/policy",
                 "JVM image: 150s startup filter",
@@ -644,6 +646,7 @@ mod tests {
                 &config,
                 &mut states,
                 None,
+                None,
                 Some(&last),
             );
             cluster.apply_hpa(&last);
@@ -776,6 +779,7 @@ mod tests {
                 &config,
                 &mut serve_states,
                 None,
+                None,
                 Some(&serve_last),
             );
 
@@ -785,6 +789,7 @@ mod tests {
                 interval,
                 &config,
                 &mut demo_states,
+                None,
                 None,
                 Some(&demo_last),
             );
@@ -870,6 +875,7 @@ mod tests {
                 Duration::from_secs(15),
                 &config,
                 &mut states,
+                None,
                 None,
                 Some(&last),
             );

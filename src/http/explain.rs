@@ -39,7 +39,7 @@ fn source_words(source: TargetSource) -> &'static str {
         TargetSource::Annotation => "the smart-autoscaler.io/target-utilization annotation",
         TargetSource::TinyRequest => "the low-request policy for pods requesting under 50m CPU",
         TargetSource::SmallRequest => "the low-request policy for pods requesting 50m to 100m CPU",
-        TargetSource::Learned => "the learned target",
+        TargetSource::Learned => "the auto-tuned target (smart-autoscaler.io/auto-tune)",
         TargetSource::Base => "the HPA's target",
     }
 }
@@ -158,6 +158,17 @@ pub fn readable(
             "made_at": a.made_at.map(rfc3339),
         })
     });
+    let tuning = e.tuning.as_ref().map(|t| {
+        json!({
+            "verdict": t.verdict,
+            "target_percent": t.target_percent.map(pct),
+            "confidence": t.confidence.map(ratio),
+            "applied": t.applied,
+            "opted_in": t.opted_in,
+            "computed_at": rfc3339(t.computed_at),
+            "reason": t.text,
+        })
+    });
     let holds = holds(served);
     let adjustments = adjustments(served);
     let mut summary = format!(
@@ -178,6 +189,10 @@ pub fn readable(
             }
             summary.push('.');
         }
+    }
+    if let Some(t) = &e.tuning {
+        // Applied or advice, the tuning's own words close the summary.
+        summary.push_str(&format!(" Auto-tune: {}.", t.text));
     }
     json!({
         "apiVersion": API_VERSION,
@@ -209,6 +224,7 @@ pub fn readable(
         "confidence": ratio(e.confidence),
         "replicas": { "spec": i.replicas, "ready": i.ready_pods, "starting": i.starting_pods },
         "forecast": forecast,
+        "tuning": tuning,
         "holds": holds,
         "adjustments": adjustments,
         "usage_unknown": unknown.map(|u| json!({

@@ -121,7 +121,7 @@ pub struct ServerArgs {
 
     /// Most managed deployments the per-deployment series of /metrics are exported for (the first in namespace,
     /// name order); the others are counted in `smart_autoscaler_deployment_metrics_dropped`. Each deployment adds
-    /// up to 9 series. 0 exports none.
+    /// up to 12 series. 0 exports none.
     #[arg(long, env = "SMART_AUTOSCALER_METRICS_MAX_DEPLOYMENTS", default_value_t = crate::telemetry::DEFAULT_MAX_DEPLOYMENTS)]
     pub metrics_max_deployments: usize,
 
@@ -334,6 +334,8 @@ pub struct AppState {
     pub health: Arc<crate::health::Health>,
     /// The forecasting task's board, when forecasting runs.
     pub forecasts: Option<watch::Receiver<Arc<crate::domain::forecast::online::Board>>>,
+    /// The tuning task's latest tunings, when tuning runs.
+    pub tunings: Option<watch::Receiver<Arc<crate::domain::tuning::Tunings>>>,
 }
 
 impl AppState {

@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/forecasts", get(list_forecasts))
         .route("/api/v1/forecasts/{namespace}/{name}", get(get_forecast))
         .route(ANOMALIES_PATH, get(list_anomalies))
+        .route(TUNING_PATH, get(list_tunings))
         .route(super::cost::COST_PATH, get(super::cost::get_cost))
         .route(
             super::cost::RECOMMENDATIONS_PATH,
@@ -45,6 +46,27 @@ pub fn routes() -> Router<AppState> {
         .merge(super::schedule::routes())
         .merge(super::report::routes())
         .merge(super::explain::routes())
+}
+
+/// Where the auto-tuned targets are listed.
+pub const TUNING_PATH: &str = "/api/v1/tuning";
+
+/// Every deployment's latest tuning (of the namespace, when given): the tuned target, confidence, whether the
+/// tick applies it and its words (docs/tuning.md).
+async fn list_tunings(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let namespace = super::cost::namespace_query(query.as_deref())?;
+    let tunings = state
+        .tunings
+        .as_ref()
+        .map(|t| t.borrow().clone())
+        .ok_or_else(|| ApiError::not_found("auto-tuning is off (--no-tuning)"))?;
+    let snapshot = state.snapshot();
+    let mut body = crate::tune::listing(&tunings, snapshot.as_deref(), namespace.as_deref());
+    body["query"] = json!({ "namespace": namespace });
+    Ok(Json(body))
 }
 
 fn board(state: &AppState) -> Result<Arc<Board>, ApiError> {

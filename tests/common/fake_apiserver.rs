@@ -449,18 +449,28 @@ impl Drop for Harness {
 }
 
 pub async fn start(forbidden: Vec<&'static str>) -> Harness {
+    start_edited(forbidden, |_| {}).await
+}
+
+/// [`start`], with the recorded collections changed by `edit` first (an annotation added, say).
+pub async fn start_edited(
+    forbidden: Vec<&'static str>,
+    edit: impl FnOnce(&mut Vec<Collection>),
+) -> Harness {
     // As `main` does: one process-wide rustls provider, aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let (release, released) = watch::channel(false);
     let (pause, paused) = watch::channel(false);
+    let mut collections = vec![
+        collection("/api/v1/nodes", "nodes"),
+        collection("/api/v1/pods", "pods"),
+        collection("/apis/apps/v1/deployments", "deployments"),
+        collection("/apis/apps/v1/replicasets", "replicasets"),
+        collection("/apis/autoscaling/v2/horizontalpodautoscalers", "hpas"),
+    ];
+    edit(&mut collections);
     let api = Arc::new(FakeApi {
-        collections: vec![
-            collection("/api/v1/nodes", "nodes"),
-            collection("/api/v1/pods", "pods"),
-            collection("/apis/apps/v1/deployments", "deployments"),
-            collection("/apis/apps/v1/replicasets", "replicasets"),
-            collection("/apis/autoscaling/v2/horizontalpodautoscalers", "hpas"),
-        ],
+        collections,
         released,
         paused,
         forbidden,

@@ -29,6 +29,7 @@ use super::model::{
     DeploymentInputs, DeploymentKey, Observation, PoolInputs, Snapshot, UnixMillis,
 };
 use super::tick::{self, TickStates};
+use super::tuning::{Tuning, Tunings};
 
 /// HPA sync period.
 pub const SYNC_MILLIS: i64 = 15_000;
@@ -145,6 +146,10 @@ pub struct SimConfig {
     pub forecast: Option<ForecasterConfig>,
     /// Wall-clock time of the trace's first point, so forecasts see real days of the week and hours.
     pub start_millis: UnixMillis,
+    /// Tuned targets fed to the decision's learned-target hook, as `(time since the start, target percent)`, each
+    /// in force from its time on, as a deployment opted in to auto-tuning gets them ([`crate::tuning`]); empty:
+    /// none. Used by the runs that go through the tick (smart, predictive, tuned).
+    pub tuned_targets: Vec<(UnixMillis, f64)>,
     /// Time since the start from which runs are scored: the warm-up before it is replayed (models learn from
     /// it) but counted in no run's metrics, like the training part of a train/test split.
     pub score_from_millis: UnixMillis,
@@ -178,6 +183,7 @@ impl SimConfig {
             behavior: Behavior::defaults(),
             forecast: None,
             start_millis: 0,
+            tuned_targets: Vec::new(),
             score_from_millis: 0,
         }
     }
@@ -195,6 +201,9 @@ pub enum Mode {
     Oracle,
     /// HPA on `smart_cpu_utilization` with the forecast blended in, learned online as the trace replays.
     Predictive,
+    /// HPA on `smart_cpu_utilization` with [`SimConfig::tuned_targets`] (the reactive run, re-tuned as the
+    /// trace replays; see `simulate`).
+    Tuned,
 }
 
 /// Outcome of one run.
@@ -557,7 +566,7 @@ pub fn run_with_progress(
                     util,
                 )
             }
-            Mode::Smart | Mode::Predictive => {
+            Mode::Smart | Mode::Predictive | Mode::Tuned => {
                 if let Some(f) = forecaster.as_mut() {
                     // Demand in the forecasters' unit: the measured usage as percent of one pod's capacity.
                     if now > 0 && now % BUCKET_MILLIS == 0 && bucket.1 > 0 {
@@ -593,13 +602,35 @@ pub fn run_with_progress(
                     let ages: Vec<i64> = pods.starts.iter().map(|s| now - s).collect();
                     // One clock for the tick, the forecasts and the decision memory: the trace's wall clock.
                     let at = config.start_millis + now;
-                    let observation = observe(&key, config, at, utilization, current, ready, &ages);
+                    let tuned = config
+                        .tuned_targets
+                        .iter()
+                        .rev()
+                        .find(|(from, _)| *from <= now)
+                        .map(|(from, t)| {
+                            Tunings::from([(
+                                key.clone(),
+                                Tuning::given(target, *t, config.start_millis + from),
+                            )])
+                        });
+                    let mut observation =
+                        observe(&key, config, at, utilization, current, ready, &ages);
+                    if tuned.is_some() {
+                        // The replayed deployment is one that opted in.
+                        for d in &mut observation.deployments {
+                            d.annotations.insert(
+                                crate::contract::AUTO_TUNE_ANNOTATION.into(),
+                                "true".into(),
+                            );
+                        }
+                    }
                     let snapshot = tick::step(
                         observation,
                         Duration::from_millis(interval.unsigned_abs()),
                         &config.decision,
                         &mut states,
                         board.as_ref(),
+                        tuned.as_ref(),
                         last.as_ref(),
                     );
                     if let Some(d) = snapshot.deployments.get(&key) {
@@ -705,7 +736,7 @@ pub fn run_with_progress(
             refits: f.refits(),
         }
     });
-    if matches!(mode, Mode::Smart | Mode::Predictive) {
+    if matches!(mode, Mode::Smart | Mode::Predictive | Mode::Tuned) {
         metrics.anomalies = Some(anomalies);
     }
     Run {

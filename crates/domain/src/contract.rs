@@ -11,6 +11,9 @@ pub const ENABLED_ANNOTATION: &str = "smart-autoscaler.io/enabled";
 pub const STARTUP_FILTER_ANNOTATION: &str = "smart-autoscaler.io/startup-filter-seconds";
 /// Target CPU utilization percentage the autoscaler should aim for (set by a user or stamped by the webhook).
 pub const TARGET_UTILIZATION_ANNOTATION: &str = "smart-autoscaler.io/target-utilization";
+/// Annotation that lets auto-tuning apply its tuned target to a deployment (`"true"`); without it the tuned
+/// target is only shown as advice. Set by users (the webhook does not stamp it); see docs/tuning.md.
+pub const AUTO_TUNE_ANNOTATION: &str = "smart-autoscaler.io/auto-tune";
 /// Human-readable record of what the webhook stamped and why (also its ownership record, see `admission`).
 pub const POLICY_ANNOTATION: &str = "smart-autoscaler.io/policy";
 /// Label that opts a Deployment (or, in the webhook configuration's namespaceSelector, a namespace) out of the
@@ -42,6 +45,7 @@ mod tests {
             ENABLED_ANNOTATION,
             STARTUP_FILTER_ANNOTATION,
             TARGET_UTILIZATION_ANNOTATION,
+            AUTO_TUNE_ANNOTATION,
             POLICY_ANNOTATION,
             OPT_OUT_LABEL,
         ] {

@@ -211,6 +211,10 @@ pub struct Explanation {
     /// The forecast as the forecaster gave it (confidence, trust, why it was not used), when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forecast: Option<super::forecast::online::Advice>,
+    /// The auto-tuned target for this deployment and whether it is applied (its words are also the last
+    /// reason), when tuning has looked at it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<super::tuning::ShownTuning>,
     /// Whether the saturation floor raised the served value to raw.
     pub saturation_floor: bool,
     /// In dry-run mode, the value that would have been served.
@@ -454,6 +458,7 @@ pub fn decide(
         forecast_percent: forecast,
         forecast_applied,
         forecast: None,
+        tuning: None,
         saturation_floor,
         would_serve_percent: would_serve,
         served_percent: served,

@@ -25,3 +25,4 @@ pub mod selector;
 #[doc(hidden)]
 pub mod testing;
 pub mod tick;
+pub mod tuning;

@@ -7,7 +7,8 @@
 //!        │ cluster::join                           (simulate: the trace's deployment, joined as serve would)
 //!        ▼
 //!  Observation ──┐
-//!  forecasts  ───┤ step: per deployment forecast_hooks → decision::decide; unknown usage keeps the last value;
+//!  forecasts  ───┤ step: per deployment forecast_hooks + tuning::hook → decision::decide; unknown usage keeps
+//!  tunings    ───┤       the last value;
 //!  states     ───┤       then the anomaly detectors (anomaly::detect) on the same inputs and forecasts
 //!  previous   ───┘
 //!        ▼
@@ -32,6 +33,7 @@ use super::model::{
     DeploymentInputs, DeploymentKey, Observation, ServedDeployment, Snapshot, UnixMillis,
     Unmeasured, UsageUnknown,
 };
+use super::tuning::Tunings;
 
 /// Per-deployment decision memory carried from one tick to the next.
 pub type DecisionStates = HashMap<DeploymentKey, DecisionState>;
@@ -83,6 +85,9 @@ pub fn forecast_hooks(
 
 /// One tick's pure step: the snapshot to serve for `observation`. `states` is updated in place; deployments no
 /// longer observed are forgotten. `forecasts` are the latest published forecasts, if forecasting runs;
+/// `tunings` are the latest auto-tuned targets ([`tuning`](super::tuning)), if tuning runs: an applicable one
+/// (opted in, confident, within the factor bounds) feeds the decision's learned-target hook, and every one is
+/// shown in the explanation, as advice when it is not applied;
 /// `interval` is the time between ticks (it sets the snapshot's fail-safe limits).
 ///
 /// A deployment whose utilization is unknown on this tick ([`Observation::unmeasured`]) gets no new value: its
@@ -99,6 +104,7 @@ pub fn step(
     config: &DecisionConfig,
     states: &mut TickStates,
     forecasts: Option<&Board>,
+    tunings: Option<&Tunings>,
     previous: Option<&Snapshot>,
 ) -> Snapshot {
     let now = observation.at;
@@ -113,14 +119,20 @@ pub fn step(
         .map(|inputs| {
             let published = forecasts.and_then(|b| b.get(&inputs.key));
             let advice = published.map(|p| &p.advice);
-            let (mut explanation, state) = decision::decide(
-                &inputs,
-                config,
-                states.get(&inputs.key),
-                forecast_hooks(&inputs, advice, now),
-                now,
-            );
+            let tuning = tunings.and_then(|t| t.get(&inputs.key));
+            let mut hooks = forecast_hooks(&inputs, advice, now);
+            hooks.learned_target_percent =
+                tuning.and_then(|t| t.applicable_target(&inputs, config));
+            let (mut explanation, state) =
+                decision::decide(&inputs, config, states.get(&inputs.key), hooks, now);
             explanation.forecast = advice.cloned();
+            if let Some(t) = tuning {
+                let shown = t.shown(&inputs, config, &explanation);
+                explanation
+                    .reasons
+                    .push(format!("auto-tune: {}", shown.text));
+                explanation.tuning = Some(shown);
+            }
             states.insert(inputs.key.clone(), state);
             anomalies.extend(detectors.observe(&inputs, published, now));
             let served = ServedDeployment {
@@ -251,6 +263,7 @@ mod tests {
                     &DecisionConfig::default(),
                     &mut states,
                     None,
+                    None,
                     last.as_ref(),
                 );
                 last = Some(s.clone());
@@ -299,6 +312,7 @@ mod tests {
                 &DecisionConfig::default(),
                 &mut states,
                 None,
+                None,
                 last.as_ref(),
             );
             last = Some(s);
@@ -315,6 +329,7 @@ mod tests {
             Duration::from_secs(15),
             &DecisionConfig::default(),
             &mut states,
+            None,
             None,
             last.as_ref(),
         );

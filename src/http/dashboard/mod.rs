@@ -220,6 +220,22 @@ fn source_words(source: &TargetSource) -> &'static str {
     }
 }
 
+/// The overview's auto-tuned target cell: the target and whether it is applied (advice otherwise), "kept",
+/// "not enough data", or "none yet" before the first tuning reached the tick (or with `--no-tuning`;
+/// docs/tuning.md).
+fn tuning_cell(e: &crate::domain::decision::Explanation) -> String {
+    use crate::domain::tuning::Verdict;
+    match &e.tuning {
+        None => "none yet".to_string(),
+        Some(t) => match (t.verdict, t.target_percent) {
+            (Verdict::Tuned, Some(target)) if t.applied => format!("{target:.0}% (applied)"),
+            (Verdict::Tuned, Some(target)) => format!("{target:.0}% (advice)"),
+            (Verdict::Keep, Some(target)) => format!("{target:.0}% (kept)"),
+            _ => "not enough data".to_string(),
+        },
+    }
+}
+
 /// The forecast column: trust and use in words.
 fn forecast_words(e: &Explanation) -> String {
     match &e.forecast {
@@ -304,8 +320,8 @@ async fn overview(
     let _ = write!(
         body,
         "<table id=\"deployments\"><thead><tr><th>Deployment</th><th>Served %</th><th>Raw %</th>\
-         <th>Effective target % (base)</th><th>Pool pressure (factor)</th><th>Forecast</th>\
-         <th>Active anomalies</th><th>Replicas</th><th>Data age</th>{cost}</tr></thead><tbody>",
+         <th>Effective target % (base)</th><th>Auto-tuned target</th><th>Pool pressure (factor)</th>\
+         <th>Forecast</th><th>Active anomalies</th><th>Replicas</th><th>Data age</th>{cost}</tr></thead><tbody>",
         cost = if monthly.is_some() {
             "<th>Cost $/30 days</th>"
         } else {
@@ -331,6 +347,7 @@ async fn overview(
              <td class=\"num\" data-field=\"smart_percent\">{served}</td>\
              <td class=\"num\" data-field=\"raw_percent\">{raw}</td>\
              <td class=\"num\"><span data-field=\"effective_target_percent\">{eff}</span> ({base})</td>\
+             <td title=\"{tuning_words}\" data-field=\"tuning\">{tuning}</td>\
              <td class=\"num\">{level:.2} ({factor:.2})</td><td>{forecast}</td>\
              <td class=\"num\" data-field=\"anomalies_active\">{anomalies}</td>\
              <td class=\"num\" data-field=\"replicas\">{replicas}</td><td class=\"num\">{age}</td>{cost}</tr>",
@@ -340,6 +357,8 @@ async fn overview(
             raw = num(d.raw_percent),
             eff = num(e.effective_target_percent),
             base = num(d.inputs.base_target_percent),
+            tuning = escape(&tuning_cell(e)),
+            tuning_words = escape(e.tuning.as_ref().map_or("", |t| t.text.as_str())),
             level = e.pressure.level,
             factor = e.pressure.factor,
             forecast = escape(&forecast_words(e)),
@@ -817,12 +836,19 @@ async fn deployment(
              <tr><th>Raw %</th><td class=\"num\" data-field=\"raw_percent\">{}</td></tr>\
              <tr><th>Effective target %</th><td class=\"num\" data-field=\"effective_target_percent\">{}</td></tr>\
              <tr><th>Base target %</th><td class=\"num\">{}</td></tr>\
+             <tr><th>Auto-tuned target</th><td data-field=\"tuning\">{}</td></tr>\
              <tr><th>Replicas</th><td class=\"num\" data-field=\"replicas\">{}</td></tr>\
              <tr><th>Measured at</th><td>{}</td></tr></tbody></table>",
             num(d.smart_percent),
             num(d.raw_percent),
             num(d.explanation.effective_target_percent),
             num(d.inputs.base_target_percent),
+            escape(
+                &d.explanation
+                    .tuning
+                    .as_ref()
+                    .map_or_else(|| tuning_cell(&d.explanation), |t| t.text.clone())
+            ),
             d.inputs.replicas,
             crate::clock::rfc3339(d.inputs.observed_at),
         );
