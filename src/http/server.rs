@@ -712,11 +712,15 @@ mod tests {
         let real = connections.admit("secure", 3, client).unwrap();
         let first = connections.admit("secure", 3, flood).unwrap();
         let second = connections.admit("secure", 3, flood).unwrap();
-        // ...but the flood's address holds the most: its oldest goes.
+        // ...but the flood's address holds the most: one of its connections goes. Which one depends on the
+        // millisecond clock (both may have become idle in the same millisecond), so only the count is asserted.
         let _third = connections.admit("secure", 3, flood).unwrap();
         assert!(!real.conn.closing.load(Ordering::Acquire));
-        assert!(first.conn.closing.load(Ordering::Acquire));
-        assert!(!second.conn.closing.load(Ordering::Acquire));
+        let closed = [&first, &second]
+            .iter()
+            .filter(|c| c.conn.closing.load(Ordering::Acquire))
+            .count();
+        assert_eq!(closed, 1);
     }
 
     #[test]
