@@ -3,7 +3,10 @@
 # every built-in scenario (two at a time), and prints one table of plain HPA vs smart-autoscaler (reactive) vs
 # smart-autoscaler with forecasts (predictive, learned online as the trace replays) vs smart-autoscaler with
 # auto-tuned targets (tuned: re-tuned daily on the trace so far after the warm-up, applied when confident; set
-# TUNE=0 to leave it out, it replays the history at every candidate target each day) vs oracle.
+# TUNE=0 to leave it out, it replays the history at every candidate target each day) vs the predictive run with
+# the same tuned targets (pred+tuned: what serve does for an opted-in deployment with forecasting on) vs oracle.
+# Under the table, the daily-seasonal traces summed, against issue 17's aim (<= 0.25x plain's saturated pod-minutes
+# at no more pod-hours than plain).
 # Traces are scored after a warm-up of WARMUP (default 2d) that every run replays but no run's metrics count:
 # the forecasters' training period (a train/test split). Scenarios (about two days long) are scored whole.
 #   hack/bench-scaling.sh [extra simulate flags...]
@@ -62,8 +65,8 @@ sort -o "$out" "$out"
 python3 - "$out" <<'PY'
 import json, sys
 rows = [l.rstrip("\n").split("\t", 1) for l in open(sys.argv[1])]
-hdr = (f"{'trace':<48} {'acf1d':>5} {'saturated pod-min plain/smart/pred/tuned/oracle':>50} "
-       f"{'pod-hours plain/smart/pred/tuned/oracle':>48} {'events p/s/pred':>16}  verdict (reactive | predictive)")
+hdr = (f"{'trace':<48} {'acf1d':>5} {'saturated pod-min plain/smart/pred/tuned/pred+tuned/oracle':>60} "
+       f"{'pod-hours plain/smart/pred/tuned/pred+tuned/oracle':>60} {'events p/s/pred':>16}  verdict (reactive | predictive)")
 print(hdr); print("-" * len(hdr))
 better = worse = 0
 pred_rows = pred_ok = 0
@@ -72,13 +75,13 @@ for label, body in rows:
     if body.startswith("ERROR"):
         print(f"{label:<48} {body}"); continue
     d = json.loads(body); p, s, o, q = d["plain"], d["smart"], d["oracle"], d["predictive"]
-    t = d.get("tuned")
+    t, pt = d.get("tuned"), d.get("predictive_tuned")
     acf = d["config"].get("daily_autocorrelation")
-    cell = lambda k, fmt: " / ".join(fmt.format(r[k]) if r else "-" for r in (p, s, q, t, o))
+    cell = lambda k, fmt: " / ".join(fmt.format(r[k]) if r else "-" for r in (p, s, q, t, pt, o))
     sat = cell("saturated_pod_minutes", "{:.1f}")
     ph = cell("pod_hours", "{:.1f}")
     if acf is not None and acf >= 0.5:
-        for name, r in (("plain", p), ("smart", s), ("predictive", q), ("tuned", t), ("oracle", o)):
+        for name, r in (("plain", p), ("smart", s), ("predictive", q), ("tuned", t), ("pred+tuned", pt), ("oracle", o)):
             if r:
                 seasonal_sum.setdefault(name, [0.0, 0.0])
                 seasonal_sum[name][0] += r["saturated_pod_minutes"]; seasonal_sum[name][1] += r["pod_hours"]
@@ -101,11 +104,19 @@ for label, body in rows:
     else:
         pv = f"not seasonal ({pextra:+.1f}% ph)"
     acfs = f"{acf:.2f}" if acf is not None else "n/a"
-    print(f"{label:<48} {acfs:>5} {sat:>50} {ph:>48} {ev:>16}  {verdict} | {pv}")
+    print(f"{label:<48} {acfs:>5} {sat:>60} {ph:>60} {ev:>16}  {verdict} | {pv}")
 if seasonal_sum:
     print("\ndaily-seasonal traces (acf1d >= 0.5), summed after the warm-up:")
+    plain_sat, plain_ph = seasonal_sum["plain"]
     for name, (sat_sum, ph_sum) in seasonal_sum.items():
-        print(f"  {name:<11} saturated pod-min {sat_sum:10.1f}   pod-hours {ph_sum:10.1f}")
+        ratio = f"{sat_sum / plain_sat:.2f}x plain" if plain_sat > 0 else "-"
+        dph = (ph_sum / plain_ph - 1) * 100 if plain_ph else 0.0
+        # Issue 17's aim, summed: saturated pod-minutes <= 0.25x plain HPA's at no more pod-hours than plain's.
+        aim = ""
+        if name not in ("plain", "oracle"):
+            met = sat_sum <= 0.25 * plain_sat + 1e-6 and ph_sum <= plain_ph + 1e-6
+            aim = "  AIM MET (<= 0.25x plain, <= plain pod-hours)" if met else "  aim missed"
+        print(f"  {name:<11} saturated pod-min {sat_sum:10.1f} ({ratio:>11})   pod-hours {ph_sum:10.1f} ({dph:+.1f}%){aim}")
 print(f"\nreactive: {better} runs met 'saturation <= plain at <= 5% extra pod-hours', {worse} did not")
 print(f"predictive: {pred_ok} of {pred_rows} daily-seasonal runs met 'saturation <= half of plain, <= 10% extra pod-hours, "
       f">= half of the plain-oracle gap closed'")

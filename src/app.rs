@@ -420,32 +420,53 @@ fn start_alerting(
     Ok(Some(Arc::new(alerting)))
 }
 
-/// Sends the weekly report to the receivers that subscribe to it, on the leader, at `--weekly-report-at` local
-/// to the forecaster's business time zone.
+/// What the weekly report reads besides the schedules.
+struct ReportInputs<'a> {
+    store: &'a crate::store::Store,
+    cost: &'a Arc<crate::cost::CostBook>,
+    anomalies: &'a AnomalyHistory,
+    forecasts: &'a Option<watch::Receiver<Arc<crate::domain::forecast::online::Board>>>,
+}
+
+/// The schedule book and the weekly report's sources of `serve` and `demo`, and the weekly report's alert: sent
+/// to the receivers that subscribe to it, on the leader, at `--weekly-report-at` local to the forecaster's
+/// business time zone.
 #[allow(clippy::too_many_arguments)]
-fn start_weekly_report(
+fn start_schedules_and_report(
     settings: &crate::alerting::AlertingSettings,
     alerting: Option<Arc<crate::alerting::Alerting>>,
     forecast: Option<&crate::domain::forecast::online::ForecasterConfig>,
-    sources: &crate::report::ReportSources,
+    inputs: ReportInputs<'_>,
     snapshots: &watch::Receiver<Option<Arc<crate::domain::model::Snapshot>>>,
     leadership: &crate::k8s::leader::Leadership,
     clock: &Arc<dyn Clock>,
+    telemetry: &Telemetry,
     cancel: &CancellationToken,
+) -> (
+    Arc<crate::schedule::ScheduleBook>,
+    crate::report::ReportSources,
 ) {
-    let (Some(alerting), Some(mut at)) = (alerting, settings.weekly_report_at) else {
-        return;
+    let schedules = schedule_book(forecast, inputs.store, snapshots, clock, telemetry, cancel);
+    let sources = crate::report::ReportSources {
+        cost: Some(inputs.cost.clone()),
+        anomalies: Some(inputs.anomalies.clone()),
+        store: Some(inputs.store.clone()),
+        schedules: Some(schedules.clone()),
+        forecasts: inputs.forecasts.clone(),
     };
-    at.utc_offset_minutes = forecast.map_or(0, |f| f.ensemble.profile.utc_offset_minutes);
-    crate::report::spawn_weekly_alerts(
-        at,
-        alerting,
-        sources.clone(),
-        snapshots.clone(),
-        leadership.clone(),
-        clock.clone(),
-        cancel.clone(),
-    );
+    if let (Some(alerting), Some(mut at)) = (alerting, settings.weekly_report_at) {
+        at.utc_offset_minutes = forecast.map_or(0, |f| f.ensemble.profile.utc_offset_minutes);
+        crate::report::spawn_weekly_alerts(
+            at,
+            alerting,
+            sources.clone(),
+            snapshots.clone(),
+            leadership.clone(),
+            clock.clone(),
+            cancel.clone(),
+        );
+    }
+    (schedules, sources)
 }
 
 /// Checks the `--external-rules` queries against Prometheus (a query it rejects as bad data stops the start with
@@ -606,29 +627,20 @@ pub async fn run_serve(args: ServeSettings) -> Result<()> {
         crate::k8s::events::EventLimits::default(),
         cancel.clone(),
     );
-    let schedules = schedule_book(
-        args.forecast.as_ref(),
-        &store,
-        &snapshots,
-        &clock,
-        &telemetry,
-        &cancel,
-    );
-    let report_sources = crate::report::ReportSources {
-        cost: Some(cost.clone()),
-        anomalies: Some(anomalies.clone()),
-        store: Some(store.clone()),
-        schedules: Some(schedules.clone()),
-        forecasts: forecasts.clone(),
-    };
-    start_weekly_report(
+    let (schedules, report_sources) = start_schedules_and_report(
         &args.alerting,
         alerting,
         args.forecast.as_ref(),
-        &report_sources,
+        ReportInputs {
+            store: &store,
+            cost: &cost,
+            anomalies: &anomalies,
+            forecasts: &forecasts,
+        },
         &snapshots,
         &leadership,
         &clock,
+        &telemetry,
         &cancel,
     );
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);
@@ -879,29 +891,20 @@ pub async fn run_demo(args: DemoSettings) -> Result<()> {
     let leadership = crate::k8s::leader::always();
     export_leadership(&telemetry, &leadership, &cancel);
     let alerting = start_alerting(&args.alerting, &snapshots, &leadership, &telemetry, &cancel)?;
-    let schedules = schedule_book(
-        args.forecast.as_ref(),
-        &store,
-        &snapshots,
-        &clock,
-        &telemetry,
-        &cancel,
-    );
-    let report_sources = crate::report::ReportSources {
-        cost: Some(cost.clone()),
-        anomalies: Some(anomalies.clone()),
-        store: Some(store.clone()),
-        schedules: Some(schedules.clone()),
-        forecasts: forecasts.clone(),
-    };
-    start_weekly_report(
+    let (schedules, report_sources) = start_schedules_and_report(
         &args.alerting,
         alerting,
         args.forecast.as_ref(),
-        &report_sources,
+        ReportInputs {
+            store: &store,
+            cost: &cost,
+            anomalies: &anomalies,
+            forecasts: &forecasts,
+        },
         &snapshots,
         &leadership,
         &clock,
+        &telemetry,
         &cancel,
     );
     let mut state = app_state(&args.server, snapshots, clock, telemetry, health);

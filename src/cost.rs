@@ -277,6 +277,11 @@ enum History {
 #[derive(Debug, Clone)]
 struct Sizing {
     history: History,
+    /// The store's import count for the deployment when its history was last read: a bootstrap that lands later
+    /// (it runs in the background from the same first tick) makes it read again.
+    imports_read: u64,
+    /// A re-read is under way (the history in hand keeps being fed meanwhile).
+    rereading: bool,
     last_sample_at: Option<UnixMillis>,
     /// Deployment demand (cores), one a minute, the last [`DEMAND_SAMPLES`].
     demand: VecDeque<f64>,
@@ -490,16 +495,27 @@ impl CostBook {
                     price,
                 };
                 let measured = !snapshot.unmeasured.contains_key(&d.key);
+                let imports = self.store.as_ref().map_or(0, |st| st.imports(&d.key));
                 match state.sizing.get_mut(&d.key) {
                     Some(s) => {
                         s.last = last;
                         if measured {
                             feed(s, inputs);
                         }
+                        if imports > s.imports_read
+                            && !s.rereading
+                            && matches!(s.history, History::Ready(_))
+                        {
+                            s.rereading = true;
+                            s.imports_read = imports;
+                            rebuild.push((d.key.clone(), inputs.clone()));
+                        }
                     }
                     None => {
                         let mut s = Sizing {
                             history: History::Ready(Box::new(ContainerHistory::new(POD_CONTAINER))),
+                            imports_read: imports,
+                            rereading: false,
                             last_sample_at: None,
                             demand: VecDeque::new(),
                             last,
@@ -538,13 +554,16 @@ impl CostBook {
         }
     }
 
-    /// Installs a history rebuilt from the store (if the deployment is still there and still waiting for it).
+    /// Installs a history rebuilt from the store (if the deployment is still there and waiting for it). A re-read
+    /// replaces the history it was started beside: the store holds that one's live samples too, up to the read,
+    /// and the minute or so fed since is given up for the week the bootstrap brought.
     fn rebuilt(&self, key: &DeploymentKey, history: ContainerHistory) {
         let mut state = self.lock();
         if let Some(s) = state.sizing.get_mut(key)
-            && matches!(s.history, History::Loading)
+            && (s.rereading || matches!(s.history, History::Loading))
         {
             s.history = History::Ready(Box::new(history));
+            s.rereading = false;
         }
     }
 

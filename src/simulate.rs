@@ -170,13 +170,13 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         (schedule, run)
     });
     let tuning = args.tune.then(|| {
-        let (retunes, run) = crate::domain::tuning::tuned_replay(
+        let (retunes, tuned) = crate::domain::tuning::tuned_replay(
             &series,
             &config,
             &crate::domain::tuning::TuningConfig::default(),
             86_400_000,
         );
-        runs.push(run);
+        runs.extend(tuned);
         retunes
     });
     let rightsizing = args
@@ -217,7 +217,8 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
                     .to_string(),
                 serde_json::to_value(&r.metrics)?,
             );
-            if let Some(f) = &r.forecast {
+            // One forecast report: the predictive run's (the predictive+tuned run learns the same forecasts).
+            if let (Some(f), backtest::Mode::Predictive) = (&r.forecast, r.mode) {
                 out.insert("forecast".into(), serde_json::to_value(f)?);
             }
         }
@@ -254,7 +255,7 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
     )?;
     writeln!(
         out,
-        "{:<10} {:>18} {:>18} {:>10} {:>12} {:>8}",
+        "{:<16} {:>18} {:>18} {:>10} {:>12} {:>8}",
         "run", "saturated pod-min", "over-target min", "pod-hours", "scale events", "max pods"
     )?;
     let named = runs
@@ -272,7 +273,7 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
         let m = &r.metrics;
         writeln!(
             out,
-            "{:<10} {:>18.1} {:>18.1} {:>10.1} {:>12} {:>8}",
+            "{:<16} {:>18.1} {:>18.1} {:>10.1} {:>12} {:>8}",
             label,
             m.saturated_pod_minutes,
             m.over_target_minutes,

@@ -3,7 +3,7 @@
 //! week and a half of usage: a smooth daily cycle carried by pods that have since been replaced, then the
 //! recording's live pods. serve bootstraps that history into its store, its tuning task replays it at candidate
 //! targets, and the tuned target is applied to shop/api (the value served follows it) and shown as advice for
-//! shop/web.
+//! shop/web. The same week gives shop/api a right-sizing recommendation.
 
 mod common;
 
@@ -318,5 +318,49 @@ async fn serve_tunes_an_opted_in_deployment_from_a_backfilled_week_and_advises_t
         .is_some_and(|c| c > 0.8)
     );
     assert!(value("smart_autoscaler_tuning_runs_total").is_some_and(|n| n >= 2.0));
+
+    // Right-sizing from the same backfilled week. The histogram is read from the store at the first tick, before
+    // the bootstrap has landed, and read again once it has: live ticks alone (a minute or two here) would be
+    // "not enough data". 2,160 five-minute points over 7.5 days are 1.5 days of VPA confidence (one sample a
+    // minute makes a day), and the old pods ran at 67-133% of their request, so the p90 + 15% is above it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rec = loop {
+        let body = get("/api/v1/recommendations?namespace=shop").await;
+        let api = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == "api")
+            .cloned()
+            .unwrap_or_else(|| panic!("shop/api not in {body:#}"));
+        if api["requests"]["status"] == "ready" {
+            break api;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recommendation from the backfilled week: {api:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let requests = &rec["requests"];
+    let confidence = requests["confidence_days"].as_f64().unwrap();
+    assert!((1.2..=2.0).contains(&confidence), "{rec:#}");
+    let cpu = &requests["cpu_milli"];
+    let target = cpu["target"].as_i64().unwrap();
+    assert!(
+        target > 350,
+        "p90 + 15% of a pod at up to 133% of 350m: {rec:#}"
+    );
+    assert!(
+        cpu["lower"].as_i64().unwrap() <= target && target <= cpu["upper"].as_i64().unwrap(),
+        "{rec:#}"
+    );
+    assert!(
+        ["change", "keep"].contains(&rec["status"].as_str().unwrap()),
+        "{rec:#}"
+    );
+    let projection = &rec["plan"]["projection"];
+    assert_eq!(projection["cpu_request_milli"], target, "{rec:#}");
+    assert!(projection["savings_usd_month"].is_number(), "{rec:#}");
     eprintln!("tuning end to end took {:?}", started.elapsed());
 }

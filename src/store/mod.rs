@@ -403,6 +403,9 @@ struct Shared {
     /// Set by a reopen: the next tick's write is flushed at once, so writes count as working again only once
     /// they reach the disk (sled buffers them; on a disk still full the error comes from its flusher later).
     confirm_writes: AtomicBool,
+    /// History imports (bootstrap) that kept points, per deployment since start: readers that built something from
+    /// the store before a bootstrap landed (the right-sizing histories) see that there is more to read.
+    imports: Mutex<HashMap<DeploymentKey, u64>>,
     /// When the database was last reopened after an I/O error (or tried to be).
     last_reopen: Mutex<Option<std::time::Instant>>,
     /// Why the database is closed when a reopen failed (`None`: the failed compaction's reason).
@@ -583,6 +586,7 @@ impl Store {
                 metrics,
                 io_failed: AtomicBool::new(false),
                 confirm_writes: AtomicBool::new(false),
+                imports: Mutex::default(),
                 last_reopen: Mutex::new(None),
                 closed_reason: Mutex::new(None),
             }),
@@ -1225,11 +1229,33 @@ impl Store {
         key: &DeploymentKey,
         points: &[(UnixMillis, f64, Option<u32>)],
     ) -> Result<usize, StoreError> {
-        let key = key.clone();
+        let owned = key.clone();
         let points = points.to_vec();
         let now = self.clock.now_millis();
-        self.blocking(move |inner| inner.import(&key, &points, now))
-            .await
+        let kept = self
+            .blocking(move |inner| inner.import(&owned, &points, now))
+            .await?;
+        if kept > 0 {
+            *self
+                .shared
+                .imports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(key.clone())
+                .or_default() += 1;
+        }
+        Ok(kept)
+    }
+
+    /// How many history imports that kept points `key` has had since start (see [`Store::import_history`]).
+    pub fn imports(&self, key: &DeploymentKey) -> u64 {
+        self.shared
+            .imports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Stores a decision (JSON bytes) made for `key` at `at`.

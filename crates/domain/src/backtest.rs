@@ -204,6 +204,9 @@ pub enum Mode {
     /// HPA on `smart_cpu_utilization` with [`SimConfig::tuned_targets`] (the reactive run, re-tuned as the
     /// trace replays; see `simulate`).
     Tuned,
+    /// The predictive run with [`SimConfig::tuned_targets`]: everything `serve` does for a deployment that opted
+    /// in to auto-tuning while forecasting is on.
+    PredictiveTuned,
 }
 
 /// Outcome of one run.
@@ -442,12 +445,16 @@ pub fn run_with_progress(
     let mut last: Option<Snapshot> = None;
     let mut served = 0.0;
     let mut forecaster = match (mode, &config.forecast) {
-        (Mode::Predictive, Some(f)) => Some(Forecaster::new(ForecasterConfig {
-            // A replay keeps the whole trace: nothing here is bounded by memory the way a server is.
-            max_history_steps: f.max_history_steps.max(30 * STEPS_PER_DAY),
-            ..f.clone()
-        })),
-        (Mode::Predictive, None) => Some(Forecaster::new(ForecasterConfig::default())),
+        (Mode::Predictive | Mode::PredictiveTuned, Some(f)) => {
+            Some(Forecaster::new(ForecasterConfig {
+                // A replay keeps the whole trace: nothing here is bounded by memory the way a server is.
+                max_history_steps: f.max_history_steps.max(30 * STEPS_PER_DAY),
+                ..f.clone()
+            }))
+        }
+        (Mode::Predictive | Mode::PredictiveTuned, None) => {
+            Some(Forecaster::new(ForecasterConfig::default()))
+        }
         _ => None,
     };
     // What the forecasting task has published, as the engine reads it from its watch channel.
@@ -566,7 +573,7 @@ pub fn run_with_progress(
                     util,
                 )
             }
-            Mode::Smart | Mode::Predictive | Mode::Tuned => {
+            Mode::Smart | Mode::Predictive | Mode::Tuned | Mode::PredictiveTuned => {
                 if let Some(f) = forecaster.as_mut() {
                     // Demand in the forecasters' unit: the measured usage as percent of one pod's capacity.
                     if now > 0 && now % BUCKET_MILLIS == 0 && bucket.1 > 0 {
@@ -736,7 +743,10 @@ pub fn run_with_progress(
             refits: f.refits(),
         }
     });
-    if matches!(mode, Mode::Smart | Mode::Predictive | Mode::Tuned) {
+    if matches!(
+        mode,
+        Mode::Smart | Mode::Predictive | Mode::Tuned | Mode::PredictiveTuned
+    ) {
         metrics.anomalies = Some(anomalies);
     }
     Run {

@@ -558,14 +558,15 @@ pub struct Retune {
 /// `simulate`'s tuned run: the trace replayed as a deployment opted in to auto-tuning would live it. From the end
 /// of the warm-up (`sim.score_from_millis`, at least `retune_millis`) on, and then every `retune_millis`, the
 /// target is tuned on the trace so far (demand as the store would hold it, no peeking ahead) and applied by the
-/// tick's rule: a confident tuned target, else the base target. Returns the re-tunings and the run
-/// ([`Mode::Tuned`]), scored like the other runs.
+/// tick's rule: a confident tuned target, else the base target. Returns the re-tunings and the runs, scored like
+/// the other runs: [`Mode::Tuned`] (reactive), and [`Mode::PredictiveTuned`] too when `sim.forecast` is set (the
+/// same targets with the forecasts learned online, as `serve` runs an opted-in deployment with forecasting on).
 pub fn tuned_replay(
     series: &Series,
     sim: &SimConfig,
     config: &TuningConfig,
     retune_millis: i64,
-) -> (Vec<Retune>, backtest::Run) {
+) -> (Vec<Retune>, Vec<backtest::Run>) {
     let retune = retune_millis.max(series.step_millis.max(1));
     let config = TuningConfig {
         startup_seconds: sim.startup_seconds,
@@ -606,8 +607,11 @@ pub fn tuned_replay(
     }
     let mut replay = sim.clone();
     replay.tuned_targets = retunes.iter().map(|r| (r.at, r.applied_percent)).collect();
-    let run = backtest::run(series, &replay, Mode::Tuned);
-    (retunes, run)
+    let mut runs = vec![backtest::run(series, &replay, Mode::Tuned)];
+    if replay.forecast.is_some() {
+        runs.push(backtest::run(series, &replay, Mode::PredictiveTuned));
+    }
+    (retunes, runs)
 }
 
 #[cfg(test)]
@@ -844,5 +848,59 @@ mod tests {
         // Made for another base target: stale.
         i.base_target_percent = 60.0;
         assert_eq!(tuned.applicable_target(&i, &config), None);
+    }
+
+    #[test]
+    fn a_tuned_replay_applies_confident_targets_without_peeking_and_adds_the_predictive_run() {
+        // 3.5 "weeks" of the quick scale (two days each are too long for a debug test): 3 days of the smooth
+        // cycle, re-tuned every 12 hours after a one-day warm-up.
+        let series = Series {
+            step_millis: STEP,
+            values: (0..(3 * DAY_MILLIS / STEP) as usize).map(smooth).collect(),
+        };
+        let mut sim = SimConfig::for_series(&series);
+        sim.pod_capacity = 1.0;
+        sim.score_from_millis = DAY_MILLIS;
+        let (retunes, runs) = tuned_replay(&series, &sim, &quick(), DAY_MILLIS / 2);
+        assert_eq!(
+            retunes.iter().map(|r| r.at).collect::<Vec<_>>(),
+            [
+                DAY_MILLIS,
+                3 * DAY_MILLIS / 2,
+                2 * DAY_MILLIS,
+                5 * DAY_MILLIS / 2
+            ]
+        );
+        for r in &retunes {
+            let confident =
+                r.verdict == Verdict::Tuned && r.confidence.is_some_and(|c| c > APPLY_CONFIDENCE);
+            assert_eq!(confident, r.applied_percent != 70.0, "{r:#?}");
+            // Only the trace so far was replayed.
+            let days = (r.at as f64 / DAY_MILLIS as f64).min(quick().max_history_days);
+            assert!(
+                r.summary.contains(&format!("{days:.1} days replayed")),
+                "{r:#?}"
+            );
+        }
+        assert!(
+            retunes.iter().any(|r| r.applied_percent > 70.0),
+            "{retunes:#?}"
+        );
+        assert_eq!(
+            runs.iter().map(|r| r.mode).collect::<Vec<_>>(),
+            [Mode::Tuned]
+        );
+
+        // With forecasting configured, the same targets also drive a predictive run, which learns forecasts.
+        sim.forecast = Some(crate::forecast::online::ForecasterConfig::default());
+        let (again, runs) = tuned_replay(&series, &sim, &quick(), DAY_MILLIS / 2);
+        assert_eq!(again, retunes, "the targets do not depend on forecasting");
+        assert_eq!(
+            runs.iter().map(|r| r.mode).collect::<Vec<_>>(),
+            [Mode::Tuned, Mode::PredictiveTuned]
+        );
+        assert!(runs[0].forecast.is_none());
+        assert!(runs[1].forecast.as_ref().is_some_and(|f| f.refits > 0));
+        assert!(runs[1].metrics.pod_hours > 0.0);
     }
 }
