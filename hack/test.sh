@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 hack/install-tools.sh
+# Every crate of Cargo.lock, for every target platform: tests/image.rs checks the Dockerfile's dependency layer
+# with `cargo fetch --offline`, which needs crates no build on this platform downloads (windows-sys, valuable).
+cargo fetch --locked
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
