@@ -217,7 +217,8 @@ pub fn run(args: &SimulateArgs) -> Result<String> {
                     .to_string(),
                 serde_json::to_value(&r.metrics)?,
             );
-            // One forecast report: the predictive run's (the predictive+tuned run learns the same forecasts).
+            // One forecast report, the predictive run's: the predictive+tuned run learns from the same demand, and its
+            // report would differ only by what its own replica counts did to the measured usage.
             if let (Some(f), backtest::Mode::Predictive) = (&r.forecast, r.mode) {
                 out.insert("forecast".into(), serde_json::to_value(f)?);
             }

@@ -209,6 +209,13 @@ pub enum Mode {
     PredictiveTuned,
 }
 
+impl Mode {
+    /// Whether the run learns forecasts online and blends them into the served value.
+    pub fn learns_forecasts(self) -> bool {
+        matches!(self, Mode::Predictive | Mode::PredictiveTuned)
+    }
+}
+
 /// Outcome of one run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RunMetrics {
@@ -444,19 +451,16 @@ pub fn run_with_progress(
         AnomalyKind::ALL.iter().map(|k| (*k, 0)).collect();
     let mut last: Option<Snapshot> = None;
     let mut served = 0.0;
-    let mut forecaster = match (mode, &config.forecast) {
-        (Mode::Predictive | Mode::PredictiveTuned, Some(f)) => {
-            Some(Forecaster::new(ForecasterConfig {
+    let mut forecaster = mode.learns_forecasts().then(|| {
+        Forecaster::new(match &config.forecast {
+            Some(f) => ForecasterConfig {
                 // A replay keeps the whole trace: nothing here is bounded by memory the way a server is.
                 max_history_steps: f.max_history_steps.max(30 * STEPS_PER_DAY),
                 ..f.clone()
-            }))
-        }
-        (Mode::Predictive | Mode::PredictiveTuned, None) => {
-            Some(Forecaster::new(ForecasterConfig::default()))
-        }
-        _ => None,
-    };
+            },
+            None => ForecasterConfig::default(),
+        })
+    });
     // What the forecasting task has published, as the engine reads it from its watch channel.
     let publish = |f: &Forecaster| Board::from([(key.clone(), f.published())]);
     let mut board = forecaster.as_ref().map(publish);
@@ -743,10 +747,8 @@ pub fn run_with_progress(
             refits: f.refits(),
         }
     });
-    if matches!(
-        mode,
-        Mode::Smart | Mode::Predictive | Mode::Tuned | Mode::PredictiveTuned
-    ) {
+    // Every run but plain and oracle goes through the tick, whose detectors open anomalies.
+    if !matches!(mode, Mode::Plain | Mode::Oracle) {
         metrics.anomalies = Some(anomalies);
     }
     Run {
